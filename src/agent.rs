@@ -1,0 +1,176 @@
+//! `mamori agent`: wires the parts together, owns the bus and the shutdown.
+//!
+//! Start order: data dir and its lock (one agent per data dir), store (runs
+//! left `running` by a dead predecessor become `interrupted`), token, reaper,
+//! enforcement (and the predecessor's leftover processes are killed), API
+//! listener, then the units. Shutdown (SIGTERM/SIGINT): every unit is stopped
+//! with its own `stop_timeout`, the whole within `shutdown_timeout`; whatever
+//! is still alive at that deadline is killed.
+
+use std::fs::OpenOptions;
+use std::hash::Hasher;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::event::{Bus, EventKind};
+use crate::store::Store;
+use crate::supervise::enforce::Enforcer;
+use crate::supervise::reaper::Reaper;
+use crate::supervise::{Ctx, Supervisor};
+use crate::web::{self, AppState};
+
+/// A stable id for this data dir: tags our processes and cgroups.
+fn agent_id(data_dir: &Path) -> String {
+    let canon = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
+    // FNV-1a: stable across builds, unlike std's SipHash keys.
+    let mut h = Fnv(0xcbf29ce484222325);
+    h.write(canon.as_os_str().as_encoded_bytes());
+    format!("{:016x}", h.finish())
+}
+
+struct Fnv(u64);
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x100000001b3);
+        }
+    }
+}
+
+/// Holds an exclusive lock on `<data_dir>/agent.lock` for the agent's life.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
+    let path = data_dir.join("agent.lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a valid fd owned by `f`.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let other = std::fs::read_to_string(&path).unwrap_or_default();
+        bail!(
+            "another mamori agent is already running on data dir {} (pid {}); stop it first or use another data_dir",
+            data_dir.display(),
+            other.trim()
+        );
+    }
+    let _ = f.set_len(0);
+    let _ = std::fs::write(&path, format!("{}\n", std::process::id()));
+    Ok(f)
+}
+
+pub async fn run(config: Config) -> Result<()> {
+    let a = &config.agent;
+    std::fs::create_dir_all(&a.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", a.data_dir.display()))?;
+    let _lock = lock_data_dir(&a.data_dir)?;
+    let store = Store::open(&a.data_dir.join("mamori.db"))
+        .with_context(|| format!("cannot open the store in {}", a.data_dir.display()))?;
+    let bus = Bus::new(store.clone());
+    for r in store.interrupt_running(crate::util::now_ms())? {
+        tracing::warn!(unit = %r.unit, run_id = r.id, "A run was in flight when the previous agent died; marked interrupted.");
+        bus.emit(EventKind::RunInterrupted {
+            unit: r.unit,
+            run_id: r.id,
+        });
+    }
+    let token = web::load_token(&a.token_file)
+        .with_context(|| format!("cannot read or create token_file {}", a.token_file.display()))?;
+    let reaper = Reaper::start().context("cannot become a child subreaper")?;
+    let id = agent_id(&a.data_dir);
+    let enforcer = Arc::new(
+        Enforcer::detect(a.enforcement, &id)
+            .map_err(|e| anyhow::anyhow!("enforcement = \"{}\" cannot work here: {e}", a.enforcement.as_str()))?,
+    );
+    tracing::info!(enforcement = enforcer.mode().as_str(), detail = %enforcer.detail, "Limits enforced by {}.", enforcer.mode().as_str());
+    let leftovers = enforcer.kill_leftovers();
+    if !leftovers.is_empty() {
+        tracing::warn!(count = leftovers.len(), "Killed processes left by a previous agent on this data dir.");
+        bus.emit(EventKind::LeftoversKilled { pids: leftovers });
+    }
+    bus.emit(EventKind::AgentStarted {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        enforcement: enforcer.mode().as_str().to_string(),
+        detail: enforcer.detail.clone(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} ([agent] listen)", a.listen))?;
+
+    let cancel = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let logs_dir = a.data_dir.join("logs");
+    let ctx = Arc::new(Ctx {
+        store: store.clone(),
+        bus: bus.clone(),
+        reaper,
+        enforcer: enforcer.clone(),
+        logs_dir: logs_dir.clone(),
+        poll_interval: a.poll_interval,
+        sample_interval: Duration::from_secs(1),
+    });
+    let sup = Supervisor::start(&config, ctx, cancel.clone(), &mut tasks)
+        .context("cannot start the units")?;
+    let app = web::router(Arc::new(AppState {
+        sup,
+        store: store.clone(),
+        token,
+        logs_dir,
+    }));
+    let http_cancel = cancel.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_cancel.cancelled().await })
+            .await
+    });
+    tracing::info!(listen = %a.listen, units = config.units.len(), config = %config.path.display(), "Agent running.");
+
+    let why = wait_for_signal().await;
+    tracing::info!(signal = why, "Stopping: stopping every unit.");
+    bus.emit(EventKind::AgentStopping {
+        reason: why.to_string(),
+    });
+    cancel.cancel();
+    let all_done = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(a.shutdown_timeout, all_done).await.is_err() {
+        tracing::warn!("Units did not stop within shutdown_timeout; killing what is left.");
+    }
+    let left = enforcer.kill_leftovers();
+    if !left.is_empty() {
+        tracing::warn!(count = left.len(), "Killed processes that outlived their units.");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    tracing::info!("Stopped.");
+    Ok(())
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers we cannot stop cleanly; wait forever.
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

@@ -1,0 +1,205 @@
+//! The command line: what the user typed (clap) turned into calls, either
+//! running the agent in this process or talking to a running agent over its
+//! HTTP API (`client`). Exit codes: 0 success, 1 failure (or a config error),
+//! 2 usage error; `run --wait` exits with the job's own code.
+
+mod client;
+mod demo;
+mod show;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config;
+
+#[derive(Parser)]
+#[command(name = "mamori", version, about = "Keeps services and batch jobs out of trouble: runs them under limits, watches, acts, tells.")]
+pub struct Cli {
+    /// The config file. Every command finds the agent through it (listen address, token file).
+    #[arg(short, long, global = true, env = "MAMORI_CONFIG", default_value = "mamori.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent in the foreground (logs to stdout).
+    Agent {
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Run the agent on the embedded demo config (a web server, a leaking
+    /// service, a runaway job) in a scratch directory.
+    Demo {
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+        /// Where the demo keeps its config and data.
+        #[arg(long, default_value = "mamori-demo")]
+        dir: PathBuf,
+    },
+    /// Check a config file; print every error as FILE:LINE:COL: message.
+    CheckConfig {
+        /// The file to check (default: --config).
+        file: Option<PathBuf>,
+    },
+    /// Show units: state, pid, uptime, restarts, memory, last exit reason.
+    Status {
+        unit: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a unit (a service, or a job run).
+    Start { unit: String },
+    /// Stop a unit: its stop signal to the whole tree, SIGKILL after stop_timeout.
+    Stop { unit: String },
+    /// Stop and start a unit; also the way out of `gave-up`.
+    Restart { unit: String },
+    /// Run a job now.
+    Run {
+        job: String,
+        /// Wait for the run to end and exit with its exit code.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Print a unit's captured stdout and stderr.
+    Logs {
+        unit: String,
+        /// Keep printing new output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the output of this run.
+        #[arg(long)]
+        run: Option<i64>,
+    },
+    /// List recorded runs, newest first.
+    Runs {
+        unit: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List recent events, oldest first.
+    Events {
+        #[arg(long)]
+        unit: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mamori: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<config::Config> {
+    config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Cmd::CheckConfig { file } => {
+            let path = file.unwrap_or(cli.config);
+            match config::load(&path) {
+                Ok(c) => {
+                    let services = c.units.iter().filter(|u| u.kind == config::UnitKind::Service).count();
+                    println!(
+                        "{}: ok ({} services, {} jobs)",
+                        path.display(),
+                        services,
+                        c.units.len() - services
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("{e}");
+                    }
+                    eprintln!(
+                        "{}: {} error{}",
+                        path.display(),
+                        errors.0.len(),
+                        if errors.0.len() == 1 { "" } else { "s" }
+                    );
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Cmd::Agent { log_format } => {
+            let config = load(&cli.config)?;
+            init_logging(log_format);
+            runtime()?.block_on(crate::agent::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo { log_format, dir } => {
+            let path = demo::prepare(&dir)?;
+            let config = load(&path)?;
+            init_logging(log_format);
+            demo::banner(&path);
+            runtime()?.block_on(crate::agent::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        cmd => {
+            let config = load(&cli.config)?;
+            let c = client::Client::new(&config)?;
+            runtime()?.block_on(remote(cmd, c))
+        }
+    }
+}
+
+async fn remote(cmd: Cmd, c: client::Client) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Status { unit, json } => show::status(&c, unit.as_deref(), json).await,
+        Cmd::Start { unit } => show::action(&c, &unit, "start").await,
+        Cmd::Stop { unit } => show::action(&c, &unit, "stop").await,
+        Cmd::Restart { unit } => show::action(&c, &unit, "restart").await,
+        Cmd::Run { job, wait } => show::run(&c, &job, wait).await,
+        Cmd::Logs { unit, follow, run } => show::logs(&c, &unit, follow, run).await,
+        Cmd::Runs { unit, limit, json } => show::runs(&c, unit.as_deref(), limit, json).await,
+        Cmd::Events { unit, limit, json } => show::events(&c, unit.as_deref(), limit, json).await,
+        Cmd::Agent { .. } | Cmd::Demo { .. } | Cmd::CheckConfig { .. } => Ok(ExitCode::from(2)),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MAMORI_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+}

@@ -1,0 +1,256 @@
+//! What the remote commands print: tables for people, `--json` for scripts.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+
+use super::client::Client;
+use crate::config::units::{format_duration, format_size};
+use crate::util::format_ts;
+
+fn s(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(x)) => x.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Null) | None => "-".to_string(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn size(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_u64)
+        .map(format_size)
+        .unwrap_or_else(|| "-".into())
+}
+
+fn dur_ms(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_u64)
+        .map(|ms| format_duration(Duration::from_millis(ms)))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Prints rows as aligned columns.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+pub async fn status(c: &Client, unit: Option<&str>, json: bool) -> Result<ExitCode> {
+    let v = match unit {
+        Some(u) => c.get(&format!("/api/v1/units/{u}")).await?,
+        None => c.get("/api/v1/units").await?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let units = match &v {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    };
+    let rows = units
+        .iter()
+        .map(|u| {
+            vec![
+                s(u, "name"),
+                s(u, "kind"),
+                s(u, "state"),
+                s(u, "pid"),
+                dur_ms(u, "uptime_ms"),
+                s(u, "restarts"),
+                size(u, "memory"),
+                s(u, "last_reason"),
+            ]
+        })
+        .collect();
+    table(
+        &["UNIT", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "MEMORY", "LAST EXIT"],
+        rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn action(c: &Client, unit: &str, action: &str) -> Result<ExitCode> {
+    let v = c.post(&format!("/api/v1/units/{unit}/{action}")).await?;
+    println!("{unit}: {}", s(&v, "result"));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run(c: &Client, job: &str, wait: bool) -> Result<ExitCode> {
+    let v = c.post(&format!("/api/v1/jobs/{job}/run")).await?;
+    let Some(id) = v.get("run_id").and_then(Value::as_i64) else {
+        bail!("the agent did not say which run it started");
+    };
+    if !wait {
+        println!("{job}: started run {id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("{job}: run {id} started; waiting");
+    loop {
+        let r = c.get(&format!("/api/v1/runs/{id}")).await?;
+        if s(&r, "state") != "running" {
+            let code = r.get("exit_code").and_then(Value::as_i64);
+            let signal = s(&r, "signal");
+            eprintln!(
+                "{job}: run {id} {} ({}) after {}, peak memory {}, cpu {}",
+                s(&r, "state"),
+                s(&r, "reason"),
+                match (r.get("started_at").and_then(Value::as_i64), r.get("ended_at").and_then(Value::as_i64)) {
+                    (Some(a), Some(b)) => format_duration(Duration::from_millis((b - a).max(0) as u64)),
+                    _ => "-".into(),
+                },
+                size(&r, "peak_rss"),
+                dur_ms(&r, "cpu_ms"),
+            );
+            let exit = match (s(&r, "state").as_str(), code) {
+                ("succeeded", _) => 0,
+                (_, Some(c)) => c.clamp(1, 255) as u8,
+                _ => signal_exit_code(&signal),
+            };
+            return Ok(ExitCode::from(exit));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 128 + the signal number, like a shell reports a killed command.
+fn signal_exit_code(signal: &str) -> u8 {
+    use std::str::FromStr;
+    nix::sys::signal::Signal::from_str(signal)
+        .map(|s| 128u8.saturating_add(s as i32 as u8))
+        .unwrap_or(1)
+}
+
+pub async fn logs(c: &Client, unit: &str, follow: bool, run: Option<i64>) -> Result<ExitCode> {
+    use std::io::Write;
+    let mut from: Option<u64> = None;
+    let mut warned = false;
+    loop {
+        let mut q = format!("/api/v1/units/{unit}/logs?max=1048576");
+        if let Some(f) = from {
+            q.push_str(&format!("&from={f}"));
+        }
+        if let Some(r) = run {
+            q.push_str(&format!("&run={r}"));
+        }
+        let v = c.get(&q).await?;
+        if v.get("truncated").and_then(Value::as_bool) == Some(true) && !warned {
+            eprintln!("(older output was rotated away)");
+            warned = true;
+        }
+        let text = v.get("text").and_then(Value::as_str).unwrap_or("");
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        let end = v.get("end").and_then(Value::as_u64).unwrap_or(0);
+        let got_something = from.is_none_or(|f| end > f);
+        from = Some(end);
+        let complete = v.get("complete").and_then(Value::as_bool) == Some(true);
+        if complete {
+            break;
+        }
+        if !got_something || text.is_empty() {
+            if !follow {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn runs(c: &Client, unit: Option<&str>, limit: u32, json: bool) -> Result<ExitCode> {
+    let mut q = format!("/api/v1/runs?limit={limit}");
+    if let Some(u) = unit {
+        q.push_str(&format!("&unit={u}"));
+    }
+    let v = c.get(&q).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let took = match (
+                r.get("started_at").and_then(Value::as_i64),
+                r.get("ended_at").and_then(Value::as_i64),
+            ) {
+                (Some(a), Some(b)) => format_duration(Duration::from_millis((b - a).max(0) as u64)),
+                _ => "-".into(),
+            };
+            vec![
+                s(r, "id"),
+                s(r, "unit"),
+                s(r, "state"),
+                s(r, "reason"),
+                r.get("started_at")
+                    .and_then(Value::as_i64)
+                    .map(format_ts)
+                    .unwrap_or_else(|| "-".into()),
+                took,
+                size(r, "peak_rss"),
+                dur_ms(r, "cpu_ms"),
+            ]
+        })
+        .collect();
+    table(
+        &["RUN", "UNIT", "STATE", "REASON", "STARTED", "TOOK", "PEAK MEM", "CPU"],
+        rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn events(c: &Client, unit: Option<&str>, limit: u32, json: bool) -> Result<ExitCode> {
+    let mut q = format!("/api/v1/events?limit={limit}");
+    if let Some(u) = unit {
+        q.push_str(&format!("&unit={u}"));
+    }
+    let v = c.get(&q).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in v.as_array().cloned().unwrap_or_default() {
+        let mut rest = e.clone();
+        if let Some(m) = rest.as_object_mut() {
+            for k in ["id", "ts", "kind", "unit"] {
+                m.remove(k);
+            }
+        }
+        println!(
+            "{}  {:<22} {:<12} {}",
+            e.get("ts").and_then(Value::as_i64).map(format_ts).unwrap_or_default(),
+            s(&e, "kind"),
+            s(&e, "unit"),
+            rest
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

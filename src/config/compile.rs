@@ -1,0 +1,448 @@
+//! Step two of loading: from the parsed document to the runtime model, with
+//! every error collected (see `walk` for why this is not plain serde).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::walk::{Reader, Source, Tbl};
+use super::{
+    AgentConfig, Config, ConfigError, ConfigErrors, Enforcement, Limits, LogConfig, RestartConfig,
+    RestartMode, UnitConfig, UnitKind,
+};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+
+pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
+    let src = Source::new(path.display().to_string(), text);
+    let doc = match toml_edit::Document::parse(src.text()) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let (line, col) = src.locate(e.span().map(|s| s.start).unwrap_or(0));
+            let message = e.message().trim().replace('\n', " ");
+            return Err(ConfigErrors(vec![ConfigError {
+                file: src.file.clone(),
+                line,
+                col,
+                message: format!("invalid TOML: {message}"),
+            }]));
+        }
+    };
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let r = Reader::new(&src);
+    let root = r
+        .table(doc.as_item(), "the config file".to_string())
+        .expect("a TOML document's root is a table");
+
+    let agent = match root.table("agent") {
+        Some(t) => agent(&t, &base),
+        None => agent_defaults(&base),
+    };
+
+    let mut units = Vec::new();
+    for (kind, key) in [(UnitKind::Service, "service"), (UnitKind::Job, "job")] {
+        for (i, t) in root.tables(key).into_iter().enumerate() {
+            let tbl = r.table_of(t, format!("[[{key}]] #{}", i + 1));
+            if let Some(parsed) = unit(tbl, kind, &agent, &base) {
+                units.push(parsed);
+            }
+        }
+    }
+    root.finish();
+    cross_check(&r, &units);
+
+    let errors = r.into_errors();
+    if errors.is_empty() {
+        Ok(Config {
+            path: path.to_path_buf(),
+            agent,
+            units: units.into_iter().map(|p| p.unit).collect(),
+        })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn agent_defaults(base: &Path) -> AgentConfig {
+    let data_dir = base.join("mamori-data");
+    AgentConfig {
+        listen: DEFAULT_LISTEN.parse().expect("the default listen address parses"),
+        token_file: data_dir.join("token"),
+        data_dir,
+        enforcement: Enforcement::Auto,
+        poll_interval: Duration::from_millis(250),
+        shutdown_timeout: Duration::from_secs(30),
+        log: LogConfig::default(),
+    }
+}
+
+fn agent(t: &Tbl, base: &Path) -> AgentConfig {
+    let mut a = agent_defaults(base);
+    if let Some((s, span)) = t.str("listen") {
+        match s.parse::<SocketAddr>() {
+            Ok(addr) => a.listen = addr,
+            Err(_) => t.reader().error(
+                span,
+                format!("invalid `listen` in [agent]: \"{s}\"; expected an address with a port, e.g. \"{DEFAULT_LISTEN}\""),
+            ),
+        }
+    }
+    if let Some(d) = t.string("data_dir") {
+        a.data_dir = base.join(d);
+        a.token_file = a.data_dir.join("token");
+    }
+    if let Some(f) = t.string("token_file") {
+        a.token_file = base.join(f);
+    }
+    if let Some(e) = t.choice("enforcement", &["auto", "cgroup2", "cgroup1", "poll"]) {
+        a.enforcement = match e.as_str() {
+            "cgroup2" => Enforcement::Cgroup2,
+            "cgroup1" => Enforcement::Cgroup1,
+            "poll" => Enforcement::Poll,
+            _ => Enforcement::Auto,
+        };
+    }
+    if let Some(d) = t.duration("poll_interval") {
+        if d < Duration::from_millis(10) {
+            t.reader().error(
+                t.key_span("poll_interval"),
+                "invalid `poll_interval` in [agent]: must be at least \"10ms\"",
+            );
+        } else {
+            a.poll_interval = d;
+        }
+    }
+    if let Some(d) = t.duration("shutdown_timeout") {
+        a.shutdown_timeout = d;
+    }
+    if let Some(l) = t.table("log") {
+        a.log = log_config(&l, a.log);
+    }
+    t.finish();
+    a
+}
+
+fn log_config(t: &Tbl, defaults: LogConfig) -> LogConfig {
+    let mut l = defaults;
+    if let Some(s) = t.size("max_size") {
+        if s < 4096 {
+            t.reader().error(
+                t.key_span("max_size"),
+                format!("invalid `max_size` in {}: must be at least \"4KiB\"", t.what),
+            );
+        } else {
+            l.max_size = s;
+        }
+    }
+    if let Some(k) = t.uint("keep") {
+        if k == 0 || k > 1000 {
+            t.reader().error(
+                t.key_span("keep"),
+                format!("invalid `keep` in {}: {k}; expected 1 to 1000 files", t.what),
+            );
+        } else {
+            l.keep = k as u32;
+        }
+    }
+    t.finish();
+    l
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with('.')
+}
+
+/// A unit as compiled, with the positions the cross-checks need.
+struct Parsed {
+    unit: UnitConfig,
+    name_span: Option<Range<usize>>,
+    after_spans: Vec<Option<Range<usize>>>,
+}
+
+fn unit(mut t: Tbl, kind: UnitKind, agent: &AgentConfig, base: &Path) -> Option<Parsed> {
+    let name = t.str("name");
+    if let Some((n, _)) = &name {
+        // Later messages name the unit instead of its position.
+        t.what = format!("[[{}]] \"{n}\"", kind.as_str());
+    }
+    let command = t.command("command");
+    let working_dir = t.string("working_dir").map(|d| base.join(d));
+    let env = t.string_map("env").unwrap_or_default();
+    let limits = t.table("limits").map(|l| limits(&l)).unwrap_or_default();
+    let log = t
+        .table("log")
+        .map(|l| log_config(&l, agent.log))
+        .unwrap_or(agent.log);
+    let stop_timeout = t.duration("stop_timeout").unwrap_or(Duration::from_secs(10));
+    let stop_signal = t
+        .str("stop_signal")
+        .and_then(|(s, span)| match parse_signal(&s) {
+            Some(sig) => Some(sig),
+            None => {
+                t.reader().error(
+                    span,
+                    format!("invalid `stop_signal` in {}: \"{s}\"; expected one of TERM, INT, QUIT, HUP, KILL, USR1, USR2", t.what),
+                );
+                None
+            }
+        })
+        .unwrap_or(Signal::SIGTERM);
+
+    let mut restart = RestartConfig::default();
+    let mut autostart = false;
+    let mut after = Vec::new();
+    let mut after_spans = Vec::new();
+    match kind {
+        UnitKind::Service => {
+            autostart = t.bool("autostart").unwrap_or(true);
+            restart = restart_config(&t);
+        }
+        UnitKind::Job => {
+            restart.mode = RestartMode::Never;
+            for (a, span) in t.str_list("after").unwrap_or_default() {
+                after.push(a);
+                after_spans.push(span);
+            }
+        }
+    }
+    if name.is_none() && !t.has("name") {
+        t.missing("name", "every unit needs a unique name, e.g. name = \"web\"");
+    }
+    if command.is_none() && !t.has("command") {
+        t.missing("command", "what to run, e.g. command = \"python3 -m http.server 8000\"");
+    }
+    t.finish();
+
+    let (name, name_span) = name?;
+    if !valid_name(&name) {
+        t.reader().error(
+            name_span,
+            format!("invalid unit name \"{name}\": use letters, digits, '-', '_' and '.', at most 64 characters"),
+        );
+        return None;
+    }
+    let unit = UnitConfig {
+        name,
+        kind,
+        command: command?,
+        working_dir,
+        env,
+        autostart,
+        restart,
+        stop_signal,
+        stop_timeout,
+        limits,
+        log,
+        after,
+    };
+    Some(Parsed {
+        unit,
+        name_span,
+        after_spans,
+    })
+}
+
+fn restart_config(t: &Tbl) -> RestartConfig {
+    let mut c = RestartConfig::default();
+    if let Some(m) = t.choice("restart", &["always", "on-failure", "never"]) {
+        c.mode = match m.as_str() {
+            "on-failure" => RestartMode::OnFailure,
+            "never" => RestartMode::Never,
+            _ => RestartMode::Always,
+        };
+    }
+    if let Some(d) = t.duration("backoff_min") {
+        c.backoff_min = d;
+    }
+    if let Some(d) = t.duration("backoff_max") {
+        c.backoff_max = d;
+    }
+    if c.backoff_max < c.backoff_min {
+        t.reader().error(
+            t.key_span("backoff_max"),
+            format!("invalid `backoff_max` in {}: it is shorter than `backoff_min`", t.what),
+        );
+    }
+    if let Some(d) = t.duration("stable_after") {
+        c.stable_after = d;
+    }
+    if let Some(n) = t.uint("start_limit") {
+        if n == 0 {
+            t.reader().error(
+                t.key_span("start_limit"),
+                format!("invalid `start_limit` in {}: must be at least 1", t.what),
+            );
+        } else {
+            c.start_limit = n.min(u32::MAX as u64) as u32;
+        }
+    }
+    if let Some(d) = t.duration("start_window") {
+        c.start_window = d;
+    }
+    c
+}
+
+fn limits(t: &Tbl) -> Limits {
+    let l = Limits {
+        memory: t.size("memory"),
+        cpu: t.duration("cpu"),
+        wall: t.duration("wall"),
+        open_files: t.uint("open_files"),
+    };
+    if let Some(m) = l.memory {
+        if m < 1024 * 1024 {
+            t.reader().error(
+                t.key_span("memory"),
+                format!("invalid `memory` in {}: must be at least \"1MiB\"", t.what),
+            );
+        }
+    }
+    if l.open_files == Some(0) {
+        t.reader().error(
+            t.key_span("open_files"),
+            format!("invalid `open_files` in {}: must be at least 1", t.what),
+        );
+    }
+    t.finish();
+    l
+}
+
+pub fn parse_signal(s: &str) -> Option<Signal> {
+    let s = s.trim().to_ascii_uppercase();
+    let s = s.strip_prefix("SIG").unwrap_or(&s);
+    Some(match s {
+        "TERM" => Signal::SIGTERM,
+        "INT" => Signal::SIGINT,
+        "QUIT" => Signal::SIGQUIT,
+        "HUP" => Signal::SIGHUP,
+        "KILL" => Signal::SIGKILL,
+        "USR1" => Signal::SIGUSR1,
+        "USR2" => Signal::SIGUSR2,
+        _ => return None,
+    })
+}
+
+/// Checks that need the whole file: unique names, references, cycles.
+fn cross_check(r: &Reader, parsed: &[Parsed]) {
+    let units: Vec<&UnitConfig> = parsed.iter().map(|p| &p.unit).collect();
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (i, u) in units.iter().enumerate() {
+        if let Some(&j) = first.get(u.name.as_str()) {
+            let (line, _) = r
+                .src
+                .locate(parsed[j].name_span.as_ref().map(|s| s.start).unwrap_or(0));
+            r.error(
+                parsed[i].name_span.clone(),
+                format!(
+                    "duplicate unit name \"{}\": a {} on line {line} already has it; names must be unique across services and jobs",
+                    u.name,
+                    units[j].kind.as_str()
+                ),
+            );
+        } else {
+            first.insert(&u.name, i);
+        }
+    }
+    let jobs: Vec<&str> = units
+        .iter()
+        .filter(|u| u.kind == UnitKind::Job)
+        .map(|u| u.name.as_str())
+        .collect();
+    for p in parsed.iter().filter(|p| p.unit.kind == UnitKind::Job) {
+        let u = &p.unit;
+        for (k, dep) in u.after.iter().enumerate() {
+            let span = p.after_spans.get(k).cloned().flatten();
+            if dep == &u.name {
+                r.error(span, format!("job \"{}\" lists itself in `after`", u.name));
+            } else if !jobs.contains(&dep.as_str()) {
+                let mut message = format!(
+                    "unknown job \"{dep}\" in `after` of [[job]] \"{}\"",
+                    u.name
+                );
+                if let Some(best) = closest(dep, &jobs) {
+                    message.push_str(&format!("; did you mean \"{best}\"?"));
+                } else if units.iter().any(|s| &s.name == dep) {
+                    message.push_str(": it is a service; `after` names jobs");
+                }
+                r.error(span, message);
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(&units) {
+        let idx = units.iter().position(|u| u.name == cycle[0]).unwrap_or(0);
+        r.error(
+            parsed[idx].name_span.clone(),
+            format!("jobs depend on each other in a cycle: {}", cycle.join(" → ")),
+        );
+    }
+}
+
+fn closest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(name, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// A cycle among jobs' `after` lists, as the names along it (first repeated last).
+fn find_cycle(units: &[&UnitConfig]) -> Option<Vec<String>> {
+    let deps: HashMap<&str, &[String]> = units
+        .iter()
+        .filter(|u| u.kind == UnitKind::Job)
+        .map(|u| (u.name.as_str(), u.after.as_slice()))
+        .collect();
+    // 0 = unvisited, 1 = on the stack, 2 = done
+    let mut mark: HashMap<&str, u8> = HashMap::new();
+    fn visit<'a>(
+        n: &'a str,
+        deps: &HashMap<&'a str, &'a [String]>,
+        mark: &mut HashMap<&'a str, u8>,
+        stack: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        match mark.get(n) {
+            Some(2) => return None,
+            Some(1) => {
+                let pos = stack.iter().position(|s| *s == n).unwrap_or(0);
+                let mut cycle: Vec<String> = stack[pos..].iter().map(|s| s.to_string()).collect();
+                cycle.push(n.to_string());
+                return Some(cycle);
+            }
+            _ => {}
+        }
+        mark.insert(n, 1);
+        stack.push(n);
+        for d in deps.get(n).copied().unwrap_or(&[]) {
+            if let Some((key, _)) = deps.get_key_value(d.as_str()) {
+                if let Some(c) = visit(key, deps, mark, stack) {
+                    return Some(c);
+                }
+            }
+        }
+        stack.pop();
+        mark.insert(n, 2);
+        None
+    }
+    let mut names: Vec<&str> = deps.keys().copied().collect();
+    names.sort_unstable();
+    for n in names {
+        let mut stack = Vec::new();
+        if let Some(c) = visit(n, &deps, &mut mark, &mut stack) {
+            return Some(c);
+        }
+    }
+    None
+}

@@ -1,0 +1,153 @@
+//! Everything that happens is an `Event`: appended to the store first, then
+//! published on the in-process bus. One enum, so the same value is stored,
+//! logged, shown in timelines and (later) turned into alerts and metrics.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::store::Store;
+
+/// What happened. Serialized with `kind` as the tag, e.g. `{"kind":"unit.started",...}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind")]
+pub enum EventKind {
+    #[serde(rename = "agent.started")]
+    AgentStarted {
+        version: String,
+        enforcement: String,
+        detail: String,
+    },
+    #[serde(rename = "agent.stopping")]
+    AgentStopping { reason: String },
+    /// Processes of a previous agent on the same data dir, killed at start.
+    #[serde(rename = "agent.leftovers_killed")]
+    LeftoversKilled { pids: Vec<i32> },
+    #[serde(rename = "run.interrupted")]
+    RunInterrupted { unit: String, run_id: i64 },
+    #[serde(rename = "unit.started")]
+    UnitStarted {
+        unit: String,
+        run_id: i64,
+        pid: i32,
+        trigger: String,
+    },
+    #[serde(rename = "unit.start_failed")]
+    StartFailed {
+        unit: String,
+        run_id: i64,
+        error: String,
+    },
+    #[serde(rename = "unit.exited")]
+    UnitExited {
+        unit: String,
+        run_id: i64,
+        state: String,
+        reason: String,
+        exit_code: Option<i32>,
+        signal: Option<String>,
+        ran_ms: u64,
+    },
+    #[serde(rename = "unit.limit_breached")]
+    LimitBreached {
+        unit: String,
+        run_id: i64,
+        /// `memory`, `cpu` or `wall`.
+        limit: String,
+        /// What was measured (bytes, or milliseconds for cpu/wall).
+        value: u64,
+        /// The configured limit, in the same unit as `value`.
+        max: u64,
+        enforced_by: String,
+    },
+    #[serde(rename = "unit.backoff")]
+    UnitBackoff { unit: String, delay_ms: u64 },
+    #[serde(rename = "unit.gave_up")]
+    UnitGaveUp {
+        unit: String,
+        starts: u32,
+        window_ms: u64,
+    },
+    #[serde(rename = "unit.stop_requested")]
+    StopRequested { unit: String, by: String },
+    #[serde(rename = "unit.start_requested")]
+    StartRequested { unit: String, by: String },
+}
+
+impl EventKind {
+    /// The tag, e.g. `unit.started`.
+    pub fn name(&self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or("unknown")
+                .to_string(),
+            _ => "unknown".to_string(),
+        }
+    }
+
+    /// The unit the event is about, if any.
+    pub fn unit(&self) -> Option<&str> {
+        use EventKind::*;
+        match self {
+            RunInterrupted { unit, .. }
+            | UnitStarted { unit, .. }
+            | StartFailed { unit, .. }
+            | UnitExited { unit, .. }
+            | LimitBreached { unit, .. }
+            | UnitBackoff { unit, .. }
+            | UnitGaveUp { unit, .. }
+            | StopRequested { unit, .. }
+            | StartRequested { unit, .. } => Some(unit),
+            AgentStarted { .. } | AgentStopping { .. } | LeftoversKilled { .. } => None,
+        }
+    }
+}
+
+/// An event as stored: its id in the store and when it happened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    /// Milliseconds since the Unix epoch.
+    pub ts: i64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// Appends events to the store, then publishes them.
+#[derive(Clone)]
+pub struct Bus {
+    store: Store,
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl Bus {
+    pub fn new(store: Store) -> Self {
+        let (tx, _) = broadcast::channel(4096);
+        Bus { store, tx }
+    }
+
+    /// Stores the event (so it survives a crash from here on), logs it and
+    /// publishes it. A store failure is logged, never dropped silently.
+    pub fn emit(&self, kind: EventKind) -> Option<Arc<Event>> {
+        let ts = crate::util::now_ms();
+        match self.store.append_event(ts, &kind) {
+            Ok(id) => {
+                let event = Arc::new(Event { id, ts, kind });
+                tracing::debug!(event = %event.kind.name(), id, "Event.");
+                let _ = self.tx.send(event.clone());
+                Some(event)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, event = %kind.name(), "Could not store an event.");
+                None
+            }
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+}

@@ -1,0 +1,14 @@
+//! mamori: keeps a small fleet of servers and their batch jobs out of trouble.
+//!
+//! Shape (see `docs/architecture.md`): sense → judge → act → tell, with every
+//! happening an [`event::Event`] appended to the [`store`] and published on
+//! the bus.
+
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod store;
+pub mod supervise;
+pub mod util;
+pub mod web;

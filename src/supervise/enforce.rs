@@ -1,0 +1,445 @@
+//! How limits are enforced and process trees are tracked, chosen once at
+//! start (`[agent] enforcement`, logged by the agent):
+//!
+//! - **cgroup2**: each run gets its own cgroup under ours with `memory.max`
+//!   and `memory.oom.group`; the kernel stops the tree at the limit, the
+//!   membership is exact and `cgroup.kill` ends it. Needs the memory
+//!   controller delegated to our cgroup (on a systemd host: `Delegate=yes`).
+//! - **cgroup1**: the same with the v1 memory hierarchy
+//!   (`memory.limit_in_bytes`; the OOM kill is read from `memory.oom_control`).
+//! - **poll**: a watchdog reads /proc every `poll_interval` (250 ms) and kills
+//!   the tree when its summed RSS passes the limit. Membership is the
+//!   descendants of the run's first process plus orphans re-parented to the
+//!   agent whose environment carries the run's `MAMORI_RUN_ID`.
+//!
+//! CPU time is always measured by polling (the sum over the tree), wall time
+//! by a timer, open files by `RLIMIT_NOFILE` on every process.
+//!
+//! Every cgroup and process we create is tagged with the agent id (a hash of
+//! the data dir), so an agent restarted after a crash finds and kills what
+//! its predecessor left, and two agents on one host never touch each other's.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::proc::{self, ProcStat};
+use crate::config::Enforcement;
+
+pub const ENV_AGENT_ID: &str = "MAMORI_AGENT_ID";
+pub const ENV_RUN_ID: &str = "MAMORI_RUN_ID";
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Cgroup2 { root: PathBuf },
+    Cgroup1 { root: PathBuf },
+    Poll,
+}
+
+/// The chosen enforcement for this agent.
+pub struct Enforcer {
+    backend: Backend,
+    pub agent_id: String,
+    /// Why this mode was chosen (and why better ones were not), for the log.
+    pub detail: String,
+    snapshot: Mutex<Option<(Instant, std::sync::Arc<HashMap<i32, ProcStat>>)>>,
+    /// Orphans re-parented to the agent: pid → run id (None: not ours).
+    orphans: Mutex<HashMap<i32, Option<i64>>>,
+}
+
+impl Enforcer {
+    /// Picks the enforcement. An explicitly requested mode that cannot work
+    /// here is an error (saying why), never a silent fallback.
+    pub fn detect(requested: Enforcement, agent_id: &str) -> Result<Enforcer, String> {
+        let mut notes = Vec::new();
+        let backend = match requested {
+            Enforcement::Cgroup2 => Backend::Cgroup2 {
+                root: cgroup2_root(agent_id)?,
+            },
+            Enforcement::Cgroup1 => Backend::Cgroup1 {
+                root: cgroup1_root(agent_id)?,
+            },
+            Enforcement::Poll => Backend::Poll,
+            Enforcement::Auto => match cgroup2_root(agent_id) {
+                Ok(root) => Backend::Cgroup2 { root },
+                Err(e2) => {
+                    notes.push(format!("cgroup2 not usable: {e2}"));
+                    match cgroup1_root(agent_id) {
+                        Ok(root) => Backend::Cgroup1 { root },
+                        Err(e1) => {
+                            notes.push(format!("cgroup1 not usable: {e1}"));
+                            Backend::Poll
+                        }
+                    }
+                }
+            },
+        };
+        let mut detail = match &backend {
+            Backend::Cgroup2 { root } => format!("cgroup v2 memory.max under {}", root.display()),
+            Backend::Cgroup1 { root } => {
+                format!("cgroup v1 memory.limit_in_bytes under {}", root.display())
+            }
+            Backend::Poll => "polling /proc".to_string(),
+        };
+        if !notes.is_empty() {
+            detail.push_str(&format!(" ({})", notes.join("; ")));
+        }
+        Ok(Enforcer {
+            backend,
+            agent_id: agent_id.to_string(),
+            detail,
+            snapshot: Mutex::new(None),
+            orphans: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn mode(&self) -> Enforcement {
+        match self.backend {
+            Backend::Cgroup2 { .. } => Enforcement::Cgroup2,
+            Backend::Cgroup1 { .. } => Enforcement::Cgroup1,
+            Backend::Poll => Enforcement::Poll,
+        }
+    }
+
+    /// Whether the kernel enforces the memory limit (so no polling is needed for it).
+    pub fn kernel_memory_limit(&self) -> bool {
+        !matches!(self.backend, Backend::Poll)
+    }
+
+    /// A /proc snapshot no older than `max_age`, shared by all watchdogs.
+    pub fn snapshot(&self, max_age: Duration) -> std::sync::Arc<HashMap<i32, ProcStat>> {
+        let mut guard = match self.snapshot.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some((at, snap)) = guard.as_ref() {
+            if at.elapsed() <= max_age {
+                return snap.clone();
+            }
+        }
+        let snap = std::sync::Arc::new(proc::snapshot());
+        *guard = Some((Instant::now(), snap.clone()));
+        snap
+    }
+
+    /// Kills processes and removes cgroups left by a previous agent with our id.
+    pub fn kill_leftovers(&self) -> Vec<i32> {
+        let mut killed = Vec::new();
+        if let Backend::Cgroup2 { root } | Backend::Cgroup1 { root } = &self.backend {
+            if let Ok(dir) = fs::read_dir(root) {
+                for entry in dir.flatten() {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        killed.extend(kill_cgroup_members(&path));
+                        let _ = remove_cgroup(&path);
+                    }
+                }
+            }
+        }
+        let me = std::process::id() as i32;
+        for pid in proc::snapshot().keys().copied() {
+            if pid != me && proc::environ_var(pid, ENV_AGENT_ID).as_deref() == Some(&self.agent_id)
+            {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                killed.push(pid);
+            }
+        }
+        killed.sort_unstable();
+        killed.dedup();
+        killed
+    }
+
+    /// Prepares what a new run needs before it is spawned.
+    pub fn prepare(&self, unit: &str, run_id: i64, memory: Option<u64>) -> io::Result<RunGroup> {
+        let dir = match &self.backend {
+            Backend::Poll => None,
+            Backend::Cgroup2 { root } => {
+                let dir = root.join(format!("{unit}.{run_id}"));
+                fs::create_dir_all(&dir)?;
+                if let Some(m) = memory {
+                    fs::write(dir.join("memory.max"), m.to_string())?;
+                    let _ = fs::write(dir.join("memory.swap.max"), "0");
+                    let _ = fs::write(dir.join("memory.oom.group"), "1");
+                }
+                Some(dir)
+            }
+            Backend::Cgroup1 { root } => {
+                let dir = root.join(format!("{unit}.{run_id}"));
+                fs::create_dir_all(&dir)?;
+                if let Some(m) = memory {
+                    fs::write(dir.join("memory.limit_in_bytes"), m.to_string())?;
+                    // Without swap accounting this file does not exist; with
+                    // it, the tree must not escape the limit into swap.
+                    let _ = fs::write(dir.join("memory.memsw.limit_in_bytes"), m.to_string());
+                }
+                Some(dir)
+            }
+        };
+        Ok(RunGroup {
+            dir,
+            v2: matches!(self.backend, Backend::Cgroup2 { .. }),
+            run_id,
+            seen: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The processes of a run now.
+    pub fn members(&self, group: &RunGroup, root: i32, max_age: Duration) -> Vec<i32> {
+        if let Some(dir) = &group.dir {
+            return read_pids(&dir.join("cgroup.procs"));
+        }
+        let snap = self.snapshot(max_age);
+        let me = std::process::id() as i32;
+        let mut roots: Vec<i32> = vec![root];
+        if let Ok(seen) = group.seen.lock() {
+            roots.extend(seen.iter().copied());
+        }
+        // Orphans re-parented to us: ours if their environment says so.
+        if let Ok(mut orphans) = self.orphans.lock() {
+            orphans.retain(|pid, _| snap.contains_key(pid));
+            for s in snap.values().filter(|s| s.ppid == me && s.pid != root) {
+                let owner = *orphans.entry(s.pid).or_insert_with(|| {
+                    proc::environ_var(s.pid, ENV_AGENT_ID)
+                        .filter(|id| id == &self.agent_id)
+                        .and_then(|_| proc::environ_var(s.pid, ENV_RUN_ID))
+                        .and_then(|r| r.parse().ok())
+                });
+                if owner == Some(group.run_id) {
+                    roots.push(s.pid);
+                }
+            }
+        }
+        let found = proc::descendants(&snap, &roots);
+        if let Ok(mut seen) = group.seen.lock() {
+            seen.retain(|p| snap.contains_key(p));
+            seen.extend(found.iter().copied());
+        }
+        found
+    }
+
+    /// The processes of a run with their /proc stats (zombies left out).
+    pub fn measure(&self, group: &RunGroup, root: i32, max_age: Duration) -> Vec<ProcStat> {
+        let stats: Vec<ProcStat> = if group.dir.is_some() {
+            self.members(group, root, max_age)
+                .into_iter()
+                .filter_map(proc::stat)
+                .collect()
+        } else {
+            let pids = self.members(group, root, max_age);
+            let snap = self.snapshot(max_age);
+            pids.into_iter().filter_map(|p| snap.get(&p).copied()).collect()
+        };
+        stats.into_iter().filter(|s| s.state != 'Z').collect()
+    }
+
+    /// Sends `sig` to every process of the run (and its process group).
+    pub fn signal_all(&self, group: &RunGroup, root: i32, sig: Signal) -> usize {
+        if sig == Signal::SIGKILL && group.v2 {
+            if let Some(dir) = &group.dir {
+                let _ = fs::write(dir.join("cgroup.kill"), "1");
+            }
+        }
+        let _ = nix::sys::signal::killpg(Pid::from_raw(root), sig);
+        let members = self.members(group, root, Duration::ZERO);
+        for pid in &members {
+            let _ = kill(Pid::from_raw(*pid), sig);
+        }
+        members.len()
+    }
+
+    /// Kills the whole tree and waits (bounded) until none of it is left.
+    pub async fn kill_tree(&self, group: &RunGroup, root: i32) {
+        for _ in 0..100 {
+            // Zombies are dead already; the reaper collects them.
+            let alive = self
+                .members(group, root, Duration::ZERO)
+                .into_iter()
+                .filter(|p| proc::stat(*p).map(|s| s.state != 'Z').unwrap_or(false))
+                .count();
+            if alive == 0 {
+                return;
+            }
+            self.signal_all(group, root, Signal::SIGKILL);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::warn!(root, "Some processes of the run did not die within 2s of SIGKILL.");
+    }
+}
+
+/// What the enforcer keeps for one run.
+pub struct RunGroup {
+    dir: Option<PathBuf>,
+    v2: bool,
+    run_id: i64,
+    /// Poll mode: every pid seen in the tree (so re-parented ones stay found).
+    seen: Mutex<HashSet<i32>>,
+}
+
+impl RunGroup {
+    /// The file a new process writes "0" into to join the run's cgroup.
+    pub fn procs_file(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("cgroup.procs"))
+    }
+
+    /// How many processes the kernel killed for memory in this run's cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let Some(dir) = &self.dir else { return 0 };
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        fs::read_to_string(dir.join(file))
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill "))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Peak memory the kernel charged to the cgroup (v1 only), bytes.
+    pub fn kernel_peak(&self) -> Option<u64> {
+        let dir = self.dir.as_ref()?;
+        let file = if self.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        };
+        fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
+    }
+
+    /// Removes the run's cgroup (after its processes are gone).
+    pub fn remove(&self) {
+        if let Some(dir) = &self.dir {
+            if let Err(e) = remove_cgroup(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "Could not remove a run's cgroup.");
+            }
+        }
+    }
+}
+
+fn remove_cgroup(dir: &Path) -> io::Result<()> {
+    let mut last = Ok(());
+    for _ in 0..50 {
+        last = fs::remove_dir(dir);
+        if last.is_ok() || !dir.exists() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    last
+}
+
+fn read_pids(path: &Path) -> Vec<i32> {
+    fs::read_to_string(path)
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+fn kill_cgroup_members(dir: &Path) -> Vec<i32> {
+    let mut killed = Vec::new();
+    for _ in 0..50 {
+        let pids = read_pids(&dir.join("cgroup.procs"));
+        if pids.is_empty() {
+            break;
+        }
+        for p in pids {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            killed.push(p);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    killed
+}
+
+/// Mount points by filesystem type, from /proc/self/mountinfo.
+fn mounts(fstype: &str) -> Vec<(PathBuf, String)> {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in text.lines() {
+        // fields ... - fstype source super_options
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let mut r = right.split_whitespace();
+        if r.next() != Some(fstype) {
+            continue;
+        }
+        let opts = r.nth(1).unwrap_or("").to_string();
+        if let Some(mount_point) = left.split_whitespace().nth(4) {
+            out.push((PathBuf::from(mount_point), opts));
+        }
+    }
+    out
+}
+
+/// Our own cgroup path in the hierarchy whose controllers satisfy `pick`.
+fn own_cgroup(pick: impl Fn(&str) -> bool) -> Option<String> {
+    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let _id = parts.next()?;
+        let controllers = parts.next()?;
+        let path = parts.next()?;
+        pick(controllers).then(|| path.to_string())
+    })
+}
+
+fn make_root(base: PathBuf, agent_id: &str) -> Result<PathBuf, String> {
+    let root = base.join(format!("mamori-{agent_id}"));
+    fs::create_dir_all(&root)
+        .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    Ok(root)
+}
+
+fn cgroup1_root(agent_id: &str) -> Result<PathBuf, String> {
+    let (mount, _) = mounts("cgroup")
+        .into_iter()
+        .find(|(_, opts)| opts.split(',').any(|o| o == "memory"))
+        .ok_or("no cgroup v1 memory hierarchy is mounted")?;
+    let own = own_cgroup(|c| c.split(',').any(|x| x == "memory")).unwrap_or_else(|| "/".into());
+    let base = mount.join(own.trim_start_matches('/'));
+    let root = make_root(base, agent_id)?;
+    if !root.join("memory.limit_in_bytes").exists() {
+        return Err(format!("{} has no memory.limit_in_bytes", root.display()));
+    }
+    Ok(root)
+}
+
+fn cgroup2_root(agent_id: &str) -> Result<PathBuf, String> {
+    let (mount, _) = mounts("cgroup2")
+        .into_iter()
+        .next()
+        .ok_or("no cgroup2 filesystem is mounted")?;
+    let own = own_cgroup(|c| c.is_empty()).unwrap_or_else(|| "/".into());
+    let base = mount.join(own.trim_start_matches('/'));
+    let controllers = fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
+    if !controllers.split_whitespace().any(|c| c == "memory") {
+        return Err(format!(
+            "the memory controller is not available in {} (controllers: \"{}\")",
+            base.display(),
+            controllers.trim()
+        ));
+    }
+    let subtree = fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
+    if !subtree.split_whitespace().any(|c| c == "memory") {
+        fs::write(base.join("cgroup.subtree_control"), "+memory").map_err(|e| {
+            format!(
+                "cannot enable the memory controller below {} ({e}); delegate a cgroup to mamori (systemd: Delegate=yes)",
+                base.display()
+            )
+        })?;
+    }
+    let root = make_root(base, agent_id)?;
+    fs::write(root.join("cgroup.subtree_control"), "+memory")
+        .map_err(|e| format!("cannot enable memory in {}: {e}", root.display()))?;
+    Ok(root)
+}

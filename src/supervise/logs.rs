@@ -1,0 +1,238 @@
+//! Capture of each unit's stdout and stderr into rotated files.
+//!
+//! A unit's output is one byte stream with a running offset that never goes
+//! back. Files are named by the offset of their first byte
+//! (`<data_dir>/logs/<unit>/00000000000001048576.log`), so a run records the
+//! range it wrote (`log_start..log_end` in the runs table) and
+//! `mamori logs --run ID` reads exactly that range, across rotations, for as
+//! long as the files are kept. The disk used is at most `max_size × keep`.
+//!
+//! Memory stays flat whatever the child writes: one 64 KiB buffer per pipe;
+//! when the disk is slower than the child, the pipe fills and the child waits.
+//! Lines from stdout and stderr are kept whole when they fit in the buffer.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::AsyncReadExt;
+
+use crate::config::LogConfig;
+
+const CHUNK: usize = 64 * 1024;
+
+pub struct LogSink {
+    dir: PathBuf,
+    cfg: LogConfig,
+    file: Option<File>,
+    file_start: u64,
+    file_len: u64,
+}
+
+fn file_name(start: u64) -> String {
+    format!("{start:020}.log")
+}
+
+/// The log files of a unit, oldest first, as (start offset, path).
+pub fn files(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name();
+                    let start = name.to_str()?.strip_suffix(".log")?.parse::<u64>().ok()?;
+                    Some((start, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+impl LogSink {
+    /// Opens a unit's log directory, continuing after what is there.
+    pub fn open(dir: PathBuf, cfg: LogConfig) -> io::Result<LogSink> {
+        fs::create_dir_all(&dir)?;
+        let mut sink = LogSink {
+            dir,
+            cfg,
+            file: None,
+            file_start: 0,
+            file_len: 0,
+        };
+        if let Some((start, path)) = files(&sink.dir).pop() {
+            let file = OpenOptions::new().append(true).open(&path)?;
+            sink.file_len = file.metadata()?.len();
+            sink.file_start = start;
+            sink.file = Some(file);
+        }
+        Ok(sink)
+    }
+
+    /// Offset of the next byte to be written.
+    pub fn offset(&self) -> u64 {
+        self.file_start + self.file_len
+    }
+
+    pub fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            if self.file.is_none() || self.file_len >= self.cfg.max_size {
+                self.rotate()?;
+            }
+            let room = (self.cfg.max_size - self.file_len) as usize;
+            let n = data.len().min(room.max(1));
+            if let Some(f) = self.file.as_mut() {
+                f.write_all(&data[..n])?;
+            }
+            self.file_len += n as u64;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let start = self.offset();
+        let path = self.dir.join(file_name(start));
+        self.file = Some(OpenOptions::new().create(true).append(true).open(path)?);
+        self.file_start = start;
+        self.file_len = 0;
+        let all = files(&self.dir);
+        let excess = all.len().saturating_sub(self.cfg.keep as usize);
+        for (_, path) in all.into_iter().take(excess) {
+            fs::remove_file(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// A part of a unit's log stream.
+#[derive(Debug, serde::Serialize)]
+pub struct LogChunk {
+    /// Offset of the first byte returned (later than asked when older output was rotated away).
+    pub start: u64,
+    /// Offset after the last byte returned; ask from here to follow.
+    pub end: u64,
+    /// True when bytes before `start` that were asked for are gone.
+    pub truncated: bool,
+    pub text: String,
+}
+
+/// Reads `[from, to)` of a unit's stream (to: the end when None), at most `max` bytes.
+pub fn read_range(dir: &Path, from: u64, to: Option<u64>, max: usize) -> io::Result<LogChunk> {
+    let all = files(dir);
+    let earliest = all.first().map(|(s, _)| *s).unwrap_or(0);
+    let start = from.max(earliest);
+    let mut out = Vec::new();
+    let mut pos = start;
+    for (i, (fstart, path)) in all.iter().enumerate() {
+        let fend = match all.get(i + 1) {
+            Some((next, _)) => *next,
+            None => fstart + fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        };
+        let limit = to.unwrap_or(u64::MAX).min(fend);
+        if pos >= limit || pos < *fstart {
+            continue;
+        }
+        let want = ((limit - pos) as usize).min(max - out.len());
+        let mut f = File::open(path)?;
+        f.seek(SeekFrom::Start(pos - fstart))?;
+        let got = f.take(want as u64).read_to_end(&mut out)?;
+        pos += got as u64;
+        if out.len() >= max {
+            break;
+        }
+    }
+    Ok(LogChunk {
+        start,
+        end: pos,
+        truncated: start > from,
+        text: String::from_utf8_lossy(&out).into_owned(),
+    })
+}
+
+/// Copies one pipe into the sink until the writer side closes.
+pub async fn pump(mut pipe: tokio::net::unix::pipe::Receiver, sink: Arc<Mutex<LogSink>>) {
+    let mut buf = vec![0u8; CHUNK];
+    let mut pending = 0usize;
+    loop {
+        let n = match pipe.read(&mut buf[pending..]).await {
+            Ok(0) | Err(_) => 0,
+            Ok(n) => n,
+        };
+        if n == 0 {
+            if pending > 0 {
+                write(&sink, &buf[..pending]);
+            }
+            return;
+        }
+        pending += n;
+        // Write whole lines; keep a partial line unless the buffer is full.
+        let cut = match buf[..pending].iter().rposition(|b| *b == b'\n') {
+            Some(pos) => pos + 1,
+            None if pending == buf.len() => pending,
+            None => continue,
+        };
+        write(&sink, &buf[..cut]);
+        buf.copy_within(cut..pending, 0);
+        pending -= cut;
+    }
+}
+
+fn write(sink: &Mutex<LogSink>, data: &[u8]) {
+    let mut guard = match sink.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if let Err(e) = guard.write(data) {
+        tracing::warn!(dir = %guard.dir.display(), error = %e, "Could not write captured output.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_offsets_and_disk_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig { max_size: 4096, keep: 3 };
+        let mut sink = LogSink::open(dir.path().to_path_buf(), cfg).unwrap();
+        let line = [b'x'; 1000];
+        for _ in 0..20 {
+            sink.write(&line).unwrap();
+        }
+        assert_eq!(sink.offset(), 20_000);
+        let f = files(dir.path());
+        assert_eq!(f.len(), 3, "keeps at most `keep` files");
+        let total: u64 = f.iter().map(|(_, p)| fs::metadata(p).unwrap().len()).sum();
+        assert!(total <= 3 * 4096, "disk use {total} over the cap");
+        // The newest bytes are readable by offset; rotated-away ones are reported.
+        let chunk = read_range(dir.path(), 0, None, 1 << 20).unwrap();
+        assert!(chunk.truncated);
+        assert_eq!(chunk.end, 20_000);
+        assert_eq!(chunk.text.len() as u64, 20_000 - chunk.start);
+        // Reopening continues the stream.
+        drop(sink);
+        let sink = LogSink::open(dir.path().to_path_buf(), cfg).unwrap();
+        assert_eq!(sink.offset(), 20_000);
+    }
+
+    #[test]
+    fn read_a_range_across_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig { max_size: 4096, keep: 10 };
+        let mut sink = LogSink::open(dir.path().to_path_buf(), cfg).unwrap();
+        sink.write(&[b'a'; 4000]).unwrap();
+        let start = sink.offset();
+        sink.write(b"hello\n").unwrap();
+        sink.write(&[b'b'; 3000]).unwrap();
+        let end = sink.offset();
+        let chunk = read_range(dir.path(), start, Some(start + 6), 1 << 20).unwrap();
+        assert_eq!(chunk.text, "hello\n");
+        let chunk = read_range(dir.path(), start, Some(end), 1 << 20).unwrap();
+        assert_eq!(chunk.text.len(), 3006);
+        assert!(!chunk.truncated);
+    }
+}

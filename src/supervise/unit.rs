@@ -1,0 +1,778 @@
+//! One task per unit owns everything about it: its runs, its restart policy
+//! and its status. Commands (start, stop, restart, run) arrive on a channel,
+//! exits from the reaper, limit breaches from the run's watchdog; the task
+//! handles one at a time, so a unit never races with itself.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::enforce::RunGroup;
+use super::logs::{self, LogSink};
+use super::policy::{Decision, Restarter};
+use super::reaper::ExitInfo;
+use super::{spawn, Ctx};
+use crate::config::{Limits, UnitConfig, UnitKind};
+use crate::event::EventKind;
+use crate::store::{NewRun, RunEnd, RunState};
+use crate::util::now_ms;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitState {
+    /// A job that is not running.
+    Idle,
+    Running,
+    Stopping,
+    /// Waiting to restart.
+    Backoff,
+    /// Crash loop: no more restarts until `mamori restart`.
+    GaveUp,
+    /// Stopped on request.
+    Stopped,
+    /// Ended with exit code 0 and not restarted.
+    Exited,
+    /// Ended badly and not restarted.
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitStatus {
+    pub name: String,
+    pub kind: UnitKind,
+    pub state: UnitState,
+    pub pid: Option<i32>,
+    pub run_id: Option<i64>,
+    /// When the current run started (ms since the epoch).
+    pub started_at: Option<i64>,
+    pub uptime_ms: Option<u64>,
+    /// Automatic restarts since the agent started.
+    pub restarts: u32,
+    /// Resident memory of the whole tree at the last sample, bytes.
+    pub memory: Option<u64>,
+    pub cpu_ms: Option<u64>,
+    pub last_reason: Option<String>,
+    pub last_exit_at: Option<i64>,
+    pub limits: Limits,
+    #[serde(skip)]
+    live: Option<Arc<Watch>>,
+}
+
+impl UnitStatus {
+    pub fn new(cfg: &UnitConfig) -> Self {
+        UnitStatus {
+            name: cfg.name.clone(),
+            kind: cfg.kind,
+            state: match cfg.kind {
+                UnitKind::Job => UnitState::Idle,
+                UnitKind::Service => UnitState::Stopped,
+            },
+            pid: None,
+            run_id: None,
+            started_at: None,
+            uptime_ms: None,
+            restarts: 0,
+            memory: None,
+            cpu_ms: None,
+            last_reason: None,
+            last_exit_at: None,
+            limits: cfg.limits.clone(),
+            live: None,
+        }
+    }
+
+    /// A copy with the live figures filled in.
+    pub fn snapshot(&self) -> UnitStatus {
+        let mut s = self.clone();
+        if let Some(w) = &self.live {
+            s.memory = Some(w.rss.load(Ordering::Relaxed));
+            s.cpu_ms = Some(w.cpu_ms.load(Ordering::Relaxed));
+        }
+        if let Some(t) = s.started_at {
+            s.uptime_ms = Some((now_ms() - t).max(0) as u64);
+        }
+        s
+    }
+}
+
+/// Why a command could not be done, with the HTTP status that says so.
+#[derive(Debug, Clone, Serialize)]
+pub struct CmdError {
+    #[serde(skip)]
+    pub status: u16,
+    pub error: String,
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, CmdError>>;
+
+pub enum Command {
+    Start { by: String, reply: Reply<String> },
+    Stop { by: String, reply: Reply<String> },
+    Restart { by: String, reply: Reply<String> },
+    /// Jobs only: start a run now; replies with its id.
+    Run { by: String, reply: Reply<i64> },
+}
+
+/// Live figures of a run, written by its watchdog.
+#[derive(Debug, Default)]
+pub struct Watch {
+    rss: AtomicU64,
+    peak: AtomicU64,
+    cpu_ms: AtomicU64,
+    breach: Mutex<Option<String>>,
+}
+
+struct Live {
+    id: i64,
+    pid: i32,
+    started: Instant,
+    exit: oneshot::Receiver<ExitInfo>,
+    group: Arc<RunGroup>,
+    watch: Arc<Watch>,
+    watchdog: CancellationToken,
+    pumps: Vec<JoinHandle<()>>,
+    wall_deadline: Option<Instant>,
+    stop_reason: Option<String>,
+}
+
+pub struct UnitTask {
+    cfg: UnitConfig,
+    ctx: Arc<Ctx>,
+    status: Arc<Mutex<UnitStatus>>,
+    sink: Arc<Mutex<LogSink>>,
+    restarter: Restarter,
+    live: Option<Live>,
+    backoff_until: Option<Instant>,
+}
+
+enum Ev {
+    Shutdown,
+    Cmd(Command),
+    Exited(ExitInfo),
+    BackoffDone,
+    Wall,
+}
+
+impl UnitTask {
+    pub fn new(
+        cfg: UnitConfig,
+        ctx: Arc<Ctx>,
+        status: Arc<Mutex<UnitStatus>>,
+    ) -> std::io::Result<UnitTask> {
+        let sink = LogSink::open(ctx.logs_dir.join(&cfg.name), cfg.log)?;
+        Ok(UnitTask {
+            restarter: Restarter::new(cfg.restart.clone()),
+            cfg,
+            ctx,
+            status,
+            sink: Arc::new(Mutex::new(sink)),
+            live: None,
+            backoff_until: None,
+        })
+    }
+
+    fn set(&self, f: impl FnOnce(&mut UnitStatus)) {
+        let mut guard = match self.status.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut guard);
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>, cancel: CancellationToken) {
+        if self.cfg.kind == UnitKind::Service && self.cfg.autostart {
+            // A failure is recorded and handled by the restart policy inside.
+            let _ = self.start("autostart");
+        }
+        loop {
+            let wall = self.live.as_ref().and_then(|l| l.wall_deadline);
+            let backoff = self.backoff_until;
+            let ev = {
+                let exit = async {
+                    match self.live.as_mut() {
+                        Some(l) => (&mut l.exit).await.unwrap_or(ExitInfo {
+                            code: None,
+                            signal: None,
+                            cpu: Duration::ZERO,
+                            max_rss: 0,
+                        }),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = cancel.cancelled() => Ev::Shutdown,
+                    cmd = rx.recv() => cmd.map(Ev::Cmd).unwrap_or(Ev::Shutdown),
+                    info = exit => Ev::Exited(info),
+                    _ = until(backoff) => Ev::BackoffDone,
+                    _ = until(wall) => Ev::Wall,
+                }
+            };
+            match ev {
+                Ev::Shutdown => {
+                    self.stop("shutdown").await;
+                    return;
+                }
+                Ev::Cmd(cmd) => self.command(cmd).await,
+                Ev::Exited(info) => self.exited(info).await,
+                Ev::BackoffDone => {
+                    self.backoff_until = None;
+                    let _ = self.start("restart");
+                }
+                Ev::Wall => self.wall_breach().await,
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Start { by, reply } => {
+                self.ctx.bus.emit(EventKind::StartRequested {
+                    unit: self.cfg.name.clone(),
+                    by,
+                });
+                if let Some(l) = &self.live {
+                    let _ = reply.send(Ok(format!("already running (run {})", l.id)));
+                    return;
+                }
+                self.restarter.reset();
+                self.backoff_until = None;
+                let r = self.start("manual");
+                let _ = reply.send(r.map(|id| format!("started (run {id})")));
+            }
+            Command::Stop { by, reply } => {
+                self.ctx.bus.emit(EventKind::StopRequested {
+                    unit: self.cfg.name.clone(),
+                    by,
+                });
+                let was = self.live.as_ref().map(|l| l.id);
+                self.stop("stop").await;
+                let _ = reply.send(Ok(match was {
+                    Some(id) => format!("stopped (run {id})"),
+                    None => "was not running".to_string(),
+                }));
+            }
+            Command::Restart { by, reply } => {
+                self.ctx.bus.emit(EventKind::StartRequested {
+                    unit: self.cfg.name.clone(),
+                    by,
+                });
+                self.stop("restart").await;
+                self.restarter.reset();
+                let r = self.start("manual");
+                let _ = reply.send(r.map(|id| format!("restarted (run {id})")));
+            }
+            Command::Run { by, reply } => {
+                if self.cfg.kind != UnitKind::Job {
+                    let _ = reply.send(Err(CmdError {
+                        status: 400,
+                        error: format!(
+                            "\"{}\" is a service; use `mamori start {}`",
+                            self.cfg.name, self.cfg.name
+                        ),
+                    }));
+                    return;
+                }
+                if let Some(l) = &self.live {
+                    let _ = reply.send(Err(CmdError {
+                        status: 409,
+                        error: format!("job \"{}\" is already running (run {})", self.cfg.name, l.id),
+                    }));
+                    return;
+                }
+                self.ctx.bus.emit(EventKind::StartRequested {
+                    unit: self.cfg.name.clone(),
+                    by,
+                });
+                let _ = reply.send(self.start("manual"));
+            }
+        }
+    }
+
+    /// Starts a run. On failure the run is recorded as failed and, for a
+    /// service, the restart policy decides what next.
+    fn start(&mut self, trigger: &str) -> Result<i64, CmdError> {
+        let now = Instant::now();
+        let log_start = lock(&self.sink).offset();
+        let run_id = self
+            .ctx
+            .store
+            .insert_run(&NewRun {
+                unit: &self.cfg.name,
+                kind: self.cfg.kind.as_str(),
+                trigger,
+                started_at: now_ms(),
+                log_start,
+            })
+            .map_err(|e| CmdError {
+                status: 500,
+                error: format!("cannot record the run: {e}"),
+            })?;
+        if self.cfg.kind == UnitKind::Service {
+            self.restarter.on_start(now);
+        }
+        match self.spawn(run_id) {
+            Ok(live) => {
+                let pid = live.pid;
+                if let Err(e) = self.ctx.store.set_run_pid(run_id, pid) {
+                    tracing::warn!(unit = %self.cfg.name, error = %e, "Could not record the pid.");
+                }
+                tracing::info!(unit = %self.cfg.name, pid, run_id, trigger, "Started.");
+                self.ctx.bus.emit(EventKind::UnitStarted {
+                    unit: self.cfg.name.clone(),
+                    run_id,
+                    pid,
+                    trigger: trigger.to_string(),
+                });
+                let watch = live.watch.clone();
+                self.set(|s| {
+                    s.state = UnitState::Running;
+                    s.pid = Some(pid);
+                    s.run_id = Some(run_id);
+                    s.started_at = Some(now_ms());
+                    s.live = Some(watch);
+                    if trigger == "restart" {
+                        s.restarts += 1;
+                    }
+                });
+                self.live = Some(live);
+                Ok(run_id)
+            }
+            Err(e) => {
+                let reason = format!("spawn: {e}");
+                tracing::error!(unit = %self.cfg.name, run_id, error = %e, "Could not start.");
+                let _ = self.ctx.store.finish_run(
+                    run_id,
+                    &RunEnd {
+                        state: RunState::Failed,
+                        ended_at: now_ms(),
+                        exit_code: None,
+                        signal: None,
+                        reason: reason.clone(),
+                        peak_rss: 0,
+                        cpu_ms: 0,
+                        log_end: log_start,
+                    },
+                );
+                self.ctx.bus.emit(EventKind::StartFailed {
+                    unit: self.cfg.name.clone(),
+                    run_id,
+                    error: e.to_string(),
+                });
+                self.set(|s| {
+                    s.last_reason = Some(reason.clone());
+                    s.last_exit_at = Some(now_ms());
+                    s.state = UnitState::Failed;
+                });
+                if self.cfg.kind == UnitKind::Service {
+                    self.decide(false, Duration::ZERO, true);
+                }
+                Err(CmdError {
+                    status: 409,
+                    error: format!("could not start \"{}\": {e}", self.cfg.name),
+                })
+            }
+        }
+    }
+
+    fn spawn(&mut self, run_id: i64) -> std::io::Result<Live> {
+        let group = Arc::new(self.ctx.enforcer.prepare(
+            &self.cfg.name,
+            run_id,
+            self.cfg.limits.memory,
+        )?);
+        let spec = spawn::Spec {
+            unit: &self.cfg,
+            run_id,
+            agent_id: &self.ctx.enforcer.agent_id,
+            cgroup_procs: group.procs_file(),
+        };
+        let mut cmd = match spawn::command(&spec) {
+            Ok(c) => c,
+            Err(e) => {
+                group.remove();
+                return Err(e);
+            }
+        };
+        let (mut child, exit) = match self.ctx.reaper.spawn(&mut cmd) {
+            Ok(x) => x,
+            Err(e) => {
+                group.remove();
+                return Err(e);
+            }
+        };
+        let pid = child.id() as i32;
+        let mut pumps = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            pumps.push(self.pump(std::os::fd::OwnedFd::from(out)));
+        }
+        if let Some(err) = child.stderr.take() {
+            pumps.push(self.pump(std::os::fd::OwnedFd::from(err)));
+        }
+        drop(child); // the reaper waits for it, not `Child`
+        let watch = Arc::new(Watch::default());
+        let token = CancellationToken::new();
+        tokio::spawn(watchdog(
+            self.ctx.clone(),
+            self.cfg.name.clone(),
+            run_id,
+            pid,
+            group.clone(),
+            watch.clone(),
+            self.cfg.limits.clone(),
+            token.clone(),
+        ));
+        let started = Instant::now();
+        Ok(Live {
+            id: run_id,
+            pid,
+            started,
+            exit,
+            group,
+            watch,
+            watchdog: token,
+            pumps: pumps.into_iter().flatten().collect(),
+            wall_deadline: self.cfg.limits.wall.map(|w| started + w),
+            stop_reason: None,
+        })
+    }
+
+    fn pump(&self, fd: std::os::fd::OwnedFd) -> Option<JoinHandle<()>> {
+        match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+            Ok(rx) => Some(tokio::spawn(logs::pump(rx, self.sink.clone()))),
+            Err(e) => {
+                tracing::warn!(unit = %self.cfg.name, error = %e, "Cannot capture output.");
+                None
+            }
+        }
+    }
+
+    async fn wall_breach(&mut self) {
+        let Some(live) = self.live.as_mut() else { return };
+        live.wall_deadline = None;
+        let ran = live.started.elapsed();
+        let max = self.cfg.limits.wall.unwrap_or_default();
+        if record_breach(
+            &self.ctx,
+            &self.cfg.name,
+            live.id,
+            &live.watch,
+            "wall",
+            ran.as_millis() as u64,
+            max.as_millis() as u64,
+            "timer",
+        ) {
+            self.ctx.enforcer.kill_tree(&live.group, live.pid).await;
+        }
+    }
+
+    async fn exited(&mut self, info: ExitInfo) {
+        let Some(live) = self.live.take() else { return };
+        let ran_for = live.started.elapsed();
+        let (state, _) = self.finish(live, info).await;
+        if self.cfg.kind == UnitKind::Job {
+            return;
+        }
+        self.decide(state == RunState::Succeeded, ran_for, false);
+    }
+
+    /// Applies the restart policy after a run of a service ended on its own.
+    fn decide(&mut self, success: bool, ran_for: Duration, spawn_failed: bool) {
+        let now = Instant::now();
+        match self.restarter.on_exit(success, ran_for, now) {
+            Decision::Restart(delay) if delay.is_zero() && !spawn_failed => {
+                self.start("restart").ok();
+            }
+            Decision::Restart(delay) => {
+                // A command that cannot even start is retried after a pause.
+                let delay = if spawn_failed {
+                    delay.max(Duration::from_millis(100))
+                } else {
+                    delay
+                };
+                self.backoff_until = Some(now + delay);
+                self.set(|s| s.state = UnitState::Backoff);
+                self.ctx.bus.emit(EventKind::UnitBackoff {
+                    unit: self.cfg.name.clone(),
+                    delay_ms: delay.as_millis() as u64,
+                });
+            }
+            Decision::GiveUp { starts, window } => {
+                tracing::error!(unit = %self.cfg.name, starts, window_s = window.as_secs(), "Gave up: crash loop.");
+                self.set(|s| s.state = UnitState::GaveUp);
+                self.ctx.bus.emit(EventKind::UnitGaveUp {
+                    unit: self.cfg.name.clone(),
+                    starts,
+                    window_ms: window.as_millis() as u64,
+                });
+            }
+            Decision::Stay => {}
+        }
+    }
+
+    /// Stops the current run, if any: the stop signal to the whole tree, then
+    /// SIGKILL to whatever is left when `stop_timeout` runs out.
+    async fn stop(&mut self, reason: &str) {
+        self.backoff_until = None;
+        let Some(mut live) = self.live.take() else {
+            self.set(|s| {
+                if s.state == UnitState::Backoff {
+                    s.state = UnitState::Stopped;
+                }
+            });
+            return;
+        };
+        live.stop_reason = Some(reason.to_string());
+        self.set(|s| s.state = UnitState::Stopping);
+        let deadline = Instant::now() + self.cfg.stop_timeout;
+        let enforcer = self.ctx.enforcer.clone();
+        enforcer.signal_all(&live.group, live.pid, self.cfg.stop_signal);
+        let info = match timeout(self.cfg.stop_timeout, &mut live.exit).await {
+            Ok(Ok(info)) => Some(info),
+            _ => None,
+        };
+        // The main process is gone (or will be killed): give the rest of the
+        // tree what is left of the grace period.
+        while Instant::now() < deadline
+            && !enforcer
+                .measure(&live.group, live.pid, Duration::ZERO)
+                .is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let info = match info {
+            Some(i) => i,
+            None => {
+                tracing::warn!(unit = %self.cfg.name, "Did not stop in time; killing.");
+                enforcer.kill_tree(&live.group, live.pid).await;
+                match timeout(Duration::from_secs(5), &mut live.exit).await {
+                    Ok(Ok(i)) => i,
+                    _ => ExitInfo {
+                        code: None,
+                        signal: Some(Signal::SIGKILL as i32),
+                        cpu: Duration::ZERO,
+                        max_rss: 0,
+                    },
+                }
+            }
+        };
+        self.finish(live, info).await;
+        self.set(|s| s.state = UnitState::Stopped);
+    }
+
+    /// Ends a run whose main process is gone: kills what is left of the tree,
+    /// drains its output, records how it ended.
+    async fn finish(&mut self, live: Live, info: ExitInfo) -> (RunState, String) {
+        live.watchdog.cancel();
+        self.ctx.enforcer.kill_tree(&live.group, live.pid).await;
+        for p in live.pumps {
+            let _ = timeout(Duration::from_secs(2), p).await;
+        }
+        if self.ctx.enforcer.kernel_memory_limit()
+            && self.cfg.limits.memory.is_some()
+            && live.group.oom_kills() > 0
+        {
+            let peak = live.group.kernel_peak().unwrap_or(0);
+            record_breach(
+                &self.ctx,
+                &self.cfg.name,
+                live.id,
+                &live.watch,
+                "memory",
+                peak,
+                self.cfg.limits.memory.unwrap_or(0),
+                self.ctx.enforcer.mode().as_str(),
+            );
+        }
+        let breach = lock(&live.watch.breach).clone();
+        let signal = info.signal.map(signal_name);
+        let (state, reason) = if let Some(limit) = breach {
+            (RunState::Failed, format!("limit:{limit}"))
+        } else if let Some(r) = &live.stop_reason {
+            (RunState::Stopped, r.clone())
+        } else if info.code == Some(0) {
+            (RunState::Succeeded, "exit:0".to_string())
+        } else if let Some(c) = info.code {
+            (RunState::Failed, format!("exit:{c}"))
+        } else if let Some(s) = &signal {
+            (RunState::Failed, format!("signal:{s}"))
+        } else {
+            (RunState::Failed, "unknown".to_string())
+        };
+        let peak = live
+            .watch
+            .peak
+            .load(Ordering::Relaxed)
+            .max(info.max_rss);
+        let cpu_ms = live
+            .watch
+            .cpu_ms
+            .load(Ordering::Relaxed)
+            .max(info.cpu.as_millis() as u64);
+        let log_end = lock(&self.sink).offset();
+        let ran_ms = live.started.elapsed().as_millis() as u64;
+        if let Err(e) = self.ctx.store.finish_run(
+            live.id,
+            &RunEnd {
+                state,
+                ended_at: now_ms(),
+                exit_code: info.code,
+                signal: signal.clone(),
+                reason: reason.clone(),
+                peak_rss: peak,
+                cpu_ms,
+                log_end,
+            },
+        ) {
+            tracing::error!(unit = %self.cfg.name, error = %e, "Could not record the end of a run.");
+        }
+        live.group.remove();
+        tracing::info!(unit = %self.cfg.name, run_id = live.id, state = state.as_str(), %reason, ran_ms, "Ended.");
+        self.ctx.bus.emit(EventKind::UnitExited {
+            unit: self.cfg.name.clone(),
+            run_id: live.id,
+            state: state.as_str().to_string(),
+            reason: reason.clone(),
+            exit_code: info.code,
+            signal,
+            ran_ms,
+        });
+        let is_job = self.cfg.kind == UnitKind::Job;
+        self.set(|s| {
+            s.pid = None;
+            s.started_at = None;
+            s.live = None;
+            s.memory = None;
+            s.cpu_ms = None;
+            s.last_reason = Some(reason.clone());
+            s.last_exit_at = Some(now_ms());
+            s.state = match (state, is_job) {
+                (RunState::Succeeded, _) => UnitState::Exited,
+                (RunState::Stopped, _) => UnitState::Stopped,
+                _ => UnitState::Failed,
+            };
+        });
+        (state, reason)
+    }
+}
+
+async fn until(t: Option<Instant>) {
+    match t {
+        Some(t) => sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+pub fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("SIG{sig}"))
+}
+
+/// Records the first breach of a run and emits its event. False when the run
+/// had already breached (only the first one counts).
+#[allow(clippy::too_many_arguments)]
+fn record_breach(
+    ctx: &Ctx,
+    unit: &str,
+    run_id: i64,
+    watch: &Watch,
+    limit: &str,
+    value: u64,
+    max: u64,
+    enforced_by: &str,
+) -> bool {
+    {
+        let mut b = lock(&watch.breach);
+        if b.is_some() {
+            return false;
+        }
+        *b = Some(limit.to_string());
+    }
+    tracing::warn!(unit, run_id, limit, value, max, enforced_by, "Limit breached; killing the tree.");
+    ctx.bus.emit(EventKind::LimitBreached {
+        unit: unit.to_string(),
+        run_id,
+        limit: limit.to_string(),
+        value,
+        max,
+        enforced_by: enforced_by.to_string(),
+    });
+    true
+}
+
+/// Samples a run's tree and enforces the limits the kernel does not.
+#[allow(clippy::too_many_arguments)]
+async fn watchdog(
+    ctx: Arc<Ctx>,
+    unit: String,
+    run_id: i64,
+    root: i32,
+    group: Arc<RunGroup>,
+    watch: Arc<Watch>,
+    limits: Limits,
+    cancel: CancellationToken,
+) {
+    let fast = limits.cpu.is_some() || limits.memory.is_some();
+    let period = if fast {
+        ctx.poll_interval
+    } else {
+        ctx.sample_interval
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cpu_seen: HashMap<i32, u64> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let stats = ctx.enforcer.measure(&group, root, period / 2);
+        let rss: u64 = stats.iter().map(|s| s.rss).sum();
+        for s in &stats {
+            cpu_seen.insert(s.pid, s.cpu_ticks);
+        }
+        let cpu_ms = super::proc::ticks_to_duration(cpu_seen.values().sum()).as_millis() as u64;
+        watch.rss.store(rss, Ordering::Relaxed);
+        watch.peak.fetch_max(rss, Ordering::Relaxed);
+        watch.cpu_ms.store(cpu_ms, Ordering::Relaxed);
+
+        let mut breach = None;
+        if let Some(max) = limits.memory {
+            if ctx.enforcer.kernel_memory_limit() {
+                if group.oom_kills() > 0 {
+                    let peak = group.kernel_peak().unwrap_or(rss);
+                    breach = Some(("memory", peak, max, ctx.enforcer.mode().as_str()));
+                }
+            } else if rss > max {
+                breach = Some(("memory", rss, max, "poll"));
+            }
+        }
+        if let Some(max) = limits.cpu {
+            let max_ms = max.as_millis() as u64;
+            if cpu_ms > max_ms && breach.is_none() {
+                breach = Some(("cpu", cpu_ms, max_ms, "poll"));
+            }
+        }
+        if let Some((limit, value, max, by)) = breach {
+            if record_breach(&ctx, &unit, run_id, &watch, limit, value, max, by) {
+                ctx.enforcer.kill_tree(&group, root).await;
+            }
+            return;
+        }
+    }
+}

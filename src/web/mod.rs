@@ -1,0 +1,112 @@
+//! The agent's HTTP API (`[agent] listen`): what the CLI talks to, and later
+//! the dashboard and status page. JSON in and out; every error is a JSON body
+//! `{"error": "..."}` with a 4xx status (a layer rewrites the framework's own
+//! plain-text rejections, so even a malformed request gets JSON).
+
+mod api;
+mod auth;
+
+pub use auth::load_or_create_token as load_token;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Response, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::store::Store;
+use crate::supervise::Supervisor;
+
+pub struct AppState {
+    pub sup: Supervisor,
+    pub store: Store,
+    pub token: String,
+    pub logs_dir: std::path::PathBuf,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let mutating = Router::new()
+        .route("/api/v1/units/{name}/{action}", post(api::unit_action))
+        .route("/api/v1/jobs/{name}/run", post(api::run_job))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/api/v1/units", get(api::units))
+        .route("/api/v1/units/{name}", get(api::unit))
+        .route("/api/v1/units/{name}/logs", get(api::logs))
+        .route("/api/v1/runs", get(api::runs))
+        .route("/api/v1/runs/{id}", get(api::run))
+        .route("/api/v1/events", get(api::events))
+        .merge(mutating)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::map_response(json_errors))
+        .with_state(state)
+}
+
+/// An API error: a status and a message, sent as `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "Store error in the API.");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))
+    }
+}
+
+/// Rewrites non-JSON error responses (axum's own rejections) as JSON.
+async fn json_errors(resp: Response<Body>) -> Response<Body> {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let mut text = String::from_utf8_lossy(&body).trim().to_string();
+    if text.is_empty() {
+        text = status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string();
+    }
+    // A 5xx from the framework itself is reported as the client's problem
+    // only when it is one; otherwise it stays a 5xx but with a JSON body.
+    (status, Json(json!({ "error": text }))).into_response()
+}
