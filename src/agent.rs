@@ -90,18 +90,27 @@ pub async fn run(config: Config) -> Result<()> {
             run_id: r.id,
         });
     }
-    let token = web::load_token(&a.token_file)
-        .with_context(|| format!("cannot read or create token_file {}", a.token_file.display()))?;
+    let token = web::load_token(&a.token_file).with_context(|| {
+        format!(
+            "cannot read or create token_file {}",
+            a.token_file.display()
+        )
+    })?;
     let reaper = Reaper::start().context("cannot become a child subreaper")?;
     let id = agent_id(&a.data_dir);
-    let enforcer = Arc::new(
-        Enforcer::detect(a.enforcement, &id)
-            .map_err(|e| anyhow::anyhow!("enforcement = \"{}\" cannot work here: {e}", a.enforcement.as_str()))?,
-    );
+    let enforcer = Arc::new(Enforcer::detect(a.enforcement, &id).map_err(|e| {
+        anyhow::anyhow!(
+            "enforcement = \"{}\" cannot work here: {e}",
+            a.enforcement.as_str()
+        )
+    })?);
     tracing::info!(enforcement = enforcer.mode().as_str(), detail = %enforcer.detail, "Limits enforced by {}.", enforcer.mode().as_str());
     let leftovers = enforcer.kill_leftovers();
     if !leftovers.is_empty() {
-        tracing::warn!(count = leftovers.len(), "Killed processes left by a previous agent on this data dir.");
+        tracing::warn!(
+            count = leftovers.len(),
+            "Killed processes left by a previous agent on this data dir."
+        );
         bus.emit(EventKind::LeftoversKilled { pids: leftovers });
     }
     bus.emit(EventKind::AgentStarted {
@@ -149,13 +158,20 @@ pub async fn run(config: Config) -> Result<()> {
     });
     cancel.cancel();
     let all_done = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(a.shutdown_timeout, all_done).await.is_err() {
+    if tokio::time::timeout(a.shutdown_timeout, all_done)
+        .await
+        .is_err()
+    {
         tracing::warn!("Units did not stop within shutdown_timeout; killing what is left.");
     }
     let left = enforcer.kill_leftovers();
     if !left.is_empty() {
-        tracing::warn!(count = left.len(), "Killed processes that outlived their units.");
+        tracing::warn!(
+            count = left.len(),
+            "Killed processes that outlived their units."
+        );
     }
+    enforcer.cleanup();
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     tracing::info!("Stopped.");
     Ok(())
@@ -163,8 +179,10 @@ pub async fn run(config: Config) -> Result<()> {
 
 async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers we cannot stop cleanly; wait forever.
         std::future::pending::<()>().await;
         return "none";

@@ -10,7 +10,8 @@ pub const QUICKSTART: &str = include_str!("../../examples/quickstart.toml");
 pub fn prepare(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("quickstart.toml");
-    std::fs::write(&path, QUICKSTART).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&path, QUICKSTART)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 

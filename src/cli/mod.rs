@@ -16,10 +16,20 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config;
 
 #[derive(Parser)]
-#[command(name = "mamori", version, about = "Keeps services and batch jobs out of trouble: runs them under limits, watches, acts, tells.")]
+#[command(
+    name = "mamori",
+    version,
+    about = "Keeps services and batch jobs out of trouble: runs them under limits, watches, acts, tells."
+)]
 pub struct Cli {
     /// The config file. Every command finds the agent through it (listen address, token file).
-    #[arg(short, long, global = true, env = "MAMORI_CONFIG", default_value = "mamori.toml")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "MAMORI_CONFIG",
+        default_value = "mamori.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Cmd,
@@ -129,7 +139,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let path = file.unwrap_or(cli.config);
             match config::load(&path) {
                 Ok(c) => {
-                    let services = c.units.iter().filter(|u| u.kind == config::UnitKind::Service).count();
+                    let services = c
+                        .units
+                        .iter()
+                        .filter(|u| u.kind == config::UnitKind::Service)
+                        .count();
                     println!(
                         "{}: ok ({} services, {} jobs)",
                         path.display(),

@@ -87,7 +87,16 @@ pub async fn status(c: &Client, unit: Option<&str>, json: bool) -> Result<ExitCo
         })
         .collect();
     table(
-        &["UNIT", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "MEMORY", "LAST EXIT"],
+        &[
+            "UNIT",
+            "KIND",
+            "STATE",
+            "PID",
+            "UPTIME",
+            "RESTARTS",
+            "MEMORY",
+            "LAST EXIT",
+        ],
         rows,
     );
     Ok(ExitCode::SUCCESS)
@@ -118,8 +127,12 @@ pub async fn run(c: &Client, job: &str, wait: bool) -> Result<ExitCode> {
                 "{job}: run {id} {} ({}) after {}, peak memory {}, cpu {}",
                 s(&r, "state"),
                 s(&r, "reason"),
-                match (r.get("started_at").and_then(Value::as_i64), r.get("ended_at").and_then(Value::as_i64)) {
-                    (Some(a), Some(b)) => format_duration(Duration::from_millis((b - a).max(0) as u64)),
+                match (
+                    r.get("started_at").and_then(Value::as_i64),
+                    r.get("ended_at").and_then(Value::as_i64)
+                ) {
+                    (Some(a), Some(b)) =>
+                        format_duration(Duration::from_millis((b - a).max(0) as u64)),
                     _ => "-".into(),
                 },
                 size(&r, "peak_rss"),
@@ -221,7 +234,9 @@ pub async fn runs(c: &Client, unit: Option<&str>, limit: u32, json: bool) -> Res
         })
         .collect();
     table(
-        &["RUN", "UNIT", "STATE", "REASON", "STARTED", "TOOK", "PEAK MEM", "CPU"],
+        &[
+            "RUN", "UNIT", "STATE", "REASON", "STARTED", "TOOK", "PEAK MEM", "CPU",
+        ],
         rows,
     );
     Ok(ExitCode::SUCCESS)
@@ -246,7 +261,10 @@ pub async fn events(c: &Client, unit: Option<&str>, limit: u32, json: bool) -> R
         }
         println!(
             "{}  {:<22} {:<12} {}",
-            e.get("ts").and_then(Value::as_i64).map(format_ts).unwrap_or_default(),
+            e.get("ts")
+                .and_then(Value::as_i64)
+                .map(format_ts)
+                .unwrap_or_default(),
             s(&e, "kind"),
             s(&e, "unit"),
             rest

@@ -41,22 +41,28 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
         .table(doc.as_item(), "the config file".to_string())
         .expect("a TOML document's root is a table");
 
-    let agent = match root.table("agent") {
+    let agent = match root.table_named("agent", "[agent]".to_string()) {
         Some(t) => agent(&t, &base),
         None => agent_defaults(&base),
     };
 
     let mut units = Vec::new();
+    // Every declared name, even of units with errors, so that a reference to
+    // one is not reported as unknown on top of the unit's own error.
+    let mut declared: Vec<(UnitKind, String)> = Vec::new();
     for (kind, key) in [(UnitKind::Service, "service"), (UnitKind::Job, "job")] {
         for (i, t) in root.tables(key).into_iter().enumerate() {
             let tbl = r.table_of(t, format!("[[{key}]] #{}", i + 1));
+            if let Some(n) = tbl.peek_str("name") {
+                declared.push((kind, n.to_string()));
+            }
             if let Some(parsed) = unit(tbl, kind, &agent, &base) {
                 units.push(parsed);
             }
         }
     }
     root.finish();
-    cross_check(&r, &units);
+    cross_check(&r, &units, &declared);
 
     let errors = r.into_errors();
     if errors.is_empty() {
@@ -73,7 +79,9 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
 fn agent_defaults(base: &Path) -> AgentConfig {
     let data_dir = base.join("mamori-data");
     AgentConfig {
-        listen: DEFAULT_LISTEN.parse().expect("the default listen address parses"),
+        listen: DEFAULT_LISTEN
+            .parse()
+            .expect("the default listen address parses"),
         token_file: data_dir.join("token"),
         data_dir,
         enforcement: Enforcement::Auto,
@@ -135,7 +143,10 @@ fn log_config(t: &Tbl, defaults: LogConfig) -> LogConfig {
         if s < 4096 {
             t.reader().error(
                 t.key_span("max_size"),
-                format!("invalid `max_size` in {}: must be at least \"4KiB\"", t.what),
+                format!(
+                    "invalid `max_size` in {}: must be at least \"4KiB\"",
+                    t.what
+                ),
             );
         } else {
             l.max_size = s;
@@ -145,7 +156,10 @@ fn log_config(t: &Tbl, defaults: LogConfig) -> LogConfig {
         if k == 0 || k > 1000 {
             t.reader().error(
                 t.key_span("keep"),
-                format!("invalid `keep` in {}: {k}; expected 1 to 1000 files", t.what),
+                format!(
+                    "invalid `keep` in {}: {k}; expected 1 to 1000 files",
+                    t.what
+                ),
             );
         } else {
             l.keep = k as u32;
@@ -185,7 +199,9 @@ fn unit(mut t: Tbl, kind: UnitKind, agent: &AgentConfig, base: &Path) -> Option<
         .table("log")
         .map(|l| log_config(&l, agent.log))
         .unwrap_or(agent.log);
-    let stop_timeout = t.duration("stop_timeout").unwrap_or(Duration::from_secs(10));
+    let stop_timeout = t
+        .duration("stop_timeout")
+        .unwrap_or(Duration::from_secs(10));
     let stop_signal = t
         .str("stop_signal")
         .and_then(|(s, span)| match parse_signal(&s) {
@@ -218,10 +234,16 @@ fn unit(mut t: Tbl, kind: UnitKind, agent: &AgentConfig, base: &Path) -> Option<
         }
     }
     if name.is_none() && !t.has("name") {
-        t.missing("name", "every unit needs a unique name, e.g. name = \"web\"");
+        t.missing(
+            "name",
+            "every unit needs a unique name, e.g. name = \"web\"",
+        );
     }
     if command.is_none() && !t.has("command") {
-        t.missing("command", "what to run, e.g. command = \"python3 -m http.server 8000\"");
+        t.missing(
+            "command",
+            "what to run, e.g. command = \"python3 -m http.server 8000\"",
+        );
     }
     t.finish();
 
@@ -272,7 +294,10 @@ fn restart_config(t: &Tbl) -> RestartConfig {
     if c.backoff_max < c.backoff_min {
         t.reader().error(
             t.key_span("backoff_max"),
-            format!("invalid `backoff_max` in {}: it is shorter than `backoff_min`", t.what),
+            format!(
+                "invalid `backoff_max` in {}: it is shorter than `backoff_min`",
+                t.what
+            ),
         );
     }
     if let Some(d) = t.duration("stable_after") {
@@ -335,7 +360,7 @@ pub fn parse_signal(s: &str) -> Option<Signal> {
 }
 
 /// Checks that need the whole file: unique names, references, cycles.
-fn cross_check(r: &Reader, parsed: &[Parsed]) {
+fn cross_check(r: &Reader, parsed: &[Parsed], declared: &[(UnitKind, String)]) {
     let units: Vec<&UnitConfig> = parsed.iter().map(|p| &p.unit).collect();
     let mut first: HashMap<&str, usize> = HashMap::new();
     for (i, u) in units.iter().enumerate() {
@@ -355,10 +380,10 @@ fn cross_check(r: &Reader, parsed: &[Parsed]) {
             first.insert(&u.name, i);
         }
     }
-    let jobs: Vec<&str> = units
+    let jobs: Vec<&str> = declared
         .iter()
-        .filter(|u| u.kind == UnitKind::Job)
-        .map(|u| u.name.as_str())
+        .filter(|(k, _)| *k == UnitKind::Job)
+        .map(|(_, n)| n.as_str())
         .collect();
     for p in parsed.iter().filter(|p| p.unit.kind == UnitKind::Job) {
         let u = &p.unit;
@@ -367,13 +392,11 @@ fn cross_check(r: &Reader, parsed: &[Parsed]) {
             if dep == &u.name {
                 r.error(span, format!("job \"{}\" lists itself in `after`", u.name));
             } else if !jobs.contains(&dep.as_str()) {
-                let mut message = format!(
-                    "unknown job \"{dep}\" in `after` of [[job]] \"{}\"",
-                    u.name
-                );
+                let mut message =
+                    format!("unknown job \"{dep}\" in `after` of [[job]] \"{}\"", u.name);
                 if let Some(best) = closest(dep, &jobs) {
                     message.push_str(&format!("; did you mean \"{best}\"?"));
-                } else if units.iter().any(|s| &s.name == dep) {
+                } else if declared.iter().any(|(_, n)| n == dep) {
                     message.push_str(": it is a service; `after` names jobs");
                 }
                 r.error(span, message);
@@ -384,7 +407,10 @@ fn cross_check(r: &Reader, parsed: &[Parsed]) {
         let idx = units.iter().position(|u| u.name == cycle[0]).unwrap_or(0);
         r.error(
             parsed[idx].name_span.clone(),
-            format!("jobs depend on each other in a cycle: {}", cycle.join(" → ")),
+            format!(
+                "jobs depend on each other in a cycle: {}",
+                cycle.join(" → ")
+            ),
         );
     }
 }

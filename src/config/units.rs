@@ -10,7 +10,9 @@ use std::time::Duration;
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
-        return Err(format!("invalid duration \"{text}\": it is empty; expected a number with a unit, e.g. \"10s\""));
+        return Err(format!(
+            "invalid duration \"{text}\": it is empty; expected a number with a unit, e.g. \"10s\""
+        ));
     }
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -27,7 +29,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
         let number: f64 = rest[..digits].parse().map_err(|_| {
-            format!("invalid duration \"{text}\": \"{}\" is not a number", &rest[..digits])
+            format!(
+                "invalid duration \"{text}\": \"{}\" is not a number",
+                &rest[..digits]
+            )
         })?;
         rest = rest[digits..].trim_start();
         let unit_len = rest
@@ -70,9 +75,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             "invalid size \"{text}\": expected a number with a unit, e.g. \"512MiB\" or \"2GiB\""
         ));
     }
-    let number: f64 = s[..digits]
-        .parse()
-        .map_err(|_| format!("invalid size \"{text}\": \"{}\" is not a number", &s[..digits]))?;
+    let number: f64 = s[..digits].parse().map_err(|_| {
+        format!(
+            "invalid size \"{text}\": \"{}\" is not a number",
+            &s[..digits]
+        )
+    })?;
     let unit = s[digits..].trim();
     let scale: f64 = match unit {
         "" | "B" => 1.0,
@@ -151,7 +159,9 @@ mod tests {
             parse_duration("10").unwrap_err(),
             "invalid duration \"10\": missing unit after 10; expected one of ms, s, m, h, d (e.g. \"10s\")"
         );
-        assert!(parse_duration("fast").unwrap_err().contains("expected a number"));
+        assert!(parse_duration("fast")
+            .unwrap_err()
+            .contains("expected a number"));
     }
 
     #[test]

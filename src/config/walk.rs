@@ -251,7 +251,8 @@ impl<'a, 's> Tbl<'a, 's> {
             Some(s) => match parse_duration(s) {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    self.r.error(item.span(), format!("{e} (in `{key}` of {})", self.what));
+                    self.r
+                        .error(item.span(), format!("{e} (in `{key}` of {})", self.what));
                     None
                 }
             },
@@ -273,7 +274,8 @@ impl<'a, 's> Tbl<'a, 's> {
             Some(s) => match parse_size(s) {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    self.r.error(item.span(), format!("{e} (in `{key}` of {})", self.what));
+                    self.r
+                        .error(item.span(), format!("{e} (in `{key}` of {})", self.what));
                     None
                 }
             },
@@ -297,7 +299,10 @@ impl<'a, 's> Tbl<'a, 's> {
                 .join(", ");
             self.r.error(
                 span,
-                format!("invalid `{key}` in {}: \"{s}\"; expected one of {list}", self.what),
+                format!(
+                    "invalid `{key}` in {}: \"{s}\"; expected one of {list}",
+                    self.what
+                ),
             );
             None
         }
@@ -319,7 +324,7 @@ impl<'a, 's> Tbl<'a, 's> {
                     format!(
                         "wrong type in `{key}` of {}: expected a string, found {}",
                         self.what,
-                        v.type_name()
+                        type_name(&Item::Value(v.clone()))
                     ),
                 ),
             }
@@ -332,7 +337,10 @@ impl<'a, 's> Tbl<'a, 's> {
         let item = self.get(key)?;
         if let Some(s) = item.as_str() {
             if s.trim().is_empty() {
-                self.r.error(item.span(), format!("invalid `{key}` in {}: the command is empty", self.what));
+                self.r.error(
+                    item.span(),
+                    format!("invalid `{key}` in {}: the command is empty", self.what),
+                );
                 return None;
             }
             return Some(vec!["/bin/sh".into(), "-c".into(), s.to_string()]);
@@ -340,12 +348,19 @@ impl<'a, 's> Tbl<'a, 's> {
         if item.is_array() {
             let list = self.str_list(key)?;
             if list.is_empty() {
-                self.r.error(item.span(), format!("invalid `{key}` in {}: the command is empty", self.what));
+                self.r.error(
+                    item.span(),
+                    format!("invalid `{key}` in {}: the command is empty", self.what),
+                );
                 return None;
             }
             return Some(list.into_iter().map(|(s, _)| s).collect());
         }
-        self.wrong_type(key, item, "a string (run by /bin/sh -c) or an array of strings (argv)");
+        self.wrong_type(
+            key,
+            item,
+            "a string (run by /bin/sh -c) or an array of strings (argv)",
+        );
         None
     }
 
@@ -373,8 +388,22 @@ impl<'a, 's> Tbl<'a, 's> {
 
     /// A sub-table, such as `limits = { memory = "200MiB" }` or `[service.limits]`.
     pub fn table(&self, key: &'static str) -> Option<Tbl<'a, 's>> {
+        self.table_named(key, format!("`{key}` of {}", self.what))
+    }
+
+    /// A sub-table named `what` in messages (e.g. `[agent]` for a top-level table).
+    pub fn table_named(&self, key: &'static str, what: String) -> Option<Tbl<'a, 's>> {
         let item = self.get(key)?;
-        self.r.table(item, format!("`{key}` of {}", self.what))
+        self.r.table(item, what)
+    }
+
+    /// The string under `key` without marking it known or checking its type
+    /// (for cross-checks that must see names even in broken tables).
+    pub fn peek_str(&self, key: &str) -> Option<&'a str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.get() == key)
+            .and_then(|(_, item)| item.as_str())
     }
 
     /// Elements of an array of tables (`[[service]]`), or of an array of inline tables.
@@ -385,7 +414,11 @@ impl<'a, 's> Tbl<'a, 's> {
         match item {
             Item::ArrayOfTables(a) => a.iter().collect(),
             other => {
-                self.wrong_type(key, other, &format!("an array of tables written as [[{key}]]"));
+                self.wrong_type(
+                    key,
+                    other,
+                    &format!("an array of tables written as [[{key}]]"),
+                );
                 Vec::new()
             }
         }
@@ -416,4 +449,3 @@ impl<'a, 's> Tbl<'a, 's> {
         }
     }
 }
-

@@ -84,7 +84,11 @@ impl Store {
              ORDER BY id DESC LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![unit, after.unwrap_or(0), limit], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -110,10 +114,22 @@ mod tests {
         let path = dir.path().join("m.db");
         {
             let s = Store::open(&path).unwrap();
-            s.append_event(1, &EventKind::UnitBackoff { unit: "a".into(), delay_ms: 5 })
-                .unwrap();
-            s.append_event(2, &EventKind::UnitBackoff { unit: "b".into(), delay_ms: 6 })
-                .unwrap();
+            s.append_event(
+                1,
+                &EventKind::UnitBackoff {
+                    unit: "a".into(),
+                    delay_ms: 5,
+                },
+            )
+            .unwrap();
+            s.append_event(
+                2,
+                &EventKind::UnitBackoff {
+                    unit: "b".into(),
+                    delay_ms: 6,
+                },
+            )
+            .unwrap();
         }
         let s = Store::open(&path).unwrap();
         let all = s.events(None, None, 10).unwrap();
@@ -121,6 +137,12 @@ mod tests {
         assert_eq!(all[0].ts, 1);
         let b = s.events(Some("b"), None, 10).unwrap();
         assert_eq!(b.len(), 1);
-        assert_eq!(b[0].kind, EventKind::UnitBackoff { unit: "b".into(), delay_ms: 6 });
+        assert_eq!(
+            b[0].kind,
+            EventKind::UnitBackoff {
+                unit: "b".into(),
+                delay_ms: 6
+            }
+        );
     }
 }

@@ -111,7 +111,13 @@ impl Store {
         conn.execute(
             "INSERT INTO runs (unit, kind, trigger, state, started_at, log_start)
              VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
-            params![run.unit, run.kind, run.trigger, run.started_at, run.log_start as i64],
+            params![
+                run.unit,
+                run.kind,
+                run.trigger,
+                run.started_at,
+                run.log_start as i64
+            ],
         )?;
         Ok(conn.last_insert_rowid())
     }
@@ -198,10 +204,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("m.db")).unwrap();
         let a = s
-            .insert_run(&NewRun { unit: "j", kind: "job", trigger: "manual", started_at: 1, log_start: 0 })
+            .insert_run(&NewRun {
+                unit: "j",
+                kind: "job",
+                trigger: "manual",
+                started_at: 1,
+                log_start: 0,
+            })
             .unwrap();
         let b = s
-            .insert_run(&NewRun { unit: "j", kind: "job", trigger: "manual", started_at: 2, log_start: 0 })
+            .insert_run(&NewRun {
+                unit: "j",
+                kind: "job",
+                trigger: "manual",
+                started_at: 2,
+                log_start: 0,
+            })
             .unwrap();
         s.finish_run(
             a,

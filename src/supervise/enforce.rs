@@ -42,13 +42,16 @@ enum Backend {
     Poll,
 }
 
+/// Every process on the machine, by pid, read at one moment.
+pub type Snapshot = std::sync::Arc<HashMap<i32, ProcStat>>;
+
 /// The chosen enforcement for this agent.
 pub struct Enforcer {
     backend: Backend,
     pub agent_id: String,
     /// Why this mode was chosen (and why better ones were not), for the log.
     pub detail: String,
-    snapshot: Mutex<Option<(Instant, std::sync::Arc<HashMap<i32, ProcStat>>)>>,
+    snapshot: Mutex<Option<(Instant, Snapshot)>>,
     /// Orphans re-parented to the agent: pid → run id (None: not ours).
     orphans: Mutex<HashMap<i32, Option<i64>>>,
 }
@@ -113,7 +116,7 @@ impl Enforcer {
     }
 
     /// A /proc snapshot no older than `max_age`, shared by all watchdogs.
-    pub fn snapshot(&self, max_age: Duration) -> std::sync::Arc<HashMap<i32, ProcStat>> {
+    pub fn snapshot(&self, max_age: Duration) -> Snapshot {
         let mut guard = match self.snapshot.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -153,6 +156,13 @@ impl Enforcer {
         killed.sort_unstable();
         killed.dedup();
         killed
+    }
+
+    /// Removes this agent's (now empty) cgroup directory, at shutdown.
+    pub fn cleanup(&self) {
+        if let Backend::Cgroup2 { root } | Backend::Cgroup1 { root } = &self.backend {
+            let _ = fs::remove_dir(root);
+        }
     }
 
     /// Prepares what a new run needs before it is spawned.
@@ -233,7 +243,9 @@ impl Enforcer {
         } else {
             let pids = self.members(group, root, max_age);
             let snap = self.snapshot(max_age);
-            pids.into_iter().filter_map(|p| snap.get(&p).copied()).collect()
+            pids.into_iter()
+                .filter_map(|p| snap.get(&p).copied())
+                .collect()
         };
         stats.into_iter().filter(|s| s.state != 'Z').collect()
     }
@@ -268,7 +280,10 @@ impl Enforcer {
             self.signal_all(group, root, Signal::SIGKILL);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tracing::warn!(root, "Some processes of the run did not die within 2s of SIGKILL.");
+        tracing::warn!(
+            root,
+            "Some processes of the run did not die within 2s of SIGKILL."
+        );
     }
 }
 
@@ -368,7 +383,9 @@ fn mounts(fstype: &str) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     for line in text.lines() {
         // fields ... - fstype source super_options
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let mut r = right.split_whitespace();
         if r.next() != Some(fstype) {
             continue;
@@ -395,8 +412,7 @@ fn own_cgroup(pick: impl Fn(&str) -> bool) -> Option<String> {
 
 fn make_root(base: PathBuf, agent_id: &str) -> Result<PathBuf, String> {
     let root = base.join(format!("mamori-{agent_id}"));
-    fs::create_dir_all(&root)
-        .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
     Ok(root)
 }
 

@@ -197,7 +197,10 @@ mod tests {
     #[test]
     fn rotation_keeps_offsets_and_disk_cap() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = LogConfig { max_size: 4096, keep: 3 };
+        let cfg = LogConfig {
+            max_size: 4096,
+            keep: 3,
+        };
         let mut sink = LogSink::open(dir.path().to_path_buf(), cfg).unwrap();
         let line = [b'x'; 1000];
         for _ in 0..20 {
@@ -222,7 +225,10 @@ mod tests {
     #[test]
     fn read_a_range_across_files() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = LogConfig { max_size: 4096, keep: 10 };
+        let cfg = LogConfig {
+            max_size: 4096,
+            keep: 10,
+        };
         let mut sink = LogSink::open(dir.path().to_path_buf(), cfg).unwrap();
         sink.write(&[b'a'; 4000]).unwrap();
         let start = sink.offset();

@@ -175,7 +175,10 @@ mod tests {
     async fn stable_run_resets_backoff() {
         let mut r = Restarter::new(cfg(RestartMode::Always));
         let short = Duration::from_millis(10);
-        assert_eq!(crash(&mut r, short, false).await, Decision::Restart(Duration::ZERO));
+        assert_eq!(
+            crash(&mut r, short, false).await,
+            Decision::Restart(Duration::ZERO)
+        );
         assert_eq!(
             crash(&mut r, short, false).await,
             Decision::Restart(Duration::from_millis(100))
@@ -198,7 +201,10 @@ mod tests {
         let mut never = Restarter::new(cfg(RestartMode::Never));
         assert_eq!(crash(&mut never, short, false).await, Decision::Stay);
         let mut always = Restarter::new(cfg(RestartMode::Always));
-        assert_eq!(crash(&mut always, short, true).await, Decision::Restart(Duration::ZERO));
+        assert_eq!(
+            crash(&mut always, short, true).await,
+            Decision::Restart(Duration::ZERO)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -214,6 +220,9 @@ mod tests {
         }
         assert!(matches!(last, Decision::GiveUp { .. }));
         r.reset();
-        assert_eq!(crash(&mut r, short, false).await, Decision::Restart(Duration::ZERO));
+        assert_eq!(
+            crash(&mut r, short, false).await,
+            Decision::Restart(Duration::ZERO)
+        );
     }
 }

@@ -106,7 +106,11 @@ pub fn descendants(snap: &HashMap<i32, ProcStat>, roots: &[i32]) -> Vec<i32> {
         children.entry(s.ppid).or_default().push(s.pid);
     }
     let mut out = Vec::new();
-    let mut stack: Vec<i32> = roots.iter().copied().filter(|p| snap.contains_key(p)).collect();
+    let mut stack: Vec<i32> = roots
+        .iter()
+        .copied()
+        .filter(|p| snap.contains_key(p))
+        .collect();
     while let Some(p) = stack.pop() {
         if out.contains(&p) {
             continue;

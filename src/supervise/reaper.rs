@@ -53,8 +53,7 @@ impl Reaper {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut sigchld =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+        let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
         let reaper = Reaper {
             waiters: Arc::new(Mutex::new(HashMap::new())),
         };

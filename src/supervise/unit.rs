@@ -114,11 +114,23 @@ pub struct CmdError {
 pub type Reply<T> = oneshot::Sender<Result<T, CmdError>>;
 
 pub enum Command {
-    Start { by: String, reply: Reply<String> },
-    Stop { by: String, reply: Reply<String> },
-    Restart { by: String, reply: Reply<String> },
+    Start {
+        by: String,
+        reply: Reply<String>,
+    },
+    Stop {
+        by: String,
+        reply: Reply<String>,
+    },
+    Restart {
+        by: String,
+        reply: Reply<String>,
+    },
     /// Jobs only: start a run now; replies with its id.
-    Run { by: String, reply: Reply<i64> },
+    Run {
+        by: String,
+        reply: Reply<i64>,
+    },
 }
 
 /// Live figures of a run, written by its watchdog.
@@ -283,7 +295,10 @@ impl UnitTask {
                 if let Some(l) = &self.live {
                     let _ = reply.send(Err(CmdError {
                         status: 409,
-                        error: format!("job \"{}\" is already running (run {})", self.cfg.name, l.id),
+                        error: format!(
+                            "job \"{}\" is already running (run {})",
+                            self.cfg.name, l.id
+                        ),
                     }));
                     return;
                 }
@@ -455,7 +470,9 @@ impl UnitTask {
     }
 
     async fn wall_breach(&mut self) {
-        let Some(live) = self.live.as_mut() else { return };
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
         live.wall_deadline = None;
         let ran = live.started.elapsed();
         let max = self.cfg.limits.wall.unwrap_or_default();
@@ -606,11 +623,7 @@ impl UnitTask {
         } else {
             (RunState::Failed, "unknown".to_string())
         };
-        let peak = live
-            .watch
-            .peak
-            .load(Ordering::Relaxed)
-            .max(info.max_rss);
+        let peak = live.watch.peak.load(Ordering::Relaxed).max(info.max_rss);
         let cpu_ms = live
             .watch
             .cpu_ms
@@ -703,7 +716,15 @@ fn record_breach(
         }
         *b = Some(limit.to_string());
     }
-    tracing::warn!(unit, run_id, limit, value, max, enforced_by, "Limit breached; killing the tree.");
+    tracing::warn!(
+        unit,
+        run_id,
+        limit,
+        value,
+        max,
+        enforced_by,
+        "Limit breached; killing the tree."
+    );
     ctx.bus.emit(EventKind::LimitBreached {
         unit: unit.to_string(),
         run_id,

@@ -14,11 +14,16 @@ use crate::supervise::{CmdError, Command};
 
 type Params = Query<HashMap<String, String>>;
 
-fn num<T: std::str::FromStr>(q: &HashMap<String, String>, key: &str) -> Result<Option<T>, ApiError> {
+fn num<T: std::str::FromStr>(
+    q: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<T>, ApiError> {
     match q.get(key) {
         None => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|_| {
-            ApiError::bad_request(format!("query parameter `{key}`: \"{v}\" is not a valid number"))
+            ApiError::bad_request(format!(
+                "query parameter `{key}`: \"{v}\" is not a valid number"
+            ))
         }),
     }
 }
@@ -53,9 +58,10 @@ pub async fn unit(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let status = s.sup.status(&name).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, format!("no unit named \"{name}\""))
-    })?;
+    let status = s
+        .sup
+        .status(&name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no unit named \"{name}\"")))?;
     let runs = s.store.runs(Some(&name), 10)?;
     let mut v = json!(status);
     v["recent_runs"] = json!(runs);
@@ -82,7 +88,10 @@ pub async fn run(
         .map_err(|_| ApiError::bad_request(format!("run id \"{id}\" is not a number")))?;
     match s.store.run(id)? {
         Some(r) => Ok(Json(json!(r))),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no run with id {id}"))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no run with id {id}"),
+        )),
     }
 }
 
@@ -102,7 +111,9 @@ pub async fn logs(
     Query(q): Params,
 ) -> Result<Json<Value>, ApiError> {
     known(&s, &name)?;
-    let max = num::<usize>(&q, "max")?.unwrap_or(1 << 20).clamp(1, 8 << 20);
+    let max = num::<usize>(&q, "max")?
+        .unwrap_or(1 << 20)
+        .clamp(1, 8 << 20);
     let mut from = num::<u64>(&q, "from")?;
     let mut to = None;
     let mut running = false;
@@ -122,8 +133,13 @@ pub async fn logs(
         running = run.log_end.is_none();
     }
     let dir = s.logs_dir.join(&name);
-    let chunk = crate::supervise::logs::read_range(&dir, from.unwrap_or(0), to, max)
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("reading logs: {e}")))?;
+    let chunk =
+        crate::supervise::logs::read_range(&dir, from.unwrap_or(0), to, max).map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("reading logs: {e}"),
+            )
+        })?;
     let mut v = json!(chunk);
     // `complete`: a run's range has been read to its end; nothing more will come.
     v["complete"] = json!(to.is_some_and(|t| chunk.end >= t) && !running);
@@ -137,9 +153,21 @@ pub async fn unit_action(
     known(&s, &name)?;
     let by = "api".to_string();
     let message = match action.as_str() {
-        "start" => s.sup.ask(&name, |reply| Command::Start { by, reply }).await?,
-        "stop" => s.sup.ask(&name, |reply| Command::Stop { by, reply }).await?,
-        "restart" => s.sup.ask(&name, |reply| Command::Restart { by, reply }).await?,
+        "start" => {
+            s.sup
+                .ask(&name, |reply| Command::Start { by, reply })
+                .await?
+        }
+        "stop" => {
+            s.sup
+                .ask(&name, |reply| Command::Stop { by, reply })
+                .await?
+        }
+        "restart" => {
+            s.sup
+                .ask(&name, |reply| Command::Restart { by, reply })
+                .await?
+        }
         other => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -157,5 +185,8 @@ pub async fn run_job(
     known(&s, &name)?;
     let by = "api".to_string();
     let run_id = s.sup.ask(&name, |reply| Command::Run { by, reply }).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "unit": name, "run_id": run_id }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "unit": name, "run_id": run_id })),
+    ))
 }

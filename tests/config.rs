@@ -1,0 +1,131 @@
+//! `mamori check-config`: every error at once, each as FILE:LINE:COL with
+//! what was expected. The messages are user interface: pinned here.
+
+mod common;
+
+use std::process::Command;
+
+fn check(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(common::BIN)
+        .args(["check-config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr,
+    )
+}
+
+#[test]
+fn shipped_examples_are_valid() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = Command::new(common::BIN)
+                .arg("check-config")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn every_error_is_reported_with_position() {
+    let text = r#"[agent]
+listen = "127.0.0.1:7878"
+enforcment = "poll"
+
+[[service]]
+name = "web"
+command = "python3 -m http.server"
+restart = "sometimes"
+stop_timeout = "10 sex"
+limits = { memroy = "1GiB", cpu = 5 }
+
+[[service]]
+name = "web"
+command = ["sleep", 3]
+
+[[job]]
+name = "load"
+command = "true"
+after = ["extrct"]
+limits = { memory = "12 parsecs" }
+
+[[job]]
+name = "extract"
+"#;
+    let (code, _, err) = check(text);
+    assert_eq!(code, 1, "{err}");
+    let expected = [
+        "FILE:3:1: unknown key `enforcment` in [agent]; did you mean `enforcement`? (expected one of: data_dir, enforcement, listen, log, poll_interval, shutdown_timeout, token_file)",
+        "FILE:8:11: invalid `restart` in [[service]] \"web\": \"sometimes\"; expected one of \"always\", \"on-failure\", \"never\"",
+        "FILE:9:16: invalid duration \"10 sex\": unknown unit \"sex\"; expected one of ms, s, m, h, d (e.g. \"10s\") (in `stop_timeout` of [[service]] \"web\")",
+        "FILE:10:12: unknown key `memroy` in `limits` of [[service]] \"web\"; did you mean `memory`? (expected one of: cpu, memory, open_files, wall)",
+        "FILE:10:35: wrong type for `cpu` in `limits` of [[service]] \"web\": expected a duration string such as \"10s\", found an integer",
+        "FILE:13:8: duplicate unit name \"web\": a service on line 6 already has it; names must be unique across services and jobs",
+        "FILE:14:21: wrong type in `command` of [[service]] \"web\": expected a string, found an integer",
+        "FILE:19:10: unknown job \"extrct\" in `after` of [[job]] \"load\"; did you mean \"extract\"?",
+        "FILE:22:1: missing required key `command` in [[job]] \"extract\": what to run, e.g. command = \"python3 -m http.server 8000\"",
+        "FILE:20:21: invalid size \"12 parsecs\": unknown unit \"parsecs\"; expected one of B, KiB, MiB, GiB, TiB, kB, MB, GB, TB (e.g. \"512MiB\") (in `memory` of `limits` of [[job]] \"load\")",
+    ];
+    for line in expected {
+        assert!(err.contains(line), "missing:\n  {line}\nin:\n{err}");
+    }
+    assert!(err.contains("FILE: 10 errors"), "{err}");
+}
+
+#[test]
+fn missing_keys_and_cycles() {
+    let text = r#"[[service]]
+command = "true"
+
+[[job]]
+name = "a"
+command = "true"
+after = ["b"]
+
+[[job]]
+name = "b"
+command = "true"
+after = ["a"]
+"#;
+    let (code, _, err) = check(text);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("FILE:1:1: missing required key `name` in [[service]] #1: every unit needs a unique name"),
+        "{err}"
+    );
+    assert!(
+        err.contains("jobs depend on each other in a cycle: a → b → a"),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_toml_names_the_position() {
+    let (code, _, err) = check("[agent]\nlisten = \n");
+    assert_eq!(code, 1);
+    assert!(err.starts_with("FILE:2:"), "{err}");
+    assert!(err.contains("invalid TOML"), "{err}");
+}
+
+#[test]
+fn valid_config_exits_zero() {
+    let (code, out, err) = check("[[service]]\nname = \"a\"\ncommand = \"sleep 1\"\n\n[[job]]\nname = \"b\"\ncommand = [\"true\"]\nlimits = { wall = \"1h\", memory = \"2GiB\" }\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok (1 services, 1 jobs)"), "{out}");
+}

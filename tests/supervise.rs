@@ -1,0 +1,293 @@
+//! Services and jobs with real processes: restart policy, crash-loop guard,
+//! clean stop, crash recovery, output capture, `run --wait`.
+
+mod common;
+
+use common::{marker, procs_with, sleeps_with, wait_for, Agent};
+
+#[test]
+fn crashing_service_gives_up_after_the_burst_and_restart_revives_it() {
+    let a = Agent::start(
+        "",
+        r#"[[service]]
+name = "crasher"
+command = ["/bin/sh", "-c", "echo boom; exit 3"]
+backoff_min = "10ms"
+backoff_max = "50ms"
+start_limit = 3
+start_window = "1m"
+"#,
+    );
+    let u = wait_for("gave-up", || {
+        let u = a.unit("crasher");
+        (u["state"] == "gave-up").then_some(u)
+    });
+    assert_eq!(u["last_reason"], "exit:3");
+    let runs = a.runs("crasher");
+    assert_eq!(runs.len(), 3, "exactly start_limit starts: {runs:?}");
+    assert!(runs.iter().all(|r| r["reason"] == "exit:3"));
+    let events = a.get("/api/v1/events?unit=crasher");
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "unit.gave_up"),
+        "{events}"
+    );
+    // It stays given up…
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(a.runs("crasher").len(), 3);
+    // …until a person restarts it.
+    let out = a.cli(&["restart", "crasher"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("a fourth run", || {
+        (a.runs("crasher").len() >= 4).then_some(())
+    });
+}
+
+#[test]
+fn on_failure_does_not_restart_a_clean_exit() {
+    let a = Agent::start(
+        "",
+        r#"[[service]]
+name = "oneshot"
+command = "exit 0"
+restart = "on-failure"
+"#,
+    );
+    let u = wait_for("exited", || {
+        let u = a.unit("oneshot");
+        (u["state"] == "exited").then_some(u)
+    });
+    assert_eq!(u["last_reason"], "exit:0");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(a.runs("oneshot").len(), 1);
+}
+
+#[test]
+fn stopping_the_agent_leaves_no_process_of_any_unit() {
+    let m1 = marker("11");
+    let m2 = marker("12");
+    let m3 = marker("13");
+    // A plain child, a background child, and a double-forked setsid daemon
+    // that ignores SIGTERM.
+    let units = format!(
+        r#"[[service]]
+name = "plain"
+command = ["sleep", "{m1}"]
+
+[[service]]
+name = "family"
+command = "sleep {m2} & sleep {m2}"
+
+[[service]]
+name = "daemon"
+command = "(setsid sh -c 'trap \"\" TERM; sleep {m3}' &) ; sleep {m3}"
+stop_timeout = "500ms"
+"#
+    );
+    let mut a = Agent::start("", &units);
+    wait_for("all unit processes", || {
+        (sleeps_with(&m1).len() == 1 && sleeps_with(&m2).len() == 2 && sleeps_with(&m3).len() == 2)
+            .then_some(())
+    });
+    let status = a.stop().expect("agent was running");
+    assert!(status.success(), "agent exit: {status}\n{}", a.log());
+    for m in [&m1, &m2, &m3] {
+        let left = procs_with(m);
+        assert!(
+            left.is_empty(),
+            "processes left behind for {m}: {left:?}\n{}",
+            a.log()
+        );
+    }
+}
+
+#[test]
+fn stopping_a_unit_kills_its_tree_and_leaves_no_zombie() {
+    let m = marker("21");
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[service]]
+name = "tree"
+command = "sleep {m} & sleep {m} & sleep {m}"
+"#
+        ),
+    );
+    wait_for("three sleeps", || {
+        (sleeps_with(&m).len() == 3).then_some(())
+    });
+    let out = a.cli(&["stop", "tree"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(a.unit("tree")["state"], "stopped");
+    assert!(procs_with(&m).is_empty());
+    // No zombie children of the agent linger.
+    let agent = a.pid();
+    wait_for("no zombie children of the agent", || {
+        let zombies: Vec<i32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        let rest = s.rsplit_once(')')?.1.to_string();
+                        let mut f = rest.split_whitespace();
+                        let state = f.next()?.to_string();
+                        let ppid: i32 = f.next()?.parse().ok()?;
+                        Some(state == "Z" && ppid == agent)
+                    })
+                    .unwrap_or(false)
+            })
+            .collect();
+        zombies.is_empty().then_some(())
+    });
+    let run = &a.runs("tree")[0];
+    assert_eq!(run["state"], "stopped");
+    assert_eq!(run["reason"], "stop");
+}
+
+#[test]
+fn agent_killed_during_a_job_marks_the_run_interrupted_and_cleans_up() {
+    let m = marker("31");
+    let mut a = Agent::start(
+        "",
+        &format!(
+            r#"[[job]]
+name = "nightly"
+command = ["sleep", "{m}"]
+"#
+        ),
+    );
+    let (status, body) = a.post("/api/v1/jobs/nightly/run");
+    assert_eq!(status, 202, "{body}");
+    let run_id = body["run_id"].as_i64().unwrap();
+    wait_for("the job's process", || {
+        (sleeps_with(&m).len() == 1).then_some(())
+    });
+    a.crash();
+    // The orphaned job is still there until an agent cleans up.
+    a.spawn();
+    let run = a.get(&format!("/api/v1/runs/{run_id}"));
+    assert_eq!(run["state"], "interrupted", "{run}");
+    assert_eq!(run["reason"], "interrupted");
+    wait_for("leftover job process killed", || {
+        procs_with(&m).is_empty().then_some(())
+    });
+    let events = a.get("/api/v1/events?unit=nightly");
+    assert!(events
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "run.interrupted" && e["run_id"] == run_id));
+}
+
+#[test]
+fn run_wait_exits_with_the_jobs_code_and_logs_are_kept_per_run() {
+    let a = Agent::start(
+        "",
+        r#"[[job]]
+name = "report"
+command = "echo \"line one of $MAMORI_RUN_ID\"; echo oops >&2; exit 7"
+"#,
+    );
+    let out = a.cli(&["run", "report", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out2 = a.cli(&["run", "report", "--wait"]);
+    assert_eq!(out2.status.code(), Some(7));
+    let runs = a.runs("report");
+    assert_eq!(runs.len(), 2);
+    let first = runs[1]["id"].as_i64().unwrap();
+    let second = runs[0]["id"].as_i64().unwrap();
+    assert_eq!(runs[0]["reason"], "exit:7");
+    assert_eq!(runs[0]["exit_code"], 7);
+
+    let logs = a.cli(&["logs", "report", "--run", &first.to_string()]);
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(text.contains(&format!("line one of {first}")), "{text}");
+    assert!(text.contains("oops"), "stderr is captured too: {text}");
+    assert!(
+        !text.contains(&format!("line one of {second}")),
+        "only that run: {text}"
+    );
+
+    let all = a.cli(&["logs", "report"]);
+    let all = String::from_utf8_lossy(&all.stdout);
+    assert!(
+        all.contains(&format!("line one of {first}"))
+            && all.contains(&format!("line one of {second}"))
+    );
+}
+
+#[test]
+fn a_command_that_cannot_start_is_recorded_with_the_reason() {
+    let a = Agent::start(
+        "",
+        r#"[[job]]
+name = "missing"
+command = ["/nonexistent/program"]
+"#,
+    );
+    let (status, body) = a.post("/api/v1/jobs/missing/run");
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("No such file"),
+        "{body}"
+    );
+    let run = &a.runs("missing")[0];
+    assert_eq!(run["state"], "failed");
+    assert!(
+        run["reason"].as_str().unwrap().starts_with("spawn: "),
+        "{run}"
+    );
+}
+
+#[test]
+fn a_torrent_of_output_neither_grows_the_agent_nor_passes_the_disk_cap() {
+    let a = Agent::start(
+        "",
+        r#"[[job]]
+name = "firehose"
+command = "head -c 300000000 /dev/zero | tr '\\0' 'x'; echo; echo done"
+log = { max_size = "1MiB", keep = 3 }
+"#,
+    );
+    let out = a.cli(&["run", "firehose", "--wait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = a.data_dir().join("logs/firehose");
+    let total: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(total <= 3 * 1024 * 1024, "log dir holds {total} bytes");
+    let tail = a.cli(&["logs", "firehose"]);
+    assert!(String::from_utf8_lossy(&tail.stdout).ends_with("done\n"));
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", a.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(rss_kib < 64 * 1024, "agent RSS grew to {rss_kib} KiB");
+}
