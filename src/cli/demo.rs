@@ -16,14 +16,31 @@ pub fn prepare(dir: &Path) -> Result<PathBuf> {
 }
 
 pub fn banner(path: &Path) {
-    let shown = path.display();
+    let shown = path
+        .canonicalize()
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string();
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "mamori".into());
+    if !on_path("python3") {
+        eprintln!("mamori demo: python3 is not installed; the demo's web server and leaking service need it (apt-get install python3).");
+    }
     println!(
         "mamori demo: config {shown}\n\
          In another terminal:\n  \
          export MAMORI_CONFIG={shown}\n  \
-         mamori status          # the leaker is restarted with reason limit:memory\n  \
-         mamori run runaway --wait   # killed by its wall limit\n  \
-         mamori logs web\n\
+         {exe} status                 # leaker: restarted with reason limit:memory\n  \
+         {exe} run runaway --wait     # a runaway job, killed by its 5 s wall limit\n  \
+         {exe} runs                   # every run with its reason, peak memory, CPU\n  \
+         {exe} logs leaker\n\
          Ctrl-C stops the agent and every process it started.\n"
     );
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
 }
