@@ -748,7 +748,11 @@ async fn watchdog(
     limits: Limits,
     cancel: CancellationToken,
 ) {
-    let fast = limits.cpu.is_some() || limits.memory.is_some();
+    // Fast polling only where we enforce: CPU always, memory only when the
+    // kernel does not (a kernel OOM kill of a non-main process is noticed at
+    // the next 1 s sample; the main process's death is noticed at once).
+    let fast = limits.cpu.is_some()
+        || (limits.memory.is_some() && !ctx.enforcer.kernel_memory_limit());
     let period = if fast {
         ctx.poll_interval
     } else {
