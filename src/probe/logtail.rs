@@ -139,7 +139,7 @@ mod tests {
             .unwrap();
         write!(f, "one\ntw").unwrap();
         assert_eq!(t.read_lines(), vec!["one"]);
-        write!(f, "o\n").unwrap();
+        writeln!(f, "o").unwrap();
         assert_eq!(t.read_lines(), vec!["two"]);
         // Truncated (copytruncate) to less than was read: read from the start.
         std::fs::write(&path, "new\n").unwrap();

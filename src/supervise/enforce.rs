@@ -482,22 +482,22 @@ fn cgroup2_root(agent_id: &str) -> Result<PathBuf, String> {
         ));
     }
     let subtree = fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
-    if !subtree.split_whitespace().any(|c| c == "memory") {
-        if fs::write(base.join("cgroup.subtree_control"), "+memory").is_err() {
-            // "No internal processes": a cgroup with processes in it cannot
-            // hand controllers to children. Move the agent into a leaf of its
-            // own first (what a delegated service is expected to do).
-            let leaf = base.join("mamori-agent");
-            fs::create_dir_all(&leaf)
-                .and_then(|_| fs::write(leaf.join("cgroup.procs"), "0"))
-                .and_then(|_| fs::write(base.join("cgroup.subtree_control"), "+memory"))
-                .map_err(|e| {
-                    format!(
-                        "cannot enable the memory controller below {} ({e}); delegate a cgroup to mamori (systemd: Delegate=yes)",
-                        base.display()
-                    )
-                })?;
-        }
+    if !subtree.split_whitespace().any(|c| c == "memory")
+        && fs::write(base.join("cgroup.subtree_control"), "+memory").is_err()
+    {
+        // "No internal processes": a cgroup with processes in it cannot
+        // hand controllers to children. Move the agent into a leaf of its
+        // own first (what a delegated service is expected to do).
+        let leaf = base.join("mamori-agent");
+        fs::create_dir_all(&leaf)
+            .and_then(|_| fs::write(leaf.join("cgroup.procs"), "0"))
+            .and_then(|_| fs::write(base.join("cgroup.subtree_control"), "+memory"))
+            .map_err(|e| {
+                format!(
+                    "cannot enable the memory controller below {} ({e}); delegate a cgroup to mamori (systemd: Delegate=yes)",
+                    base.display()
+                )
+            })?;
     }
     let root = make_root(base, agent_id)?;
     fs::write(root.join("cgroup.subtree_control"), "+memory")
