@@ -232,5 +232,5 @@ async fn read_tail(fd: OwnedFd) -> String {
     if tail.len() > 512 {
         tail.drain(..tail.len() - 512);
     }
-    String::from_utf8_lossy(&tail).replace('\n', " ⏎ ")
+    String::from_utf8_lossy(&tail).trim().replace('\n', " ⏎ ")
 }
