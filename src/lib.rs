@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod probe;
+pub mod schedule;
 pub mod store;
 pub mod supervise;
 pub mod util;

@@ -27,6 +27,9 @@ ap.add_argument('--seed', type=int, default=1)
 ap.add_argument('--timeout', type=float, default=150)
 ap.add_argument('--prefill', type=int, default=150, help='MiB the hog allocates at once before growing')
 ap.add_argument('--out')
+ap.add_argument('--max-busy', type=float, default=0.15,
+                help='a trial during which the whole machine was busier than this (0..1) is recorded as discarded and repeated')
+ap.add_argument('--retries', type=int, default=5, help='at most this many repeats in all')
 a = ap.parse_args()
 random.seed(a.seed)
 supervisors.install_sigterm_exit()
@@ -90,6 +93,26 @@ def watch(pid, t_origin):
                 last_rss_kb=last_rss)
 
 
+class Trials:
+    """Counts kept trials; a trial with the machine busier than --max-busy is discarded and repeated."""
+    def __init__(self):
+        self.t = 0; self.kept = 0; self.retries = 0
+
+    def more(self):
+        return self.kept < a.trials
+
+    def begin(self):
+        self.t += 1
+        self.j = proc.sys_jiffies()
+        return self.t - 1
+
+    def end(self, r):
+        b = proc.busy_since(self.j)
+        disc = b > a.max_busy and self.retries < a.retries
+        self.retries += disc; self.kept += not disc
+        r.update(machine_busy_frac=b, discarded_busy=disc)
+
+
 def strip_ansi(s):
     return re.sub(r'\x1b\[[0-9;]*m', '', s)
 
@@ -105,7 +128,9 @@ if a.kind.startswith('pm2'):
     try:
         subprocess.run(['pm2', 'ping'], env=env, check=True, stdout=subprocess.DEVNULL, timeout=60)
         god = int(open(RUN + '/home/pm2.pid').read())
-        for t in range(a.trials):
+        T = Trials()
+        while T.more():
+            t = T.begin()
             # pm2 checks memory on a timer: start at a random phase of it
             d = random.uniform(0, wi / 1000)
             time.sleep(d)
@@ -117,6 +142,7 @@ if a.kind.startswith('pm2'):
             r = watch(pid, t_origin)
             subprocess.run(['pm2', 'delete', 'hog'], env=env, stdout=subprocess.DEVNULL, timeout=60)
             r.update(kind=a.kind, trial=t + 1, start_delay_s=round(d, 2))
+            T.end(r)
             print(json.dumps(r), flush=True)
             res.append(r)
             time.sleep(1)
@@ -159,12 +185,15 @@ check process hog with pidfile {pf}
         return p if (p not in seen and proc.alive(p) and is_hog(p)) else None
     m = subprocess.Popen(['monit', '-c', rc, '-I'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for t in range(a.trials):
+        T = Trials()
+        while T.more():
+            t = T.begin()
             pid = proc.wait_for(hogpid, 30, 0.005)
             t_origin = time.monotonic()  # ~ time the hog appeared (5 ms poll)
             seen.add(pid)
             r = watch(pid, t_origin)
             r.update(kind='monit', trial=t + 1)
+            T.end(r)
             print(json.dumps(r), flush=True)
             res.append(r)
     finally:
@@ -191,7 +220,9 @@ else:
                 return p
         return None
     try:
-        for t in range(a.trials):
+        T = Trials()
+        while T.more():
+            t = T.begin()
             pid = proc.wait_for(hogpid, 30, 0.005)
             if not pid:
                 raise RuntimeError('no hog child appeared (see %s)' % m.log)
@@ -199,6 +230,7 @@ else:
             seen.add(pid)
             r = watch(pid, t_origin)
             r.update(kind=a.kind, trial=t + 1)
+            T.end(r)
             print(json.dumps(r), flush=True)
             res.append(r)
         time.sleep(0.5)
@@ -217,8 +249,8 @@ else:
         r['mamori_value_mib'] = round(int(b.get('value', 0)) / 1048576, 2)
         r['mamori_enforced_by'] = b.get('enforced_by', '').strip('"')
 
-ok = [r for r in res if r['killed']]
-summ = dict(kind=a.kind, n=len(ok), trials=len(res), crossed=sum(1 for r in ok if r['crossed']))
+ok = [r for r in res if r['killed'] and not r['discarded_busy']]
+summ = dict(kind=a.kind, n=len(ok), trials=len(res), discarded_busy=sum(r['discarded_busy'] for r in res), crossed=sum(1 for r in ok if r['crossed']))
 if ok:
     for k in ('peak_over_limit_mb', 'peak_rss_kb', 'peak_rss_anon_kb', 'anon_over_limit_mb'):
         v = [r[k] for r in ok]

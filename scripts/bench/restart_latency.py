@@ -23,6 +23,9 @@ ap.add_argument('--n', type=int, default=100)
 ap.add_argument('--timeout', type=float, default=10)
 ap.add_argument('--out')
 ap.add_argument('--seed', type=int, default=1)
+ap.add_argument('--max-busy', type=float, default=0.25,
+                help='a trial during whose kill+gap the whole machine was busier than this (0..1) is recorded as discarded and repeated')
+ap.add_argument('--retries', type=int, default=10, help='at most this many repeats per round')
 a = ap.parse_args()
 random.seed(a.seed)
 supervisors.install_sigterm_exit()
@@ -75,14 +78,21 @@ for r in range(a.rounds):
         victims = sorted(s.children())
         known = set(proc.pids())
         j0 = proc.sys_jiffies()
-        for t in range(a.trials):
+        t = -1; retries = 0; kept = 0
+        while kept < a.trials:
+            t += 1
             v = victims[t % len(victims)]
+            jt = proc.sys_jiffies()
             res = one_trial(pid, v, known)
             known = set(proc.pids())
-            rec = dict(kind=a.kind, round=r + 1, trial=t + 1, **(res or {'victim': v, 'fork_ms': None}))
+            time.sleep(a.gap + random.random())   # jitter so kills land at random phase of poll loops
+            b = proc.busy_since(jt)
+            disc = b > a.max_busy and retries < a.retries
+            retries += disc; kept += not disc
+            rec = dict(kind=a.kind, round=r + 1, trial=t + 1, machine_busy_frac=b, discarded_busy=disc,
+                       **(res or {'victim': v, 'fork_ms': None}))
             print(json.dumps(rec), flush=True)
             allres.append(rec)
-            time.sleep(a.gap + random.random())   # jitter so kills land at random phase of poll loops
         n_after = len(s.children())
         busy = proc.busy_since(j0)
     finally:
@@ -91,15 +101,16 @@ for r in range(a.rounds):
     busy_all.append(busy)
     time.sleep(2)
 
-vals = [x['fork_ms'] for x in allres if x['fork_ms'] is not None]
-summ = dict(kind=a.kind, n=len(vals), missed=len(allres) - len(vals))
+used = [x for x in allres if not x['discarded_busy']]
+vals = [x['fork_ms'] for x in used if x['fork_ms'] is not None]
+summ = dict(kind=a.kind, n=len(vals), missed=len(used) - len(vals), discarded_busy=len(allres) - len(used))
 if vals:
     summ.update(median_ms=proc.pctl(vals, .5), p95_ms=proc.pctl(vals, .95), min_ms=min(vals), max_ms=max(vals))
-    ex = [x['exec_ms'] for x in allres if x.get('exec_ms') is not None]
+    ex = [x['exec_ms'] for x in used if x.get('exec_ms') is not None]
     if ex:
         summ.update(exec_median_ms=proc.pctl(ex, .5), exec_p95_ms=proc.pctl(ex, .95))
     for r in range(a.rounds):
-        v = [x['fork_ms'] for x in allres if x['round'] == r + 1 and x['fork_ms'] is not None]
+        v = [x['fork_ms'] for x in used if x['round'] == r + 1 and x['fork_ms'] is not None]
         if v:
             summ[f'round{r+1}'] = dict(median_ms=proc.pctl(v, .5), p95_ms=proc.pctl(v, .95), min_ms=min(v), max_ms=max(v))
 summ['machine_busy_frac'] = busy_all

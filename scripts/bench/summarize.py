@@ -26,8 +26,19 @@ TARGET_OVERSHOOT_POLL_MIB = 2.5
 
 
 def load(n):
+    """A results file with the trials discarded for a busy machine left out
+    (their count kept in 'discarded')."""
     p = os.path.join(R, n)
-    return json.load(open(p)) if os.path.exists(p) else None
+    if not os.path.exists(p):
+        return None
+    d = json.load(open(p))
+    if isinstance(d, list):
+        kept = [x for x in d if not x.get('discarded_busy')]
+        return kept if kept else None
+    if 'trials' in d:
+        d['discarded'] = sum(1 for x in d['trials'] if x.get('discarded_busy'))
+        d['trials'] = [x for x in d['trials'] if not x.get('discarded_busy')]
+    return d
 
 
 def med(v):

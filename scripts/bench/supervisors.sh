@@ -72,7 +72,7 @@ if [ -z "${MAMORI:-}" ]; then
 fi
 # A private copy: a rebuild during the run must not swap the binary under us.
 mkdir -p "$BENCH_RUN/bin"
-cp "$MAMORI" "$BENCH_RUN/bin/mamori"
+cp -p "$MAMORI" "$BENCH_RUN/bin/mamori"
 export MAMORI="$BENCH_RUN/bin/mamori"
 { "$HERE/versions.sh" "$MAMORI"; echo "mamori built from: ${MAMORI_COMMIT:-unknown}"; } | tee "$R/versions.txt"
 

@@ -1,0 +1,6 @@
+//! Jobs over time: schedules (cron, `every`, business-day calendars) and
+//! flows (jobs linked by `after`, held downstream of a failure, rerun from it).
+//!
+//! - `when`: pure schedule arithmetic (next fire times)
+
+pub mod when;

@@ -1,0 +1,273 @@
+//! When a scheduled job fires: a cron expression (5 fields, or 6 with
+//! seconds) in a time zone, or a fixed period (`every`), optionally adjusted
+//! by a business-day calendar. Pure: "now" is always passed in.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc, Weekday};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds};
+use croner::Cron;
+
+/// Which days are closed, and what to do with a run that falls on one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calendar {
+    pub name: String,
+    pub closed: BTreeSet<NaiveDate>,
+    /// Saturdays and Sundays are closed too.
+    pub weekends_closed: bool,
+}
+
+impl Calendar {
+    pub fn is_open(&self, d: NaiveDate) -> bool {
+        let weekend = matches!(d.weekday(), Weekday::Sat | Weekday::Sun);
+        !(self.weekends_closed && weekend) && !self.closed.contains(&d)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnClosed {
+    Skip,
+    NextOpenDay,
+    PreviousOpenDay,
+}
+
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    Cron { cron: Box<Cron>, expr: String },
+    Every(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub trigger: Trigger,
+    pub tz: Tz,
+    pub calendar: Option<(Calendar, OnClosed)>,
+}
+
+/// Parses a cron expression of 5 fields (minute granularity) or 6 (with seconds first).
+pub fn parse_cron(expr: &str) -> Result<Cron, String> {
+    let fields = expr.split_whitespace().count();
+    if !(5..=6).contains(&fields) && !expr.trim().starts_with('@') {
+        return Err(format!(
+            "invalid cron expression \"{expr}\": it has {fields} fields; expected 5 (minute hour day month weekday) or 6 (with seconds first)"
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("invalid cron expression \"{expr}\": {e}"))
+}
+
+/// How far back raw occurrences are looked at, so that a run moved to the
+/// previous open day (up to a month earlier) is still found.
+const LOOKBACK_DAYS: i64 = 40;
+/// A bound on work per call, whatever the expression.
+const MAX_RAW: usize = 200_000;
+
+impl Schedule {
+    /// The next fire times strictly after `after`, at most `n`.
+    pub fn next_n(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        if n == 0 {
+            return Vec::new();
+        }
+        match &self.trigger {
+            Trigger::Every(period) => {
+                // Aligned to the epoch, so restarts do not shift the grid.
+                let p = period.as_millis().max(1) as i64;
+                let mut t = (after.timestamp_millis().div_euclid(p) + 1) * p;
+                let mut out = Vec::new();
+                let mut guard = 0;
+                while out.len() < n && guard < MAX_RAW {
+                    guard += 1;
+                    if let Some(dt) = Utc.timestamp_millis_opt(t).single() {
+                        if let Some(adj) = self.adjust(dt) {
+                            if adj > after && !out.contains(&adj) {
+                                out.push(adj);
+                            }
+                        }
+                    }
+                    t += p;
+                }
+                out.sort();
+                out
+            }
+            Trigger::Cron { cron, .. } => {
+                let lookback = if matches!(self.calendar, Some((_, OnClosed::PreviousOpenDay))) {
+                    chrono::Duration::days(LOOKBACK_DAYS)
+                } else {
+                    chrono::Duration::zero()
+                };
+                let start = (after - lookback).with_timezone(&self.tz);
+                let mut out: Vec<DateTime<Utc>> = Vec::new();
+                for (i, raw) in cron.iter_after(start).enumerate() {
+                    if i >= MAX_RAW {
+                        break;
+                    }
+                    let raw = raw.with_timezone(&Utc);
+                    // Adjusted times move back at most the lookback: once a raw
+                    // time is that far past the n earliest found, none can come.
+                    if out.len() >= n {
+                        out.sort();
+                        out.truncate(n);
+                        if raw - lookback > out[n - 1] {
+                            break;
+                        }
+                    }
+                    if let Some(adj) = self.adjust(raw) {
+                        if adj > after && !out.contains(&adj) {
+                            out.push(adj);
+                        }
+                    }
+                }
+                out.sort();
+                out.truncate(n);
+                out
+            }
+        }
+    }
+
+    /// Moves a raw fire time according to the calendar (None: skipped).
+    fn adjust(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let Some((cal, rule)) = &self.calendar else {
+            return Some(t);
+        };
+        let local = t.with_timezone(&self.tz);
+        let day = local.date_naive();
+        if cal.is_open(day) {
+            return Some(t);
+        }
+        let step = match rule {
+            OnClosed::Skip => return None,
+            OnClosed::NextOpenDay => 1,
+            OnClosed::PreviousOpenDay => -1,
+        };
+        let mut d = day;
+        for _ in 0..366 {
+            d = d.checked_add_signed(chrono::Duration::days(step))?;
+            if cal.is_open(d) {
+                let naive = d.and_time(local.time());
+                return self
+                    .tz
+                    .from_local_datetime(&naive)
+                    .earliest()
+                    .map(|x| x.with_timezone(&Utc));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn cron(expr: &str, tz: &str) -> Schedule {
+        Schedule {
+            trigger: Trigger::Cron {
+                cron: Box::new(parse_cron(expr).unwrap()),
+                expr: expr.into(),
+            },
+            tz: tz.parse().unwrap(),
+            calendar: None,
+        }
+    }
+
+    #[test]
+    fn five_and_six_fields_in_a_time_zone() {
+        let s = cron("30 2 * * *", "Asia/Tokyo");
+        let next = s.next_n(utc("2026-11-23T00:00:00Z"), 2);
+        // 02:30 JST is 17:30 UTC the day before.
+        assert_eq!(
+            next,
+            vec![utc("2026-11-23T17:30:00Z"), utc("2026-11-24T17:30:00Z")]
+        );
+        let s = cron("*/20 * * * * *", "UTC");
+        let next = s.next_n(utc("2026-11-23T00:00:00Z"), 3);
+        assert_eq!(next[2], utc("2026-11-23T00:01:00Z"));
+        assert!(parse_cron("* * *").unwrap_err().contains("expected 5"));
+        assert!(parse_cron("61 * * * *").is_err());
+    }
+
+    #[test]
+    fn every_is_aligned() {
+        let s = Schedule {
+            trigger: Trigger::Every(Duration::from_secs(300)),
+            tz: Tz::UTC,
+            calendar: None,
+        };
+        assert_eq!(
+            s.next_n(utc("2026-11-23T00:07:10Z"), 2),
+            vec![utc("2026-11-23T00:10:00Z"), utc("2026-11-23T00:15:00Z")]
+        );
+    }
+
+    fn closing(rule: OnClosed) -> Schedule {
+        // Daily at 06:00 in Tokyo; 2026-12-31 to 2027-01-03 closed (a Thursday to a Sunday).
+        let mut s = cron("0 6 * * *", "Asia/Tokyo");
+        let closed = ["2026-12-31", "2027-01-01"]
+            .iter()
+            .map(|d| d.parse().unwrap())
+            .collect();
+        s.calendar = Some((
+            Calendar {
+                name: "jp".into(),
+                closed,
+                weekends_closed: true,
+            },
+            rule,
+        ));
+        s
+    }
+
+    #[test]
+    fn calendar_skip_next_and_previous() {
+        let after = utc("2026-12-29T12:00:00Z"); // 21:00 JST on Tue 29th
+        let days = |v: Vec<DateTime<Utc>>| -> Vec<String> {
+            v.iter()
+                .map(|t| {
+                    t.with_timezone(&"Asia/Tokyo".parse::<Tz>().unwrap())
+                        .format("%m-%d %H:%M")
+                        .to_string()
+                })
+                .collect()
+        };
+        assert_eq!(
+            days(closing(OnClosed::Skip).next_n(after, 3)),
+            vec!["12-30 06:00", "01-04 06:00", "01-05 06:00"]
+        );
+        // Four closed days all move to Monday the 4th: one run, not four.
+        assert_eq!(
+            days(closing(OnClosed::NextOpenDay).next_n(after, 3)),
+            vec!["12-30 06:00", "01-04 06:00", "01-05 06:00"]
+        );
+        // Closed days move back to Wednesday the 30th (already counted once).
+        assert_eq!(
+            days(closing(OnClosed::PreviousOpenDay).next_n(after, 2)),
+            vec!["12-30 06:00", "01-04 06:00"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn next_fire_is_stable_while_time_passes() {
+        // The scheduler asks again after each fire; paused time stands in for
+        // the hours in between.
+        let s = closing(OnClosed::NextOpenDay);
+        let mut now = utc("2026-12-29T12:00:00Z");
+        let mut fires = Vec::new();
+        for _ in 0..3 {
+            let next = s.next_n(now, 1)[0];
+            tokio::time::advance((next - now).to_std().unwrap()).await;
+            now = next;
+            fires.push(next);
+        }
+        assert_eq!(fires[1], utc("2027-01-03T21:00:00Z"));
+        assert_eq!(fires[2] - fires[1], chrono::Duration::days(1));
+    }
+}
