@@ -2,5 +2,7 @@
 //! flows (jobs linked by `after`, held downstream of a failure, rerun from it).
 //!
 //! - `when`: pure schedule arithmetic (next fire times)
+//! - `flow`: the pure flow-run state machine (hold, retry, rerun, release)
 
+pub mod flow;
 pub mod when;
