@@ -22,7 +22,8 @@ pub struct Calendar {
 impl Calendar {
     pub fn is_open(&self, d: NaiveDate) -> bool {
         let weekend = matches!(d.weekday(), Weekday::Sat | Weekday::Sun);
-        !(self.weekends_closed && weekend) && !self.closed.contains(&d)
+        let closed_weekend = self.weekends_closed && weekend;
+        !(closed_weekend || self.closed.contains(&d))
     }
 }
 
