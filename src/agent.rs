@@ -180,7 +180,16 @@ pub async fn run(config: Config) -> Result<()> {
         cancel.clone(),
         &mut tasks,
     );
+    let flows = crate::schedule::engine::start(
+        &config,
+        store.clone(),
+        bus.clone(),
+        sup.clone(),
+        cancel.child_token(),
+        &mut tasks,
+    );
     let app = web::router(Arc::new(AppState {
+        flows,
         sup,
         checks,
         sampler,

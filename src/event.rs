@@ -88,6 +88,51 @@ pub enum EventKind {
         unit: Option<String>,
         reason: String,
     },
+    /// A flow run began (a schedule fired, or someone started it).
+    #[serde(rename = "flow.started")]
+    FlowStarted {
+        flow: String,
+        flow_run: i64,
+        trigger: String,
+    },
+    /// Every job of the flow run succeeded or was released.
+    #[serde(rename = "flow.finished")]
+    FlowFinished { flow: String, flow_run: i64 },
+    /// Nothing in the flow run can move until a person acts.
+    #[serde(rename = "flow.stalled")]
+    FlowStalled { flow: String, flow_run: i64 },
+    /// A job failed for good (its retries spent) inside a flow run.
+    #[serde(rename = "job.failed")]
+    JobFailed {
+        job: String,
+        flow: String,
+        flow_run: i64,
+        reason: String,
+    },
+    /// A job will not run until a person acts: upstream failed, or held by hand.
+    #[serde(rename = "job.held")]
+    JobHeld {
+        job: String,
+        flow: String,
+        flow_run: i64,
+        reason: String,
+    },
+    /// A scheduled fire that did not start a run, and why.
+    #[serde(rename = "job.skipped")]
+    JobSkipped {
+        job: String,
+        scheduled_for: i64,
+        reason: String,
+    },
+    /// Someone acted on a flow: rerun, release, hold, unhold — who and why.
+    #[serde(rename = "flow.action")]
+    FlowAction {
+        flow: String,
+        action: String,
+        target: String,
+        by: String,
+        comment: String,
+    },
     /// A log check's pattern matched a line.
     #[serde(rename = "check.log_matched")]
     LogMatched {
@@ -127,6 +172,11 @@ impl EventKind {
                 Some(unit.as_deref().unwrap_or(check))
             }
             LogMatched { check, .. } => Some(check),
+            JobFailed { job, .. } | JobHeld { job, .. } | JobSkipped { job, .. } => Some(job),
+            FlowStarted { flow, .. }
+            | FlowFinished { flow, .. }
+            | FlowStalled { flow, .. }
+            | FlowAction { flow, .. } => Some(flow),
             AgentStarted { .. } | AgentStopping { .. } | LeftoversKilled { .. } => None,
         }
     }

@@ -76,6 +76,17 @@ impl Client {
         Self::decode(resp).await
     }
 
+    pub async fn delete(&self, path: &str) -> Result<Value> {
+        let resp = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(self.token()?)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        Self::decode(resp).await
+    }
+
     fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
         anyhow!(
             "cannot reach the agent at {} ({e}); is `mamori agent -c CONFIG` running with this config?",

@@ -69,11 +69,17 @@ enum Cmd {
         json: bool,
     },
     /// Start a unit (a service, or a job run).
-    Start { unit: String },
+    Start {
+        unit: String,
+    },
     /// Stop a unit: its stop signal to the whole tree, SIGKILL after stop_timeout.
-    Stop { unit: String },
+    Stop {
+        unit: String,
+    },
     /// Stop and start a unit; also the way out of `gave-up`.
-    Restart { unit: String },
+    Restart {
+        unit: String,
+    },
     /// Run a job now.
     Run {
         job: String,
@@ -105,7 +111,9 @@ enum Cmd {
         json: bool,
     },
     /// Say that a heartbeat's job ran (what an outside cron job calls).
-    Ping { check: String },
+    Ping {
+        check: String,
+    },
     /// A live table of units' memory, CPU, fds and threads, and the host.
     Top {
         /// Print once and exit.
@@ -123,6 +131,46 @@ enum Cmd {
         minutes: bool,
         #[arg(long)]
         csv: bool,
+    },
+    /// Flows: their jobs, schedule, next run and the latest run's job states.
+    Flows {
+        flow: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rerun a flow's latest run: the failed jobs and on, from a job, or one job.
+    Rerun {
+        flow: String,
+        #[arg(long, conflicts_with_all = ["from", "only"])]
+        from_failed: bool,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long, conflicts_with = "from")]
+        only: Option<String>,
+        /// Why (recorded with your user name).
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Accept a failed or held job without rerunning it; what is below it continues.
+    Release {
+        job: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Hold a job or a whole flow by hand: it does not start until `unhold`.
+    Hold {
+        target: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    Unhold {
+        target: String,
+    },
+    /// The next run times of a scheduled job (read from the config; no agent needed).
+    Next {
+        job: String,
+        #[arg(short, default_value_t = 5)]
+        n: usize,
     },
     /// List recent events, oldest first.
     Events {
@@ -205,6 +253,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(crate::agent::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Next { job, n } => {
+            let config = load(&cli.config)?;
+            show::next(&config, &job, n)
+        }
         cmd => {
             let config = load(&cli.config)?;
             let c = client::Client::new(&config)?;
@@ -224,6 +276,52 @@ async fn remote(cmd: Cmd, c: client::Client) -> Result<ExitCode> {
         Cmd::Runs { unit, limit, json } => show::runs(&c, unit.as_deref(), limit, json).await,
         Cmd::Events { unit, limit, json } => show::events(&c, unit.as_deref(), limit, json).await,
         Cmd::Checks { json } => show::checks(&c, json).await,
+        Cmd::Flows { flow, json } => show::flows(&c, flow.as_deref(), json).await,
+        Cmd::Rerun {
+            flow,
+            from_failed,
+            from,
+            only,
+            comment,
+        } => {
+            let how = match (from_failed, from, only) {
+                (true, None, None) => "from_failed".to_string(),
+                (false, Some(j), None) => format!("from={j}"),
+                (false, None, Some(j)) => format!("only={j}"),
+                _ => anyhow::bail!("say how to rerun: --from-failed, --from JOB or --only JOB"),
+            };
+            show::flow_action(
+                &c,
+                &format!("/api/v1/flows/{flow}/rerun?{how}"),
+                &comment,
+                &format!("{flow}: rerun started"),
+            )
+            .await
+        }
+        Cmd::Release { job, comment } => {
+            show::flow_action(
+                &c,
+                &format!("/api/v1/jobs/{job}/release?"),
+                &comment,
+                &format!("{job}: released"),
+            )
+            .await
+        }
+        Cmd::Hold { target, comment } => {
+            show::flow_action(
+                &c,
+                &format!("/api/v1/holds/{target}?"),
+                &comment,
+                &format!("{target}: held"),
+            )
+            .await
+        }
+        Cmd::Unhold { target } => {
+            c.delete(&format!("/api/v1/holds/{target}?by={}", show::me()))
+                .await?;
+            println!("{target}: no longer held");
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Ping { check } => show::ping(&c, &check).await,
         Cmd::Top { once } => show::top(&c, once).await,
         Cmd::Samples {
@@ -232,7 +330,9 @@ async fn remote(cmd: Cmd, c: client::Client) -> Result<ExitCode> {
             minutes,
             csv,
         } => show::samples(&c, &unit, &since, minutes, csv).await,
-        Cmd::Agent { .. } | Cmd::Demo { .. } | Cmd::CheckConfig { .. } => Ok(ExitCode::from(2)),
+        Cmd::Agent { .. } | Cmd::Demo { .. } | Cmd::CheckConfig { .. } | Cmd::Next { .. } => {
+            Ok(ExitCode::from(2))
+        }
     }
 }
 

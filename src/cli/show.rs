@@ -109,6 +109,12 @@ pub async fn action(c: &Client, unit: &str, action: &str) -> Result<ExitCode> {
 }
 
 pub async fn run(c: &Client, job: &str, wait: bool) -> Result<ExitCode> {
+    // A name of a flow of several jobs starts the whole flow.
+    if let Ok(flow) = c.get(&format!("/api/v1/flows/{job}")).await {
+        if flow["jobs"].as_array().is_some_and(|j| j.len() > 1) {
+            return run_flow(c, job, wait).await;
+        }
+    }
     let v = c.post(&format!("/api/v1/jobs/{job}/run")).await?;
     let Some(id) = v.get("run_id").and_then(Value::as_i64) else {
         bail!("the agent did not say which run it started");
@@ -417,5 +423,171 @@ pub async fn samples(
         ))
         .await?;
     println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Who is acting, for the record.
+pub fn me() -> String {
+    std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "cli".into())
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn flow_action(c: &Client, path: &str, comment: &str, done: &str) -> Result<ExitCode> {
+    let sep = if path.ends_with('?') { "" } else { "&" };
+    c.post(&format!(
+        "{path}{sep}by={}&comment={}",
+        enc(&me()),
+        enc(comment)
+    ))
+    .await?;
+    println!("{done}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_flow(c: &Client, flow: &str, wait: bool) -> Result<ExitCode> {
+    let v = c
+        .post(&format!("/api/v1/flows/{flow}/run?by={}", enc(&me())))
+        .await?;
+    let id = v["flow_run"].as_i64().unwrap_or(0);
+    if !wait {
+        println!("{flow}: started flow run {id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("{flow}: flow run {id} started; waiting");
+    loop {
+        let f = c.get(&format!("/api/v1/flows/{flow}")).await?;
+        let latest = &f["latest"];
+        if latest["id"].as_i64() == Some(id) && latest["status"] != "running" {
+            print_flow_jobs(&f);
+            return Ok(ExitCode::from(if latest["status"] == "succeeded" {
+                0
+            } else {
+                1
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn print_flow_jobs(f: &Value) {
+    let latest = &f["latest"];
+    println!(
+        "flow {} run {}: {}",
+        s(f, "name"),
+        s(latest, "id"),
+        s(latest, "status")
+    );
+    let jobs = f["jobs"].as_array().cloned().unwrap_or_default();
+    let rows = jobs
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|j| {
+            let st = &latest["jobs"][j];
+            let detail = match st["state"].as_str() {
+                Some("held") | Some("failed") | Some("waiting-to-retry") | Some("retry-wait") => {
+                    s(st, "reason")
+                }
+                Some("released") => format!("by {}", s(st, "by")),
+                _ => st
+                    .get("run_id")
+                    .map(|r| format!("run {r}"))
+                    .unwrap_or_default(),
+            };
+            let after = f["upstream"][j]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            vec![
+                j.to_string(),
+                if after.is_empty() { "-".into() } else { after },
+                s(st, "state").to_uppercase(),
+                detail,
+            ]
+        })
+        .collect();
+    table(&["JOB", "AFTER", "STATE", "DETAIL"], rows);
+}
+
+pub async fn flows(c: &Client, flow: Option<&str>, json: bool) -> Result<ExitCode> {
+    let v = match flow {
+        Some(f) => c.get(&format!("/api/v1/flows/{f}")).await?,
+        None => c.get("/api/v1/flows").await?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = match &v {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    };
+    for (i, f) in list.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        println!(
+            "{}  schedule: {}  next: {}{}",
+            s(f, "name"),
+            s(f, "schedule"),
+            f["next"]
+                .as_i64()
+                .map(format_ts)
+                .unwrap_or_else(|| "-".into()),
+            f["held_by_hand"]
+                .as_array()
+                .filter(|h| !h.is_empty())
+                .map(|h| format!(
+                    "  held by hand: {}",
+                    h.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .unwrap_or_default()
+        );
+        if f["latest"].is_null() {
+            println!("  (no run yet)");
+        } else {
+            print_flow_jobs(f);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn next(config: &crate::config::Config, job: &str, n: usize) -> Result<ExitCode> {
+    let unit = config
+        .unit(job)
+        .filter(|u| u.kind == crate::config::UnitKind::Job)
+        .ok_or_else(|| anyhow::anyhow!("no job named \"{job}\" in {}", config.path.display()))?;
+    let Some(schedule) = unit.job.as_ref().and_then(|j| j.schedule.as_ref()) else {
+        anyhow::bail!(
+            "job \"{job}\" has no schedule (it runs when asked, or after its upstream jobs)"
+        );
+    };
+    for t in schedule.next_n(chrono::Utc::now(), n) {
+        println!(
+            "{}  ({})",
+            t.with_timezone(&schedule.tz)
+                .format("%Y-%m-%d %H:%M:%S %Z %a"),
+            t.format("%Y-%m-%dT%H:%M:%SZ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

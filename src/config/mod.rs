@@ -9,6 +9,7 @@
 
 pub mod checks;
 mod compile;
+pub mod jobs;
 pub mod units;
 mod walk;
 
@@ -29,6 +30,8 @@ pub struct Config {
     pub units: Vec<UnitConfig>,
     /// Services' `health` checks first, then `[[check]]`s, in file order.
     pub checks: Vec<checks::CheckConfig>,
+    /// Flows: jobs connected by `after`, each named after its first job.
+    pub flows: Vec<std::sync::Arc<crate::schedule::flow::FlowDef>>,
 }
 
 impl Config {
@@ -185,6 +188,18 @@ pub struct UnitConfig {
     pub after: Vec<String>,
     /// Services: what to do when the `health` check goes down.
     pub on_unhealthy: OnUnhealthy,
+    /// Jobs: schedule, retries, ok codes, overlap and catch-up rules.
+    pub job: Option<jobs::JobSpec>,
+}
+
+impl UnitConfig {
+    /// Whether an exit code counts as success (`ok_codes` of a job, else 0).
+    pub fn ok_code(&self, code: i32) -> bool {
+        match &self.job {
+            Some(j) => j.ok_codes.contains(&code),
+            None => code == 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

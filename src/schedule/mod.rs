@@ -4,5 +4,6 @@
 //! - `when`: pure schedule arithmetic (next fire times)
 //! - `flow`: the pure flow-run state machine (hold, retry, rerun, release)
 
+pub mod engine;
 pub mod flow;
 pub mod when;

@@ -73,6 +73,30 @@ const MIGRATIONS: &[&str] = &[
         load1         REAL NOT NULL,
         disk_used_pct REAL NOT NULL
      );",
+    // 3: flows
+    "CREATE TABLE flow_runs (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        flow          TEXT NOT NULL,
+        trigger       TEXT NOT NULL,
+        scheduled_for INTEGER,
+        started_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        status        TEXT NOT NULL,
+        states        TEXT NOT NULL
+     );
+     CREATE INDEX flow_runs_flow ON flow_runs (flow, id);
+     CREATE TABLE schedule_fires (
+        job           TEXT NOT NULL,
+        scheduled_for INTEGER NOT NULL,
+        flow_run      INTEGER,
+        PRIMARY KEY (job, scheduled_for)
+     ) WITHOUT ROWID;
+     CREATE TABLE holds (
+        target  TEXT PRIMARY KEY,
+        by      TEXT NOT NULL,
+        comment TEXT NOT NULL,
+        at      INTEGER NOT NULL
+     );",
 ];
 
 pub fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

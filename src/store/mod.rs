@@ -10,6 +10,7 @@
 //! Calls are short and synchronous behind one mutex; async callers hold it
 //! only for one statement or one small transaction.
 
+mod flows;
 mod migrations;
 mod runs;
 mod samples;
@@ -21,6 +22,7 @@ use rusqlite::{params, Connection};
 
 use crate::event::{Event, EventKind};
 
+pub use flows::{FlowRunRecord, Hold};
 pub use runs::{NewRun, RunEnd, RunRecord, RunState};
 pub use samples::{HostSample, Rollup, Sample};
 

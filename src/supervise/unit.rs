@@ -637,8 +637,11 @@ impl UnitTask {
             (RunState::Failed, format!("limit:{limit}"))
         } else if let Some(r) = &live.stop_reason {
             (RunState::Stopped, r.clone())
-        } else if info.code == Some(0) {
-            (RunState::Succeeded, "exit:0".to_string())
+        } else if info.code.is_some_and(|c| self.cfg.ok_code(c)) {
+            (
+                RunState::Succeeded,
+                format!("exit:{}", info.code.unwrap_or(0)),
+            )
         } else if let Some(c) = info.code {
             (RunState::Failed, format!("exit:{c}"))
         } else if let Some(s) = &signal {

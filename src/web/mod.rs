@@ -5,6 +5,7 @@
 
 mod api;
 mod auth;
+mod flows;
 
 pub use auth::load_or_create_token as load_token;
 
@@ -21,6 +22,7 @@ use crate::store::Store;
 use crate::supervise::Supervisor;
 
 pub struct AppState {
+    pub flows: crate::schedule::engine::Flows,
     pub sup: Supervisor,
     pub checks: crate::probe::checks::Checks,
     pub sampler: std::sync::Arc<crate::probe::sampler::Sampler>,
@@ -34,6 +36,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/units/{name}/{action}", post(api::unit_action))
         .route("/api/v1/jobs/{name}/run", post(api::run_job))
         .route("/api/v1/heartbeats/{name}", post(api::heartbeat))
+        .route("/api/v1/flows/{name}/run", post(flows::run))
+        .route("/api/v1/flows/{name}/rerun", post(flows::rerun))
+        .route("/api/v1/jobs/{name}/release", post(flows::release))
+        .route(
+            "/api/v1/holds/{target}",
+            post(flows::hold).delete(flows::unhold),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -50,6 +59,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/checks", get(api::checks))
         .route("/api/v1/checks/{name}", get(api::check))
         .route("/api/v1/host", get(api::host))
+        .route("/api/v1/flows", get(flows::list))
+        .route("/api/v1/flows/{name}", get(flows::one))
+        .route("/api/v1/holds", get(flows::holds))
         .merge(mutating)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::map_response(json_errors))

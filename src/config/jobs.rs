@@ -1,0 +1,271 @@
+//! What only jobs have: a schedule (cron or `every`, a time zone, a
+//! business-day calendar), retries, `ok_codes`, a recovery job, and how
+//! overlapping and missed runs are handled. Also `[[calendar]]` tables.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+
+use super::walk::Tbl;
+use crate::schedule::flow::JobPolicy;
+use crate::schedule::when::{parse_cron, Calendar, OnClosed, Schedule, Trigger};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Concurrency {
+    /// A trigger while the previous run of the flow is still running is skipped.
+    Forbid,
+    /// …waits until the previous run is done.
+    Queue,
+    /// …stops the previous run and starts anew.
+    Replace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    None,
+    Latest,
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub schedule: Option<Schedule>,
+    pub policy: JobPolicy,
+    pub ok_codes: Vec<i32>,
+    pub concurrency: Concurrency,
+    pub catch_up: CatchUp,
+    /// Where `calendar` was named, for the cross-check.
+    pub calendar_ref: Option<(String, Option<std::ops::Range<usize>>)>,
+    pub on_failure_span: Option<std::ops::Range<usize>>,
+}
+
+/// The zone used when a job names none: `TZ`, else /etc/timezone, else UTC.
+pub fn default_tz() -> Tz {
+    std::env::var("TZ")
+        .ok()
+        .and_then(|t| t.trim_start_matches(':').parse().ok())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/timezone")
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+        })
+        .unwrap_or(Tz::UTC)
+}
+
+pub fn job(t: &Tbl) -> JobSpec {
+    let cron = t.str("schedule");
+    let every = t.duration("every");
+    let tz = match t.str("timezone") {
+        Some((z, span)) => match z.parse::<Tz>() {
+            Ok(tz) => tz,
+            Err(_) => {
+                t.reader().error(span, format!("unknown time zone \"{z}\" in {}; expected an IANA name such as \"Asia/Tokyo\" or \"UTC\"", t.what));
+                Tz::UTC
+            }
+        },
+        None => default_tz(),
+    };
+    let trigger = match (cron, every) {
+        (Some(_), Some(_)) => {
+            t.reader().error(
+                t.key_span("every"),
+                format!("{} has both `schedule` and `every`; use one", t.what),
+            );
+            None
+        }
+        (Some((expr, span)), None) => match parse_cron(&expr) {
+            Ok(c) => Some(Trigger::Cron {
+                cron: Box::new(c),
+                expr,
+            }),
+            Err(e) => {
+                t.reader()
+                    .error(span, format!("{e} (in `schedule` of {})", t.what));
+                None
+            }
+        },
+        (None, Some(d)) if d < Duration::from_secs(1) => {
+            t.reader().error(
+                t.key_span("every"),
+                format!("invalid `every` in {}: must be at least \"1s\"", t.what),
+            );
+            None
+        }
+        (None, Some(d)) => Some(Trigger::Every(d)),
+        (None, None) => None,
+    };
+    let calendar_ref = t.str("calendar");
+    let on_closed = match t
+        .choice("on_closed", &["skip", "next-open-day", "previous-open-day"])
+        .as_deref()
+    {
+        Some("next-open-day") => OnClosed::NextOpenDay,
+        Some("previous-open-day") => OnClosed::PreviousOpenDay,
+        _ => OnClosed::Skip,
+    };
+    if trigger.is_none()
+        && (calendar_ref.is_some() || t.has("timezone"))
+        && !t.has("schedule")
+        && !t.has("every")
+    {
+        t.reader().error(
+            t.key_span("calendar").or_else(|| t.key_span("timezone")),
+            format!(
+                "{} has a calendar or time zone but no `schedule` or `every`",
+                t.what
+            ),
+        );
+    }
+    let schedule = trigger.map(|trigger| Schedule {
+        trigger,
+        tz,
+        // Filled in by the cross-check once every calendar is known.
+        calendar: calendar_ref.as_ref().map(|_| {
+            (
+                Calendar {
+                    name: String::new(),
+                    closed: BTreeSet::new(),
+                    weekends_closed: false,
+                },
+                on_closed,
+            )
+        }),
+    });
+    let mut policy = JobPolicy::default();
+    if let Some(n) = t.uint("retries") {
+        policy.retries = n.min(100) as u32;
+    }
+    if let Some(d) = t.duration("retry_delay") {
+        policy.retry_delay = d;
+    }
+    if let Some(item) = t.get("retry_backoff") {
+        match item
+            .as_float()
+            .or_else(|| item.as_integer().map(|i| i as f64))
+        {
+            Some(f) if (1.0..=10.0).contains(&f) => policy.retry_backoff = f,
+            _ => t.reader().error(
+                item.span(),
+                format!(
+                    "invalid `retry_backoff` in {}: expected a number from 1 to 10, e.g. 2.0",
+                    t.what
+                ),
+            ),
+        }
+    }
+    policy.on_failure = t.string("on_failure");
+    let ok_codes = match t.get("ok_codes") {
+        None => vec![0],
+        Some(item) => {
+            let codes: Option<Vec<i32>> = item
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|v| {
+                            v.as_integer()
+                                .filter(|c| (0..=255).contains(c))
+                                .map(|c| c as i32)
+                        })
+                        .collect()
+                })
+                .unwrap_or(None);
+            match codes {
+                Some(c) if !c.is_empty() => c,
+                _ => {
+                    t.reader().error(item.span(), format!("invalid `ok_codes` in {}: expected a list of exit codes 0–255, e.g. [0, 3]", t.what));
+                    vec![0]
+                }
+            }
+        }
+    };
+    let concurrency = match t
+        .choice("concurrency", &["forbid", "queue", "replace"])
+        .as_deref()
+    {
+        Some("queue") => Concurrency::Queue,
+        Some("replace") => Concurrency::Replace,
+        _ => Concurrency::Forbid,
+    };
+    let catch_up = match t.choice("catch_up", &["none", "latest", "all"]).as_deref() {
+        Some("latest") => CatchUp::Latest,
+        Some("all") => CatchUp::All,
+        _ => CatchUp::None,
+    };
+    JobSpec {
+        schedule,
+        policy,
+        ok_codes,
+        concurrency,
+        catch_up,
+        calendar_ref,
+        on_failure_span: t.key_span("on_failure"),
+    }
+}
+
+/// A `[[calendar]]` table.
+pub fn calendar(t: &Tbl, base: &Path) -> Option<(Calendar, Option<std::ops::Range<usize>>)> {
+    let name = t.str("name");
+    if name.is_none() && !t.has("name") {
+        t.missing("name", "e.g. name = \"business-days\"");
+    }
+    let mut closed = BTreeSet::new();
+    for (d, span) in t.str_list("closed").unwrap_or_default() {
+        match d.parse::<NaiveDate>() {
+            Ok(day) => {
+                closed.insert(day);
+            }
+            Err(_) => t.reader().error(
+                span,
+                format!(
+                    "invalid date \"{d}\" in `closed` of {}: expected YYYY-MM-DD",
+                    t.what
+                ),
+            ),
+        }
+    }
+    if let Some((file, span)) = t.str("closed_file") {
+        let path = base.join(&file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                for (i, line) in text.lines().enumerate() {
+                    let line = line.split('#').next().unwrap_or("").trim();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    match line.parse::<NaiveDate>() {
+                        Ok(day) => {
+                            closed.insert(day);
+                        }
+                        Err(_) => t.reader().error(
+                            span.clone(),
+                            format!("{}:{}: invalid date \"{line}\"; expected YYYY-MM-DD (from `closed_file` of {})", path.display(), i + 1, t.what),
+                        ),
+                    }
+                }
+            }
+            Err(e) => t.reader().error(
+                span,
+                format!("cannot read `closed_file` {}: {e}", path.display()),
+            ),
+        }
+    }
+    let weekends_closed = !matches!(
+        t.choice("weekends", &["closed", "open"]).as_deref(),
+        Some("open")
+    );
+    t.finish();
+    let (name, span) = name?;
+    Some((
+        Calendar {
+            name,
+            closed,
+            weekends_closed,
+        },
+        span,
+    ))
+}

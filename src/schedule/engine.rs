@@ -1,0 +1,902 @@
+//! The flow engine: one task that fires schedules, starts flow runs, feeds
+//! job ends into each run's pure state machine (`flow.rs`), persists every
+//! change, and takes the operators' commands (rerun, release, hold, unhold).
+//!
+//! Guarantees:
+//! - A scheduled time is recorded in the store in the same transaction that
+//!   creates its flow run, so it never runs twice, also across a restart or a
+//!   SIGKILL of the agent.
+//! - After a restart, jobs that were running are failed as `interrupted` and
+//!   what is below them is held: nothing is run again without a person.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::flow::{Action, FlowDef, FlowRun, Input, JobState, Status};
+use crate::config::jobs::{CatchUp, Concurrency};
+use crate::config::{Config, UnitKind};
+use crate::event::{Bus, EventKind};
+use crate::store::Store;
+use crate::supervise::{Command, Supervisor};
+use crate::util::now_ms;
+
+/// How to rerun a flow run.
+#[derive(Debug, Clone)]
+pub enum Rerun {
+    FromFailed,
+    From(String),
+    Only(String),
+}
+
+type Reply<T> = oneshot::Sender<Result<T, (u16, String)>>;
+
+pub enum Cmd {
+    /// Start a flow run now (by hand).
+    Start {
+        flow: String,
+        by: String,
+        reply: Reply<i64>,
+    },
+    Rerun {
+        flow: String,
+        how: Rerun,
+        by: String,
+        comment: String,
+        reply: Reply<i64>,
+    },
+    Release {
+        job: String,
+        by: String,
+        comment: String,
+        reply: Reply<i64>,
+    },
+    Hold {
+        target: String,
+        by: String,
+        comment: String,
+        reply: Reply<()>,
+    },
+    Unhold {
+        target: String,
+        by: String,
+        reply: Reply<()>,
+    },
+}
+
+/// What the API shows of a flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowView {
+    pub name: String,
+    pub jobs: Vec<String>,
+    pub upstream: BTreeMap<String, Vec<String>>,
+    pub schedule: Option<String>,
+    pub next: Option<i64>,
+    pub latest: Option<FlowRunView>,
+    pub held_by_hand: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowRunView {
+    pub id: i64,
+    pub status: Status,
+    pub trigger: String,
+    pub started_at: i64,
+    pub jobs: BTreeMap<String, JobState>,
+}
+
+#[derive(Clone)]
+pub struct Flows {
+    tx: mpsc::Sender<Cmd>,
+    views: Arc<Mutex<BTreeMap<String, FlowView>>>,
+    job_flow: Arc<HashMap<String, String>>,
+}
+
+impl Flows {
+    pub fn views(&self) -> Vec<FlowView> {
+        lock(&self.views).values().cloned().collect()
+    }
+
+    pub fn view(&self, name: &str) -> Option<FlowView> {
+        lock(&self.views).get(name).cloned()
+    }
+
+    /// The flow a job belongs to.
+    pub fn flow_of(&self, job: &str) -> Option<String> {
+        self.job_flow.get(job).cloned()
+    }
+
+    pub async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, (u16, String)> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| (503, "the agent is shutting down".to_string()))?;
+        rx.await
+            .map_err(|_| (503, "the agent is shutting down".to_string()))?
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+struct Scheduled {
+    job: String,
+    flow: String,
+    schedule: super::when::Schedule,
+    concurrency: Concurrency,
+    catch_up: CatchUp,
+    next: Option<DateTime<Utc>>,
+}
+
+struct Engine {
+    defs: BTreeMap<String, Arc<FlowDef>>,
+    job_flow: Arc<HashMap<String, String>>,
+    scheduled: Vec<Scheduled>,
+    runs: BTreeMap<i64, (String, FlowRun)>,
+    /// Unit run id → (flow run, job).
+    run_map: HashMap<i64, (i64, String)>,
+    retries: Vec<(Instant, i64, String)>,
+    /// Triggers waiting for the flow's current run (`concurrency = "queue"`).
+    queued: HashMap<String, VecDeque<(String, Option<i64>)>>,
+    holds: BTreeSet<String>,
+    store: Store,
+    bus: Bus,
+    sup: Supervisor,
+    views: Arc<Mutex<BTreeMap<String, FlowView>>>,
+}
+
+pub fn start(
+    config: &Config,
+    store: Store,
+    bus: Bus,
+    sup: Supervisor,
+    cancel: CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Flows {
+    let defs: BTreeMap<String, Arc<FlowDef>> = config
+        .flows
+        .iter()
+        .map(|f| (f.name.clone(), f.clone()))
+        .collect();
+    let job_flow: HashMap<String, String> = config
+        .flows
+        .iter()
+        .flat_map(|f| f.jobs.iter().map(move |j| (j.clone(), f.name.clone())))
+        .collect();
+    let scheduled = config
+        .units
+        .iter()
+        .filter(|u| u.kind == UnitKind::Job)
+        .filter_map(|u| {
+            let spec = u.job.as_ref()?;
+            Some(Scheduled {
+                job: u.name.clone(),
+                flow: job_flow.get(&u.name)?.clone(),
+                schedule: spec.schedule.clone()?,
+                concurrency: spec.concurrency,
+                catch_up: spec.catch_up,
+                next: None,
+            })
+        })
+        .collect();
+    let (tx, rx) = mpsc::channel(64);
+    let job_flow = Arc::new(job_flow);
+    let views = Arc::new(Mutex::new(BTreeMap::new()));
+    let engine = Engine {
+        defs,
+        job_flow: job_flow.clone(),
+        scheduled,
+        runs: BTreeMap::new(),
+        run_map: HashMap::new(),
+        retries: Vec::new(),
+        queued: HashMap::new(),
+        holds: BTreeSet::new(),
+        store,
+        bus,
+        sup,
+        views: views.clone(),
+    };
+    tasks.spawn(engine.run(rx, cancel));
+    Flows {
+        tx,
+        views,
+        job_flow,
+    }
+}
+
+fn schedule_text(s: &super::when::Schedule) -> String {
+    let base = match &s.trigger {
+        super::when::Trigger::Cron { expr, .. } => format!("cron \"{expr}\" ({})", s.tz),
+        super::when::Trigger::Every(d) => {
+            format!("every {}", crate::config::units::format_duration(*d))
+        }
+    };
+    match &s.calendar {
+        Some((c, rule)) => format!("{base}, calendar {} ({rule:?})", c.name),
+        None => base,
+    }
+}
+
+impl Engine {
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, cancel: CancellationToken) {
+        let mut events = self.bus.subscribe();
+        self.recover().await;
+        let now = Utc::now();
+        for i in 0..self.scheduled.len() {
+            self.catch_up(i, now).await;
+            self.scheduled[i].next = self.scheduled[i]
+                .schedule
+                .next_n(Utc::now(), 1)
+                .first()
+                .copied();
+        }
+        self.publish();
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                cmd = rx.recv() => match cmd {
+                    Some(c) => self.command(c).await,
+                    None => return,
+                },
+                ev = events.recv() => match ev {
+                    Ok(ev) => {
+                        if let EventKind::UnitExited { run_id, state, reason, .. } = &ev.kind {
+                            if let Some((fr, job)) = self.run_map.remove(run_id) {
+                                let ok = state == "succeeded";
+                                self.feed(fr, Input::Ended { job, run_id: *run_id, ok, reason: reason.clone() }).await;
+                            }
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::error!(missed = n, "The flow engine missed events; some job ends may be unseen.");
+                    }
+                    Err(_) => return,
+                },
+                _ = sleep_until_opt(wake) => self.timers().await,
+            }
+            self.publish();
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let now_i = Instant::now();
+        let now_u = Utc::now();
+        let sched = self
+            .scheduled
+            .iter()
+            .filter_map(|s| s.next)
+            .map(|t| now_i + (t - now_u).to_std().unwrap_or(Duration::ZERO))
+            .min();
+        let retry = self.retries.iter().map(|(t, _, _)| *t).min();
+        match (sched, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    async fn timers(&mut self) {
+        let now_i = Instant::now();
+        let due: Vec<(i64, String)> = self
+            .retries
+            .iter()
+            .filter(|(t, _, _)| *t <= now_i)
+            .map(|(_, fr, j)| (*fr, j.clone()))
+            .collect();
+        self.retries.retain(|(t, _, _)| *t > now_i);
+        for (fr, job) in due {
+            self.feed(fr, Input::RetryDue { job }).await;
+        }
+        let now = Utc::now();
+        for i in 0..self.scheduled.len() {
+            let Some(at) = self.scheduled[i].next else {
+                continue;
+            };
+            if at > now {
+                continue;
+            }
+            self.scheduled[i].next = self.scheduled[i].schedule.next_n(at, 1).first().copied();
+            let lateness = (now - at).num_milliseconds();
+            tracing::info!(job = %self.scheduled[i].job, lateness_ms = lateness, "Schedule fired.");
+            self.fire(i, at.timestamp_millis()).await;
+        }
+    }
+
+    /// After the agent was down: fires missed since the last recorded one.
+    async fn catch_up(&mut self, i: usize, now: DateTime<Utc>) {
+        let s = &self.scheduled[i];
+        let Ok(Some(last)) = self.store.last_fire(&s.job) else {
+            return;
+        };
+        let Some(last) = DateTime::from_timestamp_millis(last) else {
+            return;
+        };
+        let missed: Vec<DateTime<Utc>> = s
+            .schedule
+            .next_n(last, 1000)
+            .into_iter()
+            .filter(|t| *t <= now)
+            .collect();
+        if missed.is_empty() {
+            return;
+        }
+        let job = s.job.clone();
+        let chosen: Vec<DateTime<Utc>> = match s.catch_up {
+            CatchUp::None => Vec::new(),
+            CatchUp::Latest => missed.last().copied().into_iter().collect(),
+            CatchUp::All => missed.clone(),
+        };
+        for t in &missed {
+            if !chosen.contains(t) {
+                let _ = self.store.record_fire(&job, t.timestamp_millis());
+                self.bus.emit(EventKind::JobSkipped {
+                    job: job.clone(),
+                    scheduled_for: t.timestamp_millis(),
+                    reason: "missed while the agent was down (catch_up)".into(),
+                });
+            }
+        }
+        for t in chosen {
+            self.fire(i, t.timestamp_millis()).await;
+        }
+    }
+
+    /// A scheduled fire: overlap rules, then a new flow run.
+    async fn fire(&mut self, i: usize, at: i64) {
+        let (job, flow, concurrency) = {
+            let s = &self.scheduled[i];
+            (s.job.clone(), s.flow.clone(), s.concurrency)
+        };
+        if self.holds.contains(&flow) || self.holds.contains(&job) {
+            if let Ok(true) = self.store.record_fire(&job, at) {
+                self.bus.emit(EventKind::JobSkipped {
+                    job,
+                    scheduled_for: at,
+                    reason: "held by hand".into(),
+                });
+            }
+            return;
+        }
+        let running: Vec<i64> = self
+            .runs
+            .iter()
+            .filter(|(_, (f, r))| *f == flow && r.status() == Status::Running)
+            .map(|(id, _)| *id)
+            .collect();
+        if !running.is_empty() {
+            match concurrency {
+                Concurrency::Forbid => {
+                    if let Ok(true) = self.store.record_fire(&job, at) {
+                        self.bus.emit(EventKind::JobSkipped {
+                            job,
+                            scheduled_for: at,
+                            reason: format!("the previous run of flow \"{flow}\" (flow run {}) is still running (concurrency = \"forbid\")", running[0]),
+                        });
+                    }
+                    return;
+                }
+                Concurrency::Queue => {
+                    self.queued
+                        .entry(flow)
+                        .or_default()
+                        .push_back(("schedule".into(), Some(at)));
+                    return;
+                }
+                Concurrency::Replace => {
+                    for id in running {
+                        self.cancel_run(id, "replaced by a newer scheduled run")
+                            .await;
+                    }
+                }
+            }
+        }
+        let _ = self.new_run(&flow, "schedule", Some((job, at))).await;
+    }
+
+    async fn cancel_run(&mut self, id: i64, why: &str) {
+        let Some((_, run)) = self.runs.get(&id) else {
+            return;
+        };
+        let running: Vec<String> = run
+            .states
+            .iter()
+            .filter(|(_, s)| matches!(s, JobState::Running { .. }))
+            .map(|(j, _)| j.clone())
+            .collect();
+        for job in running {
+            let by = format!("flow run {id}: {why}");
+            let _ = self
+                .sup
+                .ask(&job, |reply| Command::Stop { by, reply })
+                .await;
+        }
+        self.retries.retain(|(_, fr, _)| *fr != id);
+        self.run_map.retain(|_, (fr, _)| *fr != id);
+        if let Some((flow, run)) = self.runs.remove(&id) {
+            let states = serde_json::to_string(&run.states).unwrap_or_default();
+            let _ = self.store.save_flow_run(id, "cancelled", &states, now_ms());
+            tracing::warn!(%flow, flow_run = id, why, "Flow run cancelled.");
+        }
+    }
+
+    async fn new_run(
+        &mut self,
+        flow: &str,
+        trigger: &str,
+        scheduled: Option<(String, i64)>,
+    ) -> Result<i64, (u16, String)> {
+        let def = self
+            .defs
+            .get(flow)
+            .cloned()
+            .ok_or_else(|| (404, format!("no flow named \"{flow}\"")))?;
+        let run = FlowRun::new(def);
+        let states = serde_json::to_string(&run.states).unwrap_or_default();
+        let id = match self.store.insert_flow_run(
+            flow,
+            trigger,
+            scheduled.as_ref().map(|(j, at)| (j.as_str(), *at)),
+            now_ms(),
+            &states,
+        ) {
+            Ok(Some(id)) => id,
+            Ok(None) => return Err((409, "that scheduled time has already run".into())),
+            Err(e) => return Err((503, format!("store: {e}"))),
+        };
+        self.bus.emit(EventKind::FlowStarted {
+            flow: flow.to_string(),
+            flow_run: id,
+            trigger: trigger.to_string(),
+        });
+        self.runs.insert(id, (flow.to_string(), run));
+        self.feed(id, Input::Start).await;
+        Ok(id)
+    }
+
+    /// Feeds one input to a flow run and carries out its actions.
+    async fn feed(&mut self, id: i64, input: Input) {
+        let mut pending = VecDeque::from([input]);
+        while let Some(input) = pending.pop_front() {
+            let Some((flow, run)) = self.runs.get_mut(&id) else {
+                return;
+            };
+            let flow = flow.clone();
+            let actions = match run.handle(input, &self.holds) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(%flow, flow_run = id, error = %e, "Flow input refused.");
+                    continue;
+                }
+            };
+            for a in actions {
+                match a {
+                    Action::Run { job, attempt } => {
+                        let by = format!("flow {flow} run {id} (attempt {attempt})");
+                        match self.sup.ask(&job, |reply| Command::Run { by, reply }).await {
+                            Ok(run_id) => {
+                                self.run_map.insert(run_id, (id, job.clone()));
+                                pending.push_back(Input::Started { job, run_id });
+                            }
+                            Err(e) => pending.push_back(Input::Ended {
+                                job,
+                                run_id: 0,
+                                ok: false,
+                                reason: e.error,
+                            }),
+                        }
+                    }
+                    Action::RetryAfter { job, delay } => {
+                        tracing::info!(%job, flow_run = id, delay_ms = delay.as_millis() as u64, "Job failed; retrying.");
+                        self.retries.push((Instant::now() + delay, id, job));
+                    }
+                    Action::Failed { job, reason } => {
+                        self.bus.emit(EventKind::JobFailed {
+                            job,
+                            flow: flow.clone(),
+                            flow_run: id,
+                            reason,
+                        });
+                    }
+                    Action::Held { job, reason } => {
+                        self.bus.emit(EventKind::JobHeld {
+                            job,
+                            flow: flow.clone(),
+                            flow_run: id,
+                            reason,
+                        });
+                    }
+                    Action::Recover { job, failed } => {
+                        let by = format!("on_failure of {failed} (flow {flow} run {id})");
+                        if let Err(e) = self.sup.ask(&job, |reply| Command::Run { by, reply }).await
+                        {
+                            tracing::error!(%job, error = %e.error, "Could not start the recovery job.");
+                        }
+                    }
+                    Action::Finished => {
+                        self.bus.emit(EventKind::FlowFinished {
+                            flow: flow.clone(),
+                            flow_run: id,
+                        });
+                    }
+                    Action::Stalled => {
+                        self.bus.emit(EventKind::FlowStalled {
+                            flow: flow.clone(),
+                            flow_run: id,
+                        });
+                    }
+                }
+            }
+        }
+        self.save(id);
+        // A finished run lets a queued trigger go.
+        let done = self.runs.get(&id).map(|(f, r)| (f.clone(), r.status()));
+        if let Some((flow, status)) = done {
+            if status == Status::Succeeded {
+                self.runs.remove(&id);
+            }
+            if status != Status::Running {
+                if let Some((trigger, at)) = self.queued.get_mut(&flow).and_then(|q| q.pop_front())
+                {
+                    let job = self
+                        .scheduled
+                        .iter()
+                        .find(|s| s.flow == flow)
+                        .map(|s| s.job.clone());
+                    let sched = at.and_then(|a| job.map(|j| (j, a)));
+                    let _ = Box::pin(self.new_run(&flow, &trigger, sched)).await;
+                }
+            }
+        }
+    }
+
+    fn save(&self, id: i64) {
+        let Some((_, run)) = self.runs.get(&id) else {
+            return;
+        };
+        let status = match run.status() {
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Stalled => "stalled",
+        };
+        let states = serde_json::to_string(&run.states).unwrap_or_default();
+        if let Err(e) = self.store.save_flow_run(id, status, &states, now_ms()) {
+            tracing::error!(flow_run = id, error = %e, "Could not save a flow run.");
+        }
+    }
+
+    /// Loads unfinished flow runs and holds after a restart.
+    async fn recover(&mut self) {
+        if let Ok(holds) = self.store.holds() {
+            self.holds = holds.into_iter().map(|h| h.target).collect();
+        }
+        let Ok(open) = self.store.open_flow_runs() else {
+            return;
+        };
+        for rec in open {
+            let Some(def) = self.defs.get(&rec.flow).cloned() else {
+                continue;
+            };
+            let saved: BTreeMap<String, JobState> =
+                serde_json::from_value(rec.states).unwrap_or_default();
+            let mut run = FlowRun::restore(def, saved);
+            let actions = run.interrupted();
+            for a in actions {
+                match a {
+                    Action::Failed { job, reason } => {
+                        self.bus.emit(EventKind::JobFailed {
+                            job,
+                            flow: rec.flow.clone(),
+                            flow_run: rec.id,
+                            reason,
+                        });
+                    }
+                    Action::Held { job, reason } => {
+                        self.bus.emit(EventKind::JobHeld {
+                            job,
+                            flow: rec.flow.clone(),
+                            flow_run: rec.id,
+                            reason,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            // Retries that were pending resume now.
+            for (job, s) in &run.states {
+                if matches!(s, JobState::RetryWait { .. }) {
+                    self.retries.push((Instant::now(), rec.id, job.clone()));
+                }
+            }
+            self.runs.insert(rec.id, (rec.flow.clone(), run));
+            self.save(rec.id);
+        }
+    }
+
+    async fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Start { flow, by, reply } => {
+                let running = self
+                    .runs
+                    .values()
+                    .any(|(f, r)| *f == flow && r.status() == Status::Running);
+                let r = if running {
+                    Err((409, format!("flow \"{flow}\" is already running")))
+                } else {
+                    self.new_run(&flow, &format!("manual ({by})"), None).await
+                };
+                let _ = reply.send(r);
+            }
+            Cmd::Rerun {
+                flow,
+                how,
+                by,
+                comment,
+                reply,
+            } => {
+                let latest = self
+                    .runs
+                    .iter()
+                    .rev()
+                    .find(|(_, (f, _))| *f == flow)
+                    .map(|(id, _)| *id);
+                let Some(id) = latest else {
+                    let _ = reply.send(Err((409, format!("flow \"{flow}\" has no run to rerun (it has not run, or its last run succeeded)"))));
+                    return;
+                };
+                let (input, action, target) = match &how {
+                    Rerun::FromFailed => {
+                        (Input::RerunFromFailed, "rerun --from-failed", flow.clone())
+                    }
+                    Rerun::From(j) => (
+                        Input::RerunFrom { job: j.clone() },
+                        "rerun --from",
+                        j.clone(),
+                    ),
+                    Rerun::Only(j) => (
+                        Input::RerunOnly { job: j.clone() },
+                        "rerun --only",
+                        j.clone(),
+                    ),
+                };
+                let r = self.checked(id, input).await;
+                if r.is_ok() {
+                    self.bus.emit(EventKind::FlowAction {
+                        flow,
+                        action: action.into(),
+                        target,
+                        by,
+                        comment,
+                    });
+                }
+                let _ = reply.send(r.map(|_| id));
+            }
+            Cmd::Release {
+                job,
+                by,
+                comment,
+                reply,
+            } => {
+                let Some(flow) = self.job_flow.get(&job).cloned() else {
+                    let _ = reply.send(Err((404, format!("no job named \"{job}\""))));
+                    return;
+                };
+                let latest = self
+                    .runs
+                    .iter()
+                    .rev()
+                    .find(|(_, (f, _))| *f == flow)
+                    .map(|(id, _)| *id);
+                let Some(id) = latest else {
+                    let _ = reply.send(Err((409, format!("flow \"{flow}\" has no open run"))));
+                    return;
+                };
+                let r = self
+                    .checked(
+                        id,
+                        Input::Release {
+                            job: job.clone(),
+                            by: by.clone(),
+                        },
+                    )
+                    .await;
+                if r.is_ok() {
+                    self.bus.emit(EventKind::FlowAction {
+                        flow,
+                        action: "release".into(),
+                        target: job,
+                        by,
+                        comment,
+                    });
+                }
+                let _ = reply.send(r.map(|_| id));
+            }
+            Cmd::Hold {
+                target,
+                by,
+                comment,
+                reply,
+            } => {
+                let flow = self.flow_for(&target);
+                let Some(flow) = flow else {
+                    let _ = reply.send(Err((404, format!("no job or flow named \"{target}\""))));
+                    return;
+                };
+                if let Err(e) = self.store.set_hold(&target, &by, &comment, now_ms()) {
+                    let _ = reply.send(Err((503, format!("store: {e}"))));
+                    return;
+                }
+                self.holds.insert(target.clone());
+                let jobs = self.jobs_of(&target);
+                let ids: Vec<i64> = self
+                    .runs
+                    .iter()
+                    .filter(|(_, (f, _))| *f == flow)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    for j in &jobs {
+                        self.feed(
+                            id,
+                            Input::Hold {
+                                job: j.clone(),
+                                by: by.clone(),
+                            },
+                        )
+                        .await;
+                    }
+                }
+                self.bus.emit(EventKind::FlowAction {
+                    flow,
+                    action: "hold".into(),
+                    target,
+                    by,
+                    comment,
+                });
+                let _ = reply.send(Ok(()));
+            }
+            Cmd::Unhold { target, by, reply } => {
+                let Some(flow) = self.flow_for(&target) else {
+                    let _ = reply.send(Err((404, format!("no job or flow named \"{target}\""))));
+                    return;
+                };
+                match self.store.clear_hold(&target) {
+                    Ok(false) => {
+                        let _ = reply.send(Err((409, format!("\"{target}\" is not held"))));
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err((503, format!("store: {e}"))));
+                        return;
+                    }
+                    Ok(true) => {}
+                }
+                self.holds.remove(&target);
+                let jobs = self.jobs_of(&target);
+                let ids: Vec<i64> = self
+                    .runs
+                    .iter()
+                    .filter(|(_, (f, _))| *f == flow)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    for j in &jobs {
+                        if !self.holds.contains(j) {
+                            self.feed(id, Input::Unhold { job: j.clone() }).await;
+                        }
+                    }
+                }
+                self.bus.emit(EventKind::FlowAction {
+                    flow,
+                    action: "unhold".into(),
+                    target,
+                    by,
+                    comment: String::new(),
+                });
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    fn flow_for(&self, target: &str) -> Option<String> {
+        if self.defs.contains_key(target) {
+            Some(target.to_string())
+        } else {
+            self.job_flow.get(target).cloned()
+        }
+    }
+
+    fn jobs_of(&self, target: &str) -> Vec<String> {
+        match self.defs.get(target) {
+            Some(def) => def.jobs.clone(),
+            None => vec![target.to_string()],
+        }
+    }
+
+    /// Feeds a person's command, reporting a refusal to them.
+    async fn checked(&mut self, id: i64, input: Input) -> Result<(), (u16, String)> {
+        let Some((_, run)) = self.runs.get(&id) else {
+            return Err((409, "that flow run is finished".into()));
+        };
+        // Dry run on a copy: a refusal changes nothing.
+        let mut probe = run.clone();
+        probe
+            .handle(input.clone(), &self.holds)
+            .map_err(|e| (409, e))?;
+        self.feed(id, input).await;
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let mut views = lock(&self.views);
+        for (name, def) in &self.defs {
+            let latest = self
+                .runs
+                .iter()
+                .rev()
+                .find(|(_, (f, _))| f == name)
+                .map(|(id, (_, r))| FlowRunView {
+                    id: *id,
+                    status: r.status(),
+                    trigger: String::new(),
+                    started_at: 0,
+                    jobs: r.states.clone(),
+                })
+                .or_else(|| {
+                    self.store
+                        .flow_runs(name, 1)
+                        .ok()?
+                        .into_iter()
+                        .next()
+                        .map(|rec| FlowRunView {
+                            id: rec.id,
+                            status: match rec.status.as_str() {
+                                "succeeded" => Status::Succeeded,
+                                "running" => Status::Running,
+                                _ => Status::Stalled,
+                            },
+                            trigger: rec.trigger,
+                            started_at: rec.started_at,
+                            jobs: serde_json::from_value(rec.states).unwrap_or_default(),
+                        })
+                });
+            let sched = self.scheduled.iter().find(|s| &s.flow == name);
+            views.insert(
+                name.clone(),
+                FlowView {
+                    name: name.clone(),
+                    jobs: def.jobs.clone(),
+                    upstream: def.upstream.clone(),
+                    schedule: sched.map(|s| schedule_text(&s.schedule)),
+                    next: sched.and_then(|s| s.next).map(|t| t.timestamp_millis()),
+                    latest,
+                    held_by_hand: def
+                        .jobs
+                        .iter()
+                        .chain(std::iter::once(name))
+                        .filter(|j| self.holds.contains(*j))
+                        .cloned()
+                        .collect(),
+                },
+            );
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,282 @@
+//! Flows with real processes: a failure holds everything downstream; rerun
+//! from the failure after fixing the script; release; hold by hand;
+//! overlapping scheduled runs; an agent killed mid-flow runs nothing twice.
+
+mod common;
+
+use common::{wait_for, Agent};
+use serde_json::Value;
+
+fn flow(a: &Agent, name: &str) -> Value {
+    a.get(&format!("/api/v1/flows/{name}"))
+}
+
+fn job_state(a: &Agent, f: &str, job: &str) -> String {
+    flow(a, f)["latest"]["jobs"][job]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn wait_flow(a: &Agent, name: &str, status: &str) -> Value {
+    wait_for(&format!("flow {name} {status}"), || {
+        let f = flow(a, name);
+        (f["latest"]["status"] == status).then_some(f)
+    })
+}
+
+fn events(a: &Agent, kind: &str) -> Vec<Value> {
+    a.get("/api/v1/events?limit=1000")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
+
+const THREE_LEVELS: &str = r#"[[job]]
+name = "extract"
+command = "echo extracted"
+
+[[job]]
+name = "transform"
+after = ["extract"]
+command = "sh ./transform.sh"
+working_dir = "work"
+
+[[job]]
+name = "load"
+after = ["transform"]
+command = "echo loaded"
+
+[[job]]
+name = "report"
+after = ["transform"]
+command = "echo reported"
+"#;
+
+fn setup_work(a: &Agent, script: &str) {
+    let dir = a.dir.path().join("work");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("transform.sh"), script).unwrap();
+}
+
+fn agent_with_work(script: &str) -> Agent {
+    // The working dir must exist before the agent starts a run in it; the
+    // agent itself does not need it at start.
+    let a = Agent::start("", THREE_LEVELS);
+    setup_work(&a, script);
+    a
+}
+
+#[test]
+fn failure_holds_downstream_and_rerun_from_failed_completes() {
+    let a = agent_with_work("echo 'input file missing' >&2; exit 3\n");
+    let out = a.cli(&["run", "extract", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a stalled flow exits 1: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let f = wait_flow(&a, "extract", "stalled");
+    assert_eq!(job_state(&a, "extract", "extract"), "succeeded");
+    assert_eq!(job_state(&a, "extract", "transform"), "failed");
+    for held in ["load", "report"] {
+        let st = &f["latest"]["jobs"][held];
+        assert_eq!(st["state"], "held", "{f}");
+        let reason = st["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("upstream job \"transform\" failed (run ")
+                && reason.ends_with(": exit:3)"),
+            "{reason}"
+        );
+    }
+    // Nothing downstream ran.
+    assert!(a.runs("load").is_empty() && a.runs("report").is_empty());
+    let held = events(&a, "job.held");
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert_eq!(events(&a, "job.failed").len(), 1);
+    let text = String::from_utf8_lossy(&a.cli(&["flows"]).stdout).to_string();
+    assert!(
+        text.contains("HELD") && text.contains("upstream job \"transform\" failed"),
+        "{text}"
+    );
+
+    // Fix the script, rerun from the failure: the flow completes.
+    setup_work(&a, "echo transformed\n");
+    let out = a.cli(&[
+        "rerun",
+        "extract",
+        "--from-failed",
+        "--comment",
+        "input restored",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_flow(&a, "extract", "succeeded");
+    assert_eq!(a.runs("extract").len(), 1, "extract is not rerun");
+    assert_eq!(a.runs("transform").len(), 2);
+    assert_eq!(a.runs("load").len(), 1);
+    let action = &events(&a, "flow.action")[0];
+    assert_eq!(action["action"], "rerun --from-failed");
+    assert_eq!(action["comment"], "input restored");
+    assert!(!action["by"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn release_accepts_the_failure_and_the_flow_goes_on() {
+    let a = agent_with_work("exit 1\n");
+    a.cli(&["run", "extract"]);
+    wait_flow(&a, "extract", "stalled");
+    let out = a.cli(&["release", "transform", "--comment", "data checked by hand"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_flow(&a, "extract", "succeeded");
+    assert_eq!(job_state(&a, "extract", "transform"), "released");
+    assert_eq!(a.runs("transform").len(), 1, "released, not rerun");
+    assert_eq!(a.runs("load").len(), 1);
+    // Releasing again is refused with a reason.
+    let (status, body) = a.post("/api/v1/jobs/transform/release");
+    assert_eq!(status, 409, "{body}");
+}
+
+#[test]
+fn hold_by_hand_stops_a_job_until_unhold() {
+    let a = agent_with_work("echo ok\n");
+    let out = a.cli(&["hold", "load", "--comment", "db maintenance"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    a.cli(&["run", "extract"]);
+    wait_flow(&a, "extract", "stalled");
+    assert_eq!(job_state(&a, "extract", "load"), "held");
+    assert_eq!(job_state(&a, "extract", "report"), "succeeded");
+    let out = a.cli(&["unhold", "load"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_flow(&a, "extract", "succeeded");
+    assert_eq!(a.runs("load").len(), 1);
+}
+
+#[test]
+fn forbid_skips_a_scheduled_run_while_the_previous_one_runs() {
+    let a = Agent::start(
+        "",
+        r#"[[job]]
+name = "tick"
+every = "1s"
+command = "sleep 2.5"
+concurrency = "forbid"
+"#,
+    );
+    let skipped = wait_for("a skipped fire", || {
+        let s = events(&a, "job.skipped");
+        (!s.is_empty()).then_some(s)
+    });
+    assert!(
+        skipped[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("still running (concurrency = \"forbid\")"),
+        "{skipped:?}"
+    );
+    // Never two runs at once.
+    let runs = a.runs("tick");
+    assert!(runs.iter().filter(|r| r["state"] == "running").count() <= 1);
+}
+
+#[test]
+fn agent_killed_mid_flow_runs_nothing_twice_and_reports_the_interruption() {
+    let m = common::marker("51");
+    let mut a = Agent::start(
+        "",
+        &format!(
+            r#"[[job]]
+name = "first"
+command = ["sleep", "{m}"]
+
+[[job]]
+name = "second"
+after = ["first"]
+command = "echo second"
+"#
+        ),
+    );
+    a.cli(&["run", "first"]);
+    wait_for("first running", || {
+        (common::sleeps_with(&m).len() == 1).then_some(())
+    });
+    a.crash();
+    a.spawn();
+    let f = wait_flow(&a, "first", "stalled");
+    let st = &f["latest"]["jobs"]["first"];
+    assert_eq!(st["state"], "failed");
+    assert!(
+        st["reason"].as_str().unwrap().starts_with("interrupted"),
+        "{st}"
+    );
+    assert_eq!(f["latest"]["jobs"]["second"]["state"], "held");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(a.runs("first").len(), 1, "not run again by itself");
+    assert_eq!(a.runs("first")[0]["state"], "interrupted");
+    assert!(a.runs("second").is_empty());
+    wait_for("the orphaned sleep killed", || {
+        common::sleeps_with(&m).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn next_shows_the_schedule_without_an_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("m.toml");
+    std::fs::write(
+        &cfg,
+        r#"[[calendar]]
+name = "jp"
+closed = ["2099-01-01"]
+
+[[job]]
+name = "nightly"
+schedule = "30 2 * * *"
+timezone = "Asia/Tokyo"
+calendar = "jp"
+on_closed = "next-open-day"
+command = "true"
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("-c")
+        .arg(&cfg)
+        .args(["next", "nightly"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(lines.iter().all(|l| l.contains("02:30:00 JST")), "{text}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.contains(" Sat") && !l.contains(" Sun")),
+        "weekends are closed: {text}"
+    );
+}
