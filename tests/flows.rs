@@ -280,3 +280,89 @@ command = "true"
         "weekends are closed: {text}"
     );
 }
+
+#[test]
+fn a_run_record_says_where_and_how_it_ran() {
+    let a = Agent::start(
+        "",
+        r#"[[job]]
+name = "import"
+command = "./import.py"
+working_dir = "work"
+env = { IMPORT_MODE = "full" }
+"#,
+    );
+    let work = a.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let script = work.join("import.py");
+    std::fs::write(
+        &script,
+        "#!/usr/bin/env python3\nprint('imported 42 rows')\nraise SystemExit(4)\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = a.cli(&["run", "import", "--wait"]);
+    assert_eq!(out.status.code(), Some(4));
+    let id = a.runs("import")[0]["id"].as_i64().unwrap();
+    let run = wait_for("the interpreter version", || {
+        let r = a.get(&format!("/api/v1/runs/{id}"));
+        r["context"]["interpreter_version"]
+            .as_str()
+            .is_some()
+            .then_some(r)
+    });
+    let cx = &run["context"];
+    let expected_fs = std::process::Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE", "-T"])
+        .arg(&work)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if !expected_fs.is_empty() {
+        assert_eq!(
+            cx["working_dir_fs"]["fs_type"],
+            expected_fs.as_str(),
+            "{cx}"
+        );
+    }
+    assert!(cx["working_dir_fs"]["fs_type"]
+        .as_str()
+        .is_some_and(|f| !f.is_empty()));
+    assert_eq!(cx["working_dir_fs"]["network"], false);
+    assert!(
+        cx["program"]
+            .as_str()
+            .unwrap()
+            .ends_with("work/./import.py")
+            || cx["program"].as_str().unwrap().ends_with("work/import.py"),
+        "{cx}"
+    );
+    assert_eq!(cx["shebang"], "#!/usr/bin/env python3");
+    assert!(
+        cx["interpreter"].as_str().unwrap().contains("python3"),
+        "{cx}"
+    );
+    assert!(
+        cx["interpreter_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("Python 3"),
+        "{cx}"
+    );
+    assert_eq!(cx["env_diff"][0][0], "IMPORT_MODE");
+    assert!(!cx["host"].as_str().unwrap().is_empty() && !cx["user"].as_str().unwrap().is_empty());
+
+    let out = a.cli(&["show", &id.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("state:       failed (exit:4)"), "{text}");
+    assert!(
+        text.contains("interpreter: #!/usr/bin/env python3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("env (differs from the agent's): IMPORT_MODE=full"),
+        "{text}"
+    );
+    assert!(text.contains("    imported 42 rows"), "{text}");
+}

@@ -172,6 +172,13 @@ enum Cmd {
         #[arg(short, default_value_t = 5)]
         n: usize,
     },
+    /// One run in full: how it ended, its execution context and the tail of its output.
+    Show {
+        run: i64,
+        /// Lines of output to show.
+        #[arg(long, default_value_t = 20)]
+        tail: usize,
+    },
     /// List recent events, oldest first.
     Events {
         #[arg(long)]
@@ -276,6 +283,7 @@ async fn remote(cmd: Cmd, c: client::Client) -> Result<ExitCode> {
         Cmd::Runs { unit, limit, json } => show::runs(&c, unit.as_deref(), limit, json).await,
         Cmd::Events { unit, limit, json } => show::events(&c, unit.as_deref(), limit, json).await,
         Cmd::Checks { json } => show::checks(&c, json).await,
+        Cmd::Show { run, tail } => show::show_run(&c, run, tail).await,
         Cmd::Flows { flow, json } => show::flows(&c, flow.as_deref(), json).await,
         Cmd::Rerun {
             flow,

@@ -591,3 +591,92 @@ pub fn next(config: &crate::config::Config, job: &str, n: usize) -> Result<ExitC
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub async fn show_run(c: &Client, id: i64, tail: usize) -> Result<ExitCode> {
+    let r = c.get(&format!("/api/v1/runs/{id}")).await?;
+    let unit = s(&r, "unit");
+    let took = match (r["started_at"].as_i64(), r["ended_at"].as_i64()) {
+        (Some(a), Some(b)) => format_duration(Duration::from_millis((b - a).max(0) as u64)),
+        _ => "-".into(),
+    };
+    println!(
+        "run {id} of {} \"{unit}\" ({})",
+        s(&r, "kind"),
+        s(&r, "trigger")
+    );
+    println!("  state:       {} ({})", s(&r, "state"), s(&r, "reason"));
+    println!(
+        "  exit:        code {}, signal {}",
+        s(&r, "exit_code"),
+        s(&r, "signal")
+    );
+    println!(
+        "  started:     {}   took {took}",
+        r["started_at"].as_i64().map(format_ts).unwrap_or_default()
+    );
+    println!(
+        "  peak memory: {}   cpu {}",
+        size(&r, "peak_rss"),
+        dur_ms(&r, "cpu_ms")
+    );
+    let cx = &r["context"];
+    if !cx.is_null() {
+        let fs = |v: &Value| -> String {
+            if v.is_null() {
+                return "-".into();
+            }
+            let net = if v["network"] == true {
+                "  ⚠ NETWORK FILESYSTEM"
+            } else {
+                ""
+            };
+            format!(
+                "{} on {} ({}){net}",
+                s(v, "fs_type"),
+                s(v, "mount_point"),
+                s(v, "source")
+            )
+        };
+        println!("  host/user:   {} / {}", s(cx, "host"), s(cx, "user"));
+        println!(
+            "  working dir: {}  [{}]",
+            s(cx, "working_dir"),
+            fs(&cx["working_dir_fs"])
+        );
+        println!(
+            "  program:     {}  [{}]",
+            s(cx, "program"),
+            fs(&cx["program_fs"])
+        );
+        if !cx["shebang"].is_null() {
+            println!(
+                "  interpreter: {} → {}  {}",
+                s(cx, "shebang"),
+                s(cx, "interpreter"),
+                s(cx, "interpreter_version")
+            );
+        }
+        if let Some(env) = cx["env_diff"].as_array().filter(|e| !e.is_empty()) {
+            let list: Vec<String> = env
+                .iter()
+                .filter_map(|p| Some(format!("{}={}", p[0].as_str()?, p[1].as_str()?)))
+                .collect();
+            println!("  env (differs from the agent's): {}", list.join(" "));
+        }
+    }
+    let logs = c
+        .get(&format!("/api/v1/units/{unit}/logs?run={id}&max=8388608"))
+        .await?;
+    let text = logs["text"].as_str().unwrap_or("");
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(tail);
+    println!(
+        "  output (last {} of {} lines):",
+        lines.len() - from,
+        lines.len()
+    );
+    for l in &lines[from..] {
+        println!("    {l}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -97,6 +97,8 @@ const MIGRATIONS: &[&str] = &[
         comment TEXT NOT NULL,
         at      INTEGER NOT NULL
      );",
+    // 4: the execution context of each run
+    "ALTER TABLE runs ADD COLUMN context TEXT;",
 ];
 
 pub fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

@@ -62,6 +62,8 @@ pub struct RunRecord {
     /// Range of the unit's log stream written during this run.
     pub log_start: u64,
     pub log_end: Option<u64>,
+    /// Where and how it ran: host, user, filesystems, interpreter, env (see `supervise::context`).
+    pub context: Option<serde_json::Value>,
 }
 
 pub struct NewRun<'a> {
@@ -83,7 +85,7 @@ pub struct RunEnd {
     pub log_end: u64,
 }
 
-const COLUMNS: &str = "id, unit, kind, trigger, state, started_at, ended_at, pid, exit_code, signal, reason, peak_rss, cpu_ms, log_start, log_end";
+const COLUMNS: &str = "id, unit, kind, trigger, state, started_at, ended_at, pid, exit_code, signal, reason, peak_rss, cpu_ms, log_start, log_end, context";
 
 fn from_row(r: &Row) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
@@ -102,6 +104,9 @@ fn from_row(r: &Row) -> rusqlite::Result<RunRecord> {
         cpu_ms: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
         log_start: r.get::<_, i64>(13)? as u64,
         log_end: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
+        context: r
+            .get::<_, Option<String>>(15)?
+            .and_then(|c| serde_json::from_str(&c).ok()),
     })
 }
 
@@ -127,6 +132,14 @@ impl Store {
         self.conn()?.execute(
             "UPDATE runs SET log_end = ?2 WHERE id = ?1 AND log_end IS NULL",
             params![id, end as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_run_context(&self, id: i64, context: &str) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "UPDATE runs SET context = ?2 WHERE id = ?1",
+            params![id, context],
         )?;
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! - `proc`: reading /proc
 //! - `logs`: rotated capture of stdout/stderr
 
+pub mod context;
 pub mod enforce;
 pub mod logs;
 pub mod policy;

@@ -354,6 +354,7 @@ impl UnitTask {
         }
         match self.spawn(run_id) {
             Ok(live) => {
+                self.record_context(run_id);
                 let pid = live.pid;
                 if let Err(e) = self.ctx.store.set_run_pid(run_id, pid) {
                     tracing::warn!(unit = %self.cfg.name, error = %e, "Could not record the pid.");
@@ -414,6 +415,30 @@ impl UnitTask {
                 })
             }
         }
+    }
+
+    /// Records where and how the run runs, in the background, after the
+    /// process is started, so a restart is never delayed by it.
+    fn record_context(&self, run_id: i64) {
+        let cfg = self.cfg.clone();
+        let (store, reaper) = (self.ctx.store.clone(), self.ctx.reaper.clone());
+        tokio::spawn(async move {
+            let Ok(mut ctx) =
+                tokio::task::spawn_blocking(move || super::context::collect(&cfg)).await
+            else {
+                return;
+            };
+            if let Ok(json) = serde_json::to_string(&ctx) {
+                let _ = store.set_run_context(run_id, &json);
+            }
+            if let Some(interp) = ctx.interpreter.clone() {
+                ctx.interpreter_version =
+                    super::context::interpreter_version(&reaper, &interp).await;
+                if let Ok(json) = serde_json::to_string(&ctx) {
+                    let _ = store.set_run_context(run_id, &json);
+                }
+            }
+        });
     }
 
     fn spawn(&mut self, run_id: i64) -> std::io::Result<Live> {

@@ -1,0 +1,278 @@
+//! The execution context of a run, recorded with it so that "why did it fail
+//! here and not there" has an answer: host, user, working directory, the
+//! filesystem type of the working directory and of the program (network
+//! filesystems such as NFS are flagged), the environment the unit sets that
+//! differs from the agent's, and for scripts the `#!` interpreter, resolved,
+//! with its version.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::UnitConfig;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Context {
+    pub host: String,
+    pub user: String,
+    pub working_dir: String,
+    pub working_dir_fs: Option<FsInfo>,
+    /// The program or script that runs (resolved through PATH).
+    pub program: Option<String>,
+    pub program_fs: Option<FsInfo>,
+    /// For a script: its `#!` line, and the interpreter it resolves to.
+    pub shebang: Option<String>,
+    pub interpreter: Option<String>,
+    pub interpreter_version: Option<String>,
+    /// Variables the unit sets whose value differs from the agent's.
+    pub env_diff: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FsInfo {
+    pub mount_point: String,
+    pub fs_type: String,
+    pub source: String,
+    /// NFS, CIFS/SMB, Ceph, GlusterFS, 9p, sshfs…: where "works in dev, fails in prod" often lives.
+    pub network: bool,
+}
+
+const NETWORK_FS: &[&str] = &[
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "ceph",
+    "fuse.glusterfs",
+    "glusterfs",
+    "9p",
+    "fuse.sshfs",
+    "afs",
+    "lustre",
+    "gpfs",
+    "fuse.s3fs",
+    "davfs",
+    "fuse.rclone",
+];
+
+/// The mount holding `path` (longest mount point that is a prefix), from /proc/self/mountinfo.
+pub fn fs_of(path: &Path) -> Option<FsInfo> {
+    let path = path.canonicalize().ok()?;
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<FsInfo> = None;
+    for line in text.lines() {
+        let (left, right) = line.split_once(" - ")?;
+        let mount_point = unescape(left.split_whitespace().nth(4)?);
+        let mut r = right.split_whitespace();
+        let fs_type = r.next()?.to_string();
+        let source = r.next().unwrap_or("").to_string();
+        if path.starts_with(&mount_point)
+            && best
+                .as_ref()
+                .is_none_or(|b| mount_point.len() >= b.mount_point.len())
+        {
+            let network = NETWORK_FS.contains(&fs_type.as_str());
+            best = Some(FsInfo {
+                mount_point,
+                fs_type,
+                source,
+                network,
+            });
+        }
+    }
+    best
+}
+
+/// mountinfo escapes spaces and friends as octal (`\040`).
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v as char);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i] as char);
+        i += 1;
+    }
+    out
+}
+
+fn which(program: &str, cwd: &Path) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = cwd.join(program);
+        return p.exists().then_some(p);
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+const SHELLS_AND_INTERPRETERS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "perl", "python", "python3", "ruby", "php", "node",
+];
+
+/// The program a unit really runs: argv[0], or for `/bin/sh -c "…"` the first
+/// word of the command (and for `sh script.sh` / `perl x.pl`, the script).
+fn program_of(argv: &[String], cwd: &Path) -> Option<PathBuf> {
+    let words: Vec<String> = if argv.len() == 3 && argv[0] == "/bin/sh" && argv[1] == "-c" {
+        argv[2]
+            .split_whitespace()
+            .take(2)
+            .map(str::to_string)
+            .collect()
+    } else {
+        argv.iter().take(2).cloned().collect()
+    };
+    let first = words.first()?;
+    let base = Path::new(first).file_name()?.to_string_lossy().to_string();
+    if SHELLS_AND_INTERPRETERS.contains(&base.as_str()) {
+        if let Some(script) = words.get(1).filter(|w| !w.starts_with('-')) {
+            let p = cwd.join(script);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    which(first, cwd)
+}
+
+/// Everything that can be learned without running anything.
+pub fn collect(unit: &UnitConfig) -> Context {
+    let cwd = unit
+        .working_dir
+        .clone()
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let program = program_of(&unit.command, &cwd);
+    let mut shebang = None;
+    let mut interpreter = None;
+    if let Some(p) = &program {
+        if let Ok(head) = std::fs::read(p).map(|b| b.into_iter().take(256).collect::<Vec<u8>>()) {
+            if head.starts_with(b"#!") {
+                let line = String::from_utf8_lossy(&head[2..]);
+                let line = line.lines().next().unwrap_or("").trim().to_string();
+                let mut parts = line.split_whitespace();
+                let interp = parts.next().unwrap_or("");
+                let resolved = if interp.ends_with("/env") {
+                    parts
+                        .find(|w| !w.starts_with('-'))
+                        .and_then(|w| which(w, &cwd))
+                } else {
+                    Some(PathBuf::from(interp))
+                };
+                interpreter = resolved
+                    .map(|r| r.canonicalize().unwrap_or(r))
+                    .map(|r| r.display().to_string());
+                shebang = Some(format!("#!{line}"));
+            }
+        }
+    }
+    let env_diff = unit
+        .env
+        .iter()
+        .filter(|(k, v)| std::env::var(k).ok().as_deref() != Some(v.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Context {
+        host: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().to_string())
+            .unwrap_or_default(),
+        user: nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| nix::unistd::getuid().to_string()),
+        working_dir: cwd.display().to_string(),
+        working_dir_fs: fs_of(&cwd),
+        program_fs: program.as_deref().and_then(fs_of),
+        program: program.map(|p| p.display().to_string()),
+        shebang,
+        interpreter,
+        interpreter_version: None,
+        env_diff,
+    }
+}
+
+/// `INTERPRETER --version` (first line), run through the reaper with a
+/// 2 s timeout; None when it says nothing useful.
+pub async fn interpreter_version(
+    reaper: &super::reaper::Reaper,
+    interpreter: &str,
+) -> Option<String> {
+    use std::os::unix::process::CommandExt;
+    use tokio::io::AsyncReadExt;
+    let (read, write) = nix::unistd::pipe().ok()?;
+    let write2 = write.try_clone().ok()?;
+    let mut cmd = std::process::Command::new(interpreter);
+    cmd.arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::from(write2));
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let (child, exit) = reaper.spawn(&mut cmd).ok()?;
+    let pid = child.id() as i32;
+    drop(child);
+    drop(cmd);
+    let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(read).ok()?;
+    let mut out = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = rx.read(&mut buf).await {
+            if n == 0 || out.len() > 64 * 1024 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(2), read)
+        .await
+        .is_err()
+    {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), exit).await;
+    String::from_utf8_lossy(&out)
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| l.chars().take(200).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_script_and_its_interpreter() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("import.sh");
+        std::fs::write(&script, "#!/usr/bin/env sh\necho hi\n").unwrap();
+        let argv = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            "sh ./import.sh --all".to_string(),
+        ];
+        let p = program_of(&argv, dir.path()).unwrap();
+        assert_eq!(p, dir.path().join("./import.sh"));
+        let fs = fs_of(dir.path()).unwrap();
+        assert!(!fs.fs_type.is_empty());
+        assert!(!fs.network);
+        assert_eq!(unescape("/mnt/my\\040share"), "/mnt/my share");
+    }
+}
