@@ -182,6 +182,7 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let flows = crate::schedule::engine::start(
         &config,
+        checks.clone(),
         store.clone(),
         bus.clone(),
         sup.clone(),

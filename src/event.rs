@@ -117,6 +117,23 @@ pub enum EventKind {
         flow_run: i64,
         reason: String,
     },
+    /// A job has not finished by its `must_finish_by` deadline.
+    #[serde(rename = "job.late")]
+    JobLate {
+        job: String,
+        flow: String,
+        flow_run: i64,
+        deadline: i64,
+        state: String,
+    },
+    /// A run is taking longer than `expected` (or its p95 × `expected_factor`).
+    #[serde(rename = "job.long")]
+    JobLong {
+        job: String,
+        run_id: i64,
+        running_ms: u64,
+        expected_ms: u64,
+    },
     /// A scheduled fire that did not start a run, and why.
     #[serde(rename = "job.skipped")]
     JobSkipped {
@@ -172,7 +189,11 @@ impl EventKind {
                 Some(unit.as_deref().unwrap_or(check))
             }
             LogMatched { check, .. } => Some(check),
-            JobFailed { job, .. } | JobHeld { job, .. } | JobSkipped { job, .. } => Some(job),
+            JobFailed { job, .. }
+            | JobHeld { job, .. }
+            | JobSkipped { job, .. }
+            | JobLate { job, .. }
+            | JobLong { job, .. } => Some(job),
             FlowStarted { flow, .. }
             | FlowFinished { flow, .. }
             | FlowStalled { flow, .. }

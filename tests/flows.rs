@@ -366,3 +366,72 @@ env = { IMPORT_MODE = "full" }
     );
     assert!(text.contains("    imported 42 rows"), "{text}");
 }
+
+#[test]
+fn hold_while_keeps_a_job_waiting_until_its_check_recovers() {
+    let flag_dir = tempfile::tempdir().unwrap();
+    let flag = flag_dir.path().join("upstream-ok");
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[check]]
+name = "upstream"
+kind = "exec"
+command = "test -f {flag}"
+interval = "200ms"
+fall = 1
+rise = 1
+
+[[job]]
+name = "settle"
+command = "echo settled"
+hold_while = ["upstream"]
+"#,
+            flag = flag.display()
+        ),
+    );
+    wait_for("upstream down", || {
+        (a.get("/api/v1/checks/upstream")["status"] == "down").then_some(())
+    });
+    // As a schedule would: through the flow engine (a person's `mamori run`
+    // of a lone job is a deliberate override and starts it directly).
+    let (status, body) = a.post("/api/v1/flows/settle/run");
+    assert_eq!(status, 202, "{body}");
+    let held = wait_for("the job held by the gate", || {
+        events(&a, "job.held").into_iter().next()
+    });
+    assert!(
+        held["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("waiting (hold_while): check \"upstream\" is down"),
+        "{held}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(
+        a.runs("settle").is_empty(),
+        "it did not start while the check was down"
+    );
+    std::fs::write(&flag, "").unwrap();
+    let run = a.wait_run_end("settle");
+    assert_eq!(run["state"], "succeeded");
+}
+
+#[test]
+fn a_run_longer_than_expected_is_reported() {
+    let a = Agent::start(
+        "",
+        r#"[[job]]
+name = "slow"
+command = "sleep 1.5"
+expected = "300ms"
+"#,
+    );
+    // A flow of one job: started through the flow engine so the watch applies.
+    let (status, body) = a.post("/api/v1/flows/slow/run");
+    assert_eq!(status, 202, "{body}");
+    let long = wait_for("job.long", || events(&a, "job.long").into_iter().next());
+    assert_eq!(long["job"], "slow");
+    assert_eq!(long["expected_ms"], 300);
+    assert!(long["running_ms"].as_u64().unwrap() >= 300);
+}

@@ -86,6 +86,17 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
     cross_check(&r, &units, &declared);
     cross_check_checks(&r, &all_checks, &declared);
     resolve_calendars(&r, &mut units, &calendars);
+    for p in &units {
+        let Some(spec) = &p.unit.job else { continue };
+        for (name, span) in &spec.hold_while {
+            if !all_checks.iter().any(|(c, _)| &c.name == name) {
+                r.error(
+                    span.clone(),
+                    format!("unknown check \"{name}\" in `hold_while` of [[job]] \"{}\"; it names checks (a service's `health` check has the service's name)", p.unit.name),
+                );
+            }
+        }
+    }
     let flows = flows(&r, &units);
 
     let errors = r.into_errors();

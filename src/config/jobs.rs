@@ -39,6 +39,18 @@ pub struct JobSpec {
     pub ok_codes: Vec<i32>,
     pub concurrency: Concurrency,
     pub catch_up: CatchUp,
+    /// The job does not start while any of these checks is down.
+    pub hold_while: Vec<(String, Option<std::ops::Range<usize>>)>,
+    /// How long `hold_while` may keep it waiting before it is held.
+    pub hold_timeout: Option<Duration>,
+    /// A run longer than this is reported (`job.long`).
+    pub expected: Option<Duration>,
+    /// …or longer than this many times the p95 of its recent successful runs.
+    pub expected_factor: Option<f64>,
+    /// Local time (in the job's zone) by which it must have finished after
+    /// its flow was triggered (`job.late`).
+    pub must_finish_by: Option<chrono::NaiveTime>,
+    pub tz: Tz,
     /// Where `calendar` was named, for the cross-check.
     pub calendar_ref: Option<(String, Option<std::ops::Range<usize>>)>,
     pub on_failure_span: Option<std::ops::Range<usize>>,
@@ -196,7 +208,40 @@ pub fn job(t: &Tbl) -> JobSpec {
         Some("all") => CatchUp::All,
         _ => CatchUp::None,
     };
+    let hold_while = t.str_list("hold_while").unwrap_or_default();
+    let hold_timeout = t.duration("hold_timeout");
+    let expected = t.duration("expected");
+    let expected_factor = match t.get("expected_factor") {
+        None => None,
+        Some(item) => {
+            match item
+                .as_float()
+                .or_else(|| item.as_integer().map(|i| i as f64))
+            {
+                Some(f) if f >= 1.0 => Some(f),
+                _ => {
+                    t.reader().error(item.span(), format!("invalid `expected_factor` in {}: expected a number of 1 or more, e.g. 2.0", t.what));
+                    None
+                }
+            }
+        }
+    };
+    let must_finish_by = t.str("must_finish_by").and_then(|(s, span)| {
+        match chrono::NaiveTime::parse_from_str(&s, "%H:%M") {
+            Ok(time) => Some(time),
+            Err(_) => {
+                t.reader().error(span, format!("invalid `must_finish_by` in {}: \"{s}\"; expected a time of day HH:MM, e.g. \"06:30\"", t.what));
+                None
+            }
+        }
+    });
     JobSpec {
+        hold_while,
+        hold_timeout,
+        expected,
+        expected_factor,
+        must_finish_by,
+        tz,
         schedule,
         policy,
         ok_codes,

@@ -139,6 +139,13 @@ struct Scheduled {
     next: Option<DateTime<Utc>>,
 }
 
+struct Gated {
+    flow_run: i64,
+    job: String,
+    attempt: u32,
+    since: Instant,
+}
+
 struct Engine {
     defs: BTreeMap<String, Arc<FlowDef>>,
     job_flow: Arc<HashMap<String, String>>,
@@ -150,6 +157,14 @@ struct Engine {
     /// Triggers waiting for the flow's current run (`concurrency = "queue"`).
     queued: HashMap<String, VecDeque<(String, Option<i64>)>>,
     holds: BTreeSet<String>,
+    /// Jobs due to start but kept waiting by `hold_while`.
+    gated: Vec<Gated>,
+    /// Runs to report if still running at the instant (`expected`).
+    long: Vec<(Instant, i64, String, u64)>,
+    /// `must_finish_by` deadlines: (when, flow run, job).
+    deadlines: Vec<(DateTime<Utc>, i64, String)>,
+    specs: HashMap<String, crate::config::jobs::JobSpec>,
+    checks: crate::probe::checks::Checks,
     store: Store,
     bus: Bus,
     sup: Supervisor,
@@ -158,6 +173,7 @@ struct Engine {
 
 pub fn start(
     config: &Config,
+    checks: crate::probe::checks::Checks,
     store: Store,
     bus: Bus,
     sup: Supervisor,
@@ -202,6 +218,15 @@ pub fn start(
         retries: Vec::new(),
         queued: HashMap::new(),
         holds: BTreeSet::new(),
+        gated: Vec::new(),
+        long: Vec::new(),
+        deadlines: Vec::new(),
+        specs: config
+            .units
+            .iter()
+            .filter_map(|u| Some((u.name.clone(), u.job.clone()?)))
+            .collect(),
+        checks,
         store,
         bus,
         sup,
@@ -281,13 +306,19 @@ impl Engine {
             .map(|t| now_i + (t - now_u).to_std().unwrap_or(Duration::ZERO))
             .min();
         let retry = self.retries.iter().map(|(t, _, _)| *t).min();
-        match (sched, retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let gate = (!self.gated.is_empty()).then(|| now_i + Duration::from_millis(500));
+        let long = self.long.iter().map(|(t, ..)| *t).min();
+        let late = self
+            .deadlines
+            .iter()
+            .map(|(t, ..)| now_i + (*t - now_u).to_std().unwrap_or(Duration::ZERO))
+            .min();
+        [sched, retry, gate, long, late].into_iter().flatten().min()
     }
 
     async fn timers(&mut self) {
+        self.check_gates().await;
+        self.check_overdue();
         let now_i = Instant::now();
         let due: Vec<(i64, String)> = self
             .retries
@@ -460,6 +491,11 @@ impl Engine {
             flow_run: id,
             trigger: trigger.to_string(),
         });
+        let at = scheduled
+            .as_ref()
+            .and_then(|(_, ms)| DateTime::from_timestamp_millis(*ms))
+            .unwrap_or_else(Utc::now);
+        self.plan_deadlines(flow, id, at);
         self.runs.insert(id, (flow.to_string(), run));
         self.feed(id, Input::Start).await;
         Ok(id)
@@ -483,18 +519,24 @@ impl Engine {
             for a in actions {
                 match a {
                     Action::Run { job, attempt } => {
-                        let by = format!("flow {flow} run {id} (attempt {attempt})");
-                        match self.sup.ask(&job, |reply| Command::Run { by, reply }).await {
-                            Ok(run_id) => {
-                                self.run_map.insert(run_id, (id, job.clone()));
-                                pending.push_back(Input::Started { job, run_id });
-                            }
-                            Err(e) => pending.push_back(Input::Ended {
+                        if let Some(why) = self.gate(&job) {
+                            let reason = format!("waiting (hold_while): {why}");
+                            self.bus.emit(EventKind::JobHeld {
+                                job: job.clone(),
+                                flow: flow.clone(),
+                                flow_run: id,
+                                reason,
+                            });
+                            self.gated.push(Gated {
+                                flow_run: id,
                                 job,
-                                run_id: 0,
-                                ok: false,
-                                reason: e.error,
-                            }),
+                                attempt,
+                                since: Instant::now(),
+                            });
+                            continue;
+                        }
+                        if let Some(input) = self.launch(&flow, id, &job, attempt).await {
+                            pending.push_back(input);
                         }
                     }
                     Action::RetryAfter { job, delay } => {
@@ -559,6 +601,193 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Starts a job's run for a flow run; the input to feed back.
+    async fn launch(&mut self, flow: &str, id: i64, job: &str, attempt: u32) -> Option<Input> {
+        let by = format!("flow {flow} run {id} (attempt {attempt})");
+        match self.sup.ask(job, |reply| Command::Run { by, reply }).await {
+            Ok(run_id) => {
+                self.run_map.insert(run_id, (id, job.to_string()));
+                if let Some(expected) = self.expected(job) {
+                    self.long.push((
+                        Instant::now() + expected,
+                        run_id,
+                        job.to_string(),
+                        expected.as_millis() as u64,
+                    ));
+                }
+                Some(Input::Started {
+                    job: job.to_string(),
+                    run_id,
+                })
+            }
+            Err(e) => Some(Input::Ended {
+                job: job.to_string(),
+                run_id: 0,
+                ok: false,
+                reason: e.error,
+            }),
+        }
+    }
+
+    /// Why `hold_while` keeps the job from starting now, if it does.
+    fn gate(&self, job: &str) -> Option<String> {
+        let spec = self.specs.get(job)?;
+        let down: Vec<String> = spec
+            .hold_while
+            .iter()
+            .filter_map(|(name, _)| {
+                let c = self.checks.status(name)?;
+                (c.status == crate::probe::health::Status::Down).then(|| {
+                    format!(
+                        "check \"{name}\" is down ({})",
+                        c.last_reason.unwrap_or_default()
+                    )
+                })
+            })
+            .collect();
+        (!down.is_empty()).then(|| down.join("; "))
+    }
+
+    /// Starts gated jobs whose checks cleared; holds those that waited too long.
+    async fn check_gates(&mut self) {
+        let gated = std::mem::take(&mut self.gated);
+        for g in gated {
+            let Some(flow) = self.runs.get(&g.flow_run).map(|(f, _)| f.clone()) else {
+                continue;
+            };
+            match self.gate(&g.job) {
+                None => {
+                    tracing::info!(job = %g.job, flow_run = g.flow_run, "hold_while cleared; starting.");
+                    if let Some(input) = self.launch(&flow, g.flow_run, &g.job, g.attempt).await {
+                        self.feed(g.flow_run, input).await;
+                    }
+                }
+                Some(why) => {
+                    let timeout = self.specs.get(&g.job).and_then(|s| s.hold_timeout);
+                    if timeout.is_some_and(|t| g.since.elapsed() >= t) {
+                        let reason = format!(
+                            "held: hold_while still not clear after {}: {why}",
+                            crate::config::units::format_duration(g.since.elapsed())
+                        );
+                        self.feed(g.flow_run, Input::GiveUpWaiting { job: g.job, reason })
+                            .await;
+                    } else {
+                        self.gated.push(g);
+                    }
+                }
+            }
+        }
+    }
+
+    /// How long a run of `job` may take before it is reported as long.
+    fn expected(&self, job: &str) -> Option<Duration> {
+        let spec = self.specs.get(job)?;
+        let by_history = spec.expected_factor.and_then(|f| {
+            let runs = self.store.runs(Some(job), 50).ok()?;
+            let mut took: Vec<i64> = runs
+                .iter()
+                .filter(|r| r.state == crate::store::RunState::Succeeded)
+                .filter_map(|r| Some(r.ended_at? - r.started_at))
+                .take(20)
+                .collect();
+            if took.len() < 5 {
+                return None;
+            }
+            took.sort_unstable();
+            let p95 = took[(took.len() * 95).div_ceil(100) - 1].max(1) as f64;
+            Some(Duration::from_millis((p95 * f) as u64))
+        });
+        match (spec.expected, by_history) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Reports runs longer than expected and jobs past `must_finish_by`.
+    fn check_overdue(&mut self) {
+        let now_i = Instant::now();
+        let due: Vec<(i64, String, u64)> = self
+            .long
+            .iter()
+            .filter(|(t, ..)| *t <= now_i)
+            .map(|(_, r, j, e)| (*r, j.clone(), *e))
+            .collect();
+        self.long.retain(|(t, ..)| *t > now_i);
+        for (run_id, job, expected_ms) in due {
+            if let Ok(Some(run)) = self.store.run(run_id) {
+                if run.state == crate::store::RunState::Running {
+                    let running_ms = (now_ms() - run.started_at).max(0) as u64;
+                    tracing::warn!(%job, run_id, running_ms, expected_ms, "Job runs longer than expected.");
+                    self.bus.emit(EventKind::JobLong {
+                        job,
+                        run_id,
+                        running_ms,
+                        expected_ms,
+                    });
+                }
+            }
+        }
+        let now = Utc::now();
+        let late: Vec<(DateTime<Utc>, i64, String)> = self
+            .deadlines
+            .iter()
+            .filter(|(t, ..)| *t <= now)
+            .cloned()
+            .collect();
+        self.deadlines.retain(|(t, ..)| *t > now);
+        for (deadline, flow_run, job) in late {
+            let Some((flow, run)) = self.runs.get(&flow_run) else {
+                continue;
+            };
+            let st = run.states.get(&job);
+            if matches!(
+                st,
+                Some(JobState::Succeeded { .. } | JobState::Released { .. })
+            ) {
+                continue;
+            }
+            let state = st.map(super::flow::state_name).unwrap_or("unknown");
+            tracing::warn!(%job, flow_run, state, "Job has not finished by its deadline.");
+            self.bus.emit(EventKind::JobLate {
+                job,
+                flow: flow.clone(),
+                flow_run,
+                deadline: deadline.timestamp_millis(),
+                state: state.to_string(),
+            });
+        }
+    }
+
+    /// `must_finish_by` deadlines of a new flow run, from its trigger time.
+    fn plan_deadlines(&mut self, flow: &str, id: i64, trigger_at: DateTime<Utc>) {
+        let Some(def) = self.defs.get(flow) else {
+            return;
+        };
+        let mut planned = Vec::new();
+        for job in &def.jobs {
+            let Some(spec) = self.specs.get(job) else {
+                continue;
+            };
+            let Some(by) = spec.must_finish_by else {
+                continue;
+            };
+            let mut day = trigger_at.with_timezone(&spec.tz).date_naive();
+            for _ in 0..2 {
+                let at =
+                    chrono::TimeZone::from_local_datetime(&spec.tz, &day.and_time(by)).earliest();
+                if let Some(t) = at
+                    .map(|t| t.with_timezone(&Utc))
+                    .filter(|t| *t > trigger_at)
+                {
+                    planned.push((t, id, job.clone()));
+                    break;
+                }
+                day = day.succ_opt().unwrap_or(day);
+            }
+        }
+        self.deadlines.extend(planned);
     }
 
     fn save(&self, id: i64) {

@@ -152,6 +152,11 @@ pub enum Input {
     Unhold {
         job: String,
     },
+    /// A job due to start was kept waiting (`hold_while`) too long: hold it.
+    GiveUpWaiting {
+        job: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -435,6 +440,18 @@ impl FlowRun {
                     out.push(Action::Held { job, reason });
                 }
                 return Ok(out);
+            }
+            Input::GiveUpWaiting { job, reason } => {
+                if let JobState::Running { run_id: None, .. } = self.state(&job)? {
+                    self.states.insert(
+                        job.clone(),
+                        JobState::Held {
+                            reason: reason.clone(),
+                            manual: false,
+                        },
+                    );
+                    out.push(Action::Held { job, reason });
+                }
             }
             Input::Unhold { job } => {
                 if let JobState::Held { manual: true, .. } = self.state(&job)? {
