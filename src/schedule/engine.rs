@@ -267,6 +267,8 @@ impl Engine {
                 .copied();
         }
         self.publish();
+        let mut last_publish = Instant::now();
+        let mut publish_due = false;
         loop {
             let wake = self.next_wake();
             tokio::select! {
@@ -291,8 +293,16 @@ impl Engine {
                     Err(_) => return,
                 },
                 _ = sleep_until_opt(wake) => self.timers().await,
+                _ = tokio::time::sleep(Duration::from_millis(100)), if publish_due => {}
             }
-            self.publish();
+            // Views are refreshed at most every 100 ms: cloning the job
+            // states of a big flow on every event would cost more than the jobs.
+            publish_due = true;
+            if last_publish.elapsed() >= Duration::from_millis(100) {
+                self.publish();
+                last_publish = Instant::now();
+                publish_due = false;
+            }
         }
     }
 
@@ -455,9 +465,15 @@ impl Engine {
         }
         self.retries.retain(|(_, fr, _)| *fr != id);
         self.run_map.retain(|_, (fr, _)| *fr != id);
-        if let Some((flow, run)) = self.runs.remove(&id) {
-            let states = serde_json::to_string(&run.states).unwrap_or_default();
-            let _ = self.store.save_flow_run(id, "cancelled", &states, now_ms());
+        if let Some((flow, mut run)) = self.runs.remove(&id) {
+            let changed: Vec<(String, String)> = run
+                .take_dirty()
+                .into_iter()
+                .map(|(j, st)| (j, serde_json::to_string(&st).unwrap_or_default()))
+                .collect();
+            let _ = self
+                .store
+                .save_flow_run(id, "cancelled", &changed, now_ms());
             tracing::warn!(%flow, flow_run = id, why, "Flow run cancelled.");
         }
     }
@@ -474,13 +490,14 @@ impl Engine {
             .cloned()
             .ok_or_else(|| (404, format!("no flow named \"{flow}\"")))?;
         let run = FlowRun::new(def);
-        let states = serde_json::to_string(&run.states).unwrap_or_default();
+        // Job states are saved as they change (flow_jobs); all start waiting.
+        let states = "{}";
         let id = match self.store.insert_flow_run(
             flow,
             trigger,
             scheduled.as_ref().map(|(j, at)| (j.as_str(), *at)),
             now_ms(),
-            &states,
+            states,
         ) {
             Ok(Some(id)) => id,
             Ok(None) => return Err((409, "that scheduled time has already run".into())),
@@ -790,8 +807,8 @@ impl Engine {
         self.deadlines.extend(planned);
     }
 
-    fn save(&self, id: i64) {
-        let Some((_, run)) = self.runs.get(&id) else {
+    fn save(&mut self, id: i64) {
+        let Some((_, run)) = self.runs.get_mut(&id) else {
             return;
         };
         let status = match run.status() {
@@ -799,8 +816,12 @@ impl Engine {
             Status::Succeeded => "succeeded",
             Status::Stalled => "stalled",
         };
-        let states = serde_json::to_string(&run.states).unwrap_or_default();
-        if let Err(e) = self.store.save_flow_run(id, status, &states, now_ms()) {
+        let changed: Vec<(String, String)> = run
+            .take_dirty()
+            .into_iter()
+            .map(|(j, st)| (j, serde_json::to_string(&st).unwrap_or_default()))
+            .collect();
+        if let Err(e) = self.store.save_flow_run(id, status, &changed, now_ms()) {
             tracing::error!(flow_run = id, error = %e, "Could not save a flow run.");
         }
     }

@@ -202,6 +202,8 @@ pub enum Status {
 pub struct FlowRun {
     pub def: Arc<FlowDef>,
     pub states: BTreeMap<String, JobState>,
+    /// Jobs whose state changed since the engine last saved (`take_dirty`).
+    dirty: BTreeSet<String>,
     /// Jobs rerun with `--only`: their success does not start downstream jobs.
     only: BTreeSet<String>,
 }
@@ -216,6 +218,7 @@ impl FlowRun {
         FlowRun {
             def,
             states,
+            dirty: BTreeSet::new(),
             only: BTreeSet::new(),
         }
     }
@@ -254,6 +257,19 @@ impl FlowRun {
         })
     }
 
+    fn set(&mut self, job: String, state: JobState) {
+        self.dirty.insert(job.clone());
+        self.states.insert(job, state);
+    }
+
+    /// The jobs whose state changed since the last call, with their state.
+    pub fn take_dirty(&mut self) -> Vec<(String, JobState)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .filter_map(|j| self.states.get(&j).map(|s| (j, s.clone())))
+            .collect()
+    }
+
     fn state(&self, job: &str) -> Result<&JobState, String> {
         self.states
             .get(job)
@@ -267,7 +283,7 @@ impl FlowRun {
             if self.states.get(&j) == Some(&JobState::Waiting) && self.ready(&j) {
                 if holds.contains(&j) {
                     let reason = "held by hand (`mamori unhold` to let it run)".to_string();
-                    self.states.insert(
+                    self.set(
                         j.clone(),
                         JobState::Held {
                             reason: reason.clone(),
@@ -276,7 +292,7 @@ impl FlowRun {
                     );
                     out.push(Action::Held { job: j, reason });
                 } else {
-                    self.states.insert(
+                    self.set(
                         j.clone(),
                         JobState::Running {
                             run_id: None,
@@ -308,7 +324,7 @@ impl FlowRun {
             Input::Start => self.start_ready(holds, &mut out),
             Input::Started { job, run_id } => {
                 if let Some(JobState::Running { attempt, .. }) = self.states.get(&job).cloned() {
-                    self.states.insert(
+                    self.set(
                         job,
                         JobState::Running {
                             run_id: Some(run_id),
@@ -349,7 +365,7 @@ impl FlowRun {
             }
             Input::RetryDue { job } => {
                 if let Some(JobState::RetryWait { attempt, .. }) = self.states.get(&job).cloned() {
-                    self.states.insert(
+                    self.set(
                         job.clone(),
                         JobState::Running {
                             run_id: None,
@@ -377,7 +393,7 @@ impl FlowRun {
                     ));
                 }
                 for f in &failed {
-                    self.states.insert(f.clone(), JobState::Waiting);
+                    self.set(f.clone(), JobState::Waiting);
                     self.unhold_below(f);
                 }
                 self.start_ready(holds, &mut out);
@@ -389,10 +405,10 @@ impl FlowRun {
                         "job \"{job}\" cannot run yet: its upstream jobs have not all succeeded"
                     ));
                 }
-                self.states.insert(job.clone(), JobState::Waiting);
+                self.set(job.clone(), JobState::Waiting);
                 for d in self.def.descendants(&job) {
                     self.not_running(&d)?;
-                    self.states.insert(d, JobState::Waiting);
+                    self.set(d, JobState::Waiting);
                 }
                 self.start_ready(holds, &mut out);
             }
@@ -403,7 +419,7 @@ impl FlowRun {
                         "job \"{job}\" cannot run yet: its upstream jobs have not all succeeded"
                     ));
                 }
-                self.states.insert(
+                self.set(
                     job.clone(),
                     JobState::Running {
                         run_id: None,
@@ -423,14 +439,14 @@ impl FlowRun {
                         ))
                     }
                 }
-                self.states.insert(job.clone(), JobState::Released { by });
+                self.set(job.clone(), JobState::Released { by });
                 self.unhold_below(&job);
                 self.start_ready(holds, &mut out);
             }
             Input::Hold { job, by } => {
                 if self.state(&job)? == &JobState::Waiting {
                     let reason = format!("held by hand by {by}");
-                    self.states.insert(
+                    self.set(
                         job.clone(),
                         JobState::Held {
                             reason: reason.clone(),
@@ -443,7 +459,7 @@ impl FlowRun {
             }
             Input::GiveUpWaiting { job, reason } => {
                 if let JobState::Running { run_id: None, .. } = self.state(&job)? {
-                    self.states.insert(
+                    self.set(
                         job.clone(),
                         JobState::Held {
                             reason: reason.clone(),
@@ -455,7 +471,7 @@ impl FlowRun {
             }
             Input::Unhold { job } => {
                 if let JobState::Held { manual: true, .. } = self.state(&job)? {
-                    self.states.insert(job.clone(), JobState::Waiting);
+                    self.set(job.clone(), JobState::Waiting);
                     self.start_ready(holds, &mut out);
                 }
             }
@@ -475,7 +491,7 @@ impl FlowRun {
 
     /// The job failed for good: hold everything below it that has not run.
     fn fail(&mut self, job: &str, run_id: Option<i64>, reason: String, out: &mut Vec<Action>) {
-        self.states.insert(
+        self.set(
             job.to_string(),
             JobState::Failed {
                 run_id,
@@ -492,7 +508,7 @@ impl FlowRun {
         };
         for d in self.def.descendants(job) {
             if matches!(self.states.get(&d), Some(JobState::Waiting)) {
-                self.states.insert(
+                self.set(
                     d.clone(),
                     JobState::Held {
                         reason: why.clone(),
@@ -517,7 +533,7 @@ impl FlowRun {
     fn unhold_below(&mut self, job: &str) {
         for d in self.def.descendants(job) {
             if let Some(JobState::Held { manual: false, .. }) = self.states.get(&d) {
-                self.states.insert(d, JobState::Waiting);
+                self.set(d, JobState::Waiting);
             }
         }
     }

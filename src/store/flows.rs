@@ -28,6 +28,7 @@ pub struct Hold {
 
 fn row(r: &rusqlite::Row) -> rusqlite::Result<FlowRunRecord> {
     let states: String = r.get(7)?;
+    // `states` is filled from flow_jobs by the callers below.
     Ok(FlowRunRecord {
         id: r.get(0)?,
         flow: r.get(1)?,
@@ -101,18 +102,52 @@ impl Store {
             .flatten())
     }
 
+    /// Saves a flow run's status and the job states that changed, in one transaction.
     pub fn save_flow_run(
         &self,
         id: i64,
         status: &str,
-        states: &str,
+        changed: &[(String, String)],
         now: i64,
     ) -> Result<(), StoreError> {
-        self.conn()?.execute(
-            "UPDATE flow_runs SET status = ?2, states = ?3, updated_at = ?4 WHERE id = ?1",
-            params![id, status, states, now],
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE flow_runs SET status = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, status, now],
         )?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO flow_jobs (flow_run, job, state) VALUES (?1, ?2, ?3)",
+            )?;
+            for (job, state) in changed {
+                stmt.execute(params![id, job, state])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
+    }
+
+    /// The job states of a flow run, as saved.
+    pub fn flow_jobs(
+        &self,
+        id: i64,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare_cached("SELECT job, state FROM flow_jobs WHERE flow_run = ?1")?;
+        let rows = stmt.query_map(params![id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = serde_json::Map::new();
+        for row in rows {
+            let (job, state) = row?;
+            out.insert(
+                job,
+                serde_json::from_str(&state).unwrap_or(serde_json::Value::Null),
+            );
+        }
+        Ok(out)
     }
 
     /// Flow runs that are not finished (running or stalled), oldest first.
@@ -122,7 +157,13 @@ impl Store {
             "SELECT {COLS} FROM flow_runs WHERE status IN ('running', 'stalled') ORDER BY id"
         ))?;
         let rows = stmt.query_map([], row)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let mut runs = rows.collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        drop(conn);
+        for r in &mut runs {
+            r.states = serde_json::Value::Object(self.flow_jobs(r.id)?);
+        }
+        Ok(runs)
     }
 
     pub fn flow_runs(&self, flow: &str, limit: u32) -> Result<Vec<FlowRunRecord>, StoreError> {
@@ -131,7 +172,13 @@ impl Store {
             "SELECT {COLS} FROM flow_runs WHERE flow = ?1 ORDER BY id DESC LIMIT ?2"
         ))?;
         let rows = stmt.query_map(params![flow, limit], row)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let mut runs = rows.collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        drop(conn);
+        for r in &mut runs {
+            r.states = serde_json::Value::Object(self.flow_jobs(r.id)?);
+        }
+        Ok(runs)
     }
 
     pub fn set_hold(

@@ -85,6 +85,12 @@ const MIGRATIONS: &[&str] = &[
         states        TEXT NOT NULL
      );
      CREATE INDEX flow_runs_flow ON flow_runs (flow, id);
+     CREATE TABLE flow_jobs (
+        flow_run INTEGER NOT NULL,
+        job      TEXT NOT NULL,
+        state    TEXT NOT NULL,
+        PRIMARY KEY (flow_run, job)
+     ) WITHOUT ROWID;
      CREATE TABLE schedule_fires (
         job           TEXT NOT NULL,
         scheduled_for INTEGER NOT NULL,
