@@ -59,6 +59,10 @@ def main():
     args = ap.parse_args()
 
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "nginx"], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     work = tempfile.mkdtemp(prefix="mamori-bench-checks-")
     procs = []
     try:
