@@ -222,7 +222,7 @@ pub struct Bus {
 
 impl Bus {
     pub fn new(store: Store) -> Self {
-        let (tx, _) = broadcast::channel(4096);
+        let (tx, _) = broadcast::channel(16384);
         Bus { store, tx }
     }
 

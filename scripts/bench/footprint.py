@@ -21,7 +21,7 @@ ap.add_argument('--window', type=float, default=60)
 ap.add_argument('--out')
 ap.add_argument('--max-busy', type=float, default=0.15,
                 help='a trial during which the whole machine was busier than this (0..1) is recorded as discarded and repeated')
-ap.add_argument('--retries', type=int, default=2, help='at most this many repeats in all')
+ap.add_argument('--retries', type=int, default=0, help='at most this many repeats in all (default 0: the daemon\'s own CPU-seconds hardly change with other load; the busy fraction is recorded)')
 a = ap.parse_args()
 supervisors.install_sigterm_exit()
 

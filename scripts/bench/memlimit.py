@@ -29,7 +29,7 @@ ap.add_argument('--prefill', type=int, default=150, help='MiB the hog allocates 
 ap.add_argument('--out')
 ap.add_argument('--max-busy', type=float, default=0.15,
                 help='a trial during which the whole machine was busier than this (0..1) is recorded as discarded and repeated')
-ap.add_argument('--retries', type=int, default=5, help='at most this many repeats in all')
+ap.add_argument('--retries', type=int, default=2, help='at most this many repeats in all')
 a = ap.parse_args()
 random.seed(a.seed)
 supervisors.install_sigterm_exit()

@@ -165,6 +165,8 @@ struct Engine {
     deadlines: Vec<(DateTime<Utc>, i64, String)>,
     specs: HashMap<String, crate::config::jobs::JobSpec>,
     checks: crate::probe::checks::Checks,
+    /// Job ends of the runs this engine started (never lossy).
+    ended_tx: mpsc::UnboundedSender<crate::supervise::RunEnded>,
     store: Store,
     bus: Bus,
     sup: Supervisor,
@@ -207,6 +209,7 @@ pub fn start(
         })
         .collect();
     let (tx, rx) = mpsc::channel(64);
+    let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     let job_flow = Arc::new(job_flow);
     let views = Arc::new(Mutex::new(BTreeMap::new()));
     let engine = Engine {
@@ -227,12 +230,13 @@ pub fn start(
             .filter_map(|u| Some((u.name.clone(), u.job.clone()?)))
             .collect(),
         checks,
+        ended_tx,
         store,
         bus,
         sup,
         views: views.clone(),
     };
-    tasks.spawn(engine.run(rx, cancel));
+    tasks.spawn(engine.run(rx, ended_rx, cancel));
     Flows {
         tx,
         views,
@@ -254,8 +258,12 @@ fn schedule_text(s: &super::when::Schedule) -> String {
 }
 
 impl Engine {
-    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, cancel: CancellationToken) {
-        let mut events = self.bus.subscribe();
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Cmd>,
+        mut ended: mpsc::UnboundedReceiver<crate::supervise::RunEnded>,
+        cancel: CancellationToken,
+    ) {
         self.recover().await;
         let now = Utc::now();
         for i in 0..self.scheduled.len() {
@@ -278,20 +286,12 @@ impl Engine {
                     Some(c) => self.command(c).await,
                     None => return,
                 },
-                ev = events.recv() => match ev {
-                    Ok(ev) => {
-                        if let EventKind::UnitExited { run_id, state, reason, .. } = &ev.kind {
-                            if let Some((fr, job)) = self.run_map.remove(run_id) {
-                                let ok = state == "succeeded";
-                                self.feed(fr, Input::Ended { job, run_id: *run_id, ok, reason: reason.clone() }).await;
-                            }
-                        }
+                Some(end) = ended.recv() => {
+                    if let Some((fr, job)) = self.run_map.remove(&end.run_id) {
+                        let ok = end.state == crate::store::RunState::Succeeded;
+                        self.feed(fr, Input::Ended { job, run_id: end.run_id, ok, reason: end.reason }).await;
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::error!(missed = n, "The flow engine missed events; some job ends may be unseen.");
-                    }
-                    Err(_) => return,
-                },
+                }
                 _ = sleep_until_opt(wake) => self.timers().await,
                 _ = tokio::time::sleep(Duration::from_millis(100)), if publish_due => {}
             }
@@ -578,7 +578,14 @@ impl Engine {
                     }
                     Action::Recover { job, failed } => {
                         let by = format!("on_failure of {failed} (flow {flow} run {id})");
-                        if let Err(e) = self.sup.ask(&job, |reply| Command::Run { by, reply }).await
+                        if let Err(e) = self
+                            .sup
+                            .ask(&job, |reply| Command::Run {
+                                by,
+                                reply,
+                                done: Some(self.ended_tx.clone()),
+                            })
+                            .await
                         {
                             tracing::error!(%job, error = %e.error, "Could not start the recovery job.");
                         }
@@ -623,7 +630,15 @@ impl Engine {
     /// Starts a job's run for a flow run; the input to feed back.
     async fn launch(&mut self, flow: &str, id: i64, job: &str, attempt: u32) -> Option<Input> {
         let by = format!("flow {flow} run {id} (attempt {attempt})");
-        match self.sup.ask(job, |reply| Command::Run { by, reply }).await {
+        match self
+            .sup
+            .ask(job, |reply| Command::Run {
+                by,
+                reply,
+                done: Some(self.ended_tx.clone()),
+            })
+            .await
+        {
             Ok(run_id) => {
                 self.run_map.insert(run_id, (id, job.to_string()));
                 if let Some(expected) = self.expected(job) {

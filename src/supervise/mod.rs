@@ -32,7 +32,7 @@ use crate::event::Bus;
 use crate::store::Store;
 use enforce::Enforcer;
 use reaper::Reaper;
-pub use unit::{CmdError, Command, UnitState, UnitStatus};
+pub use unit::{CmdError, Command, RunEnded, UnitState, UnitStatus};
 
 /// What every unit task shares.
 pub struct Ctx {

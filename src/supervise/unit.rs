@@ -147,7 +147,19 @@ pub enum Command {
     Run {
         by: String,
         reply: Reply<i64>,
+        /// Told how the run ended. Unlike the broadcast bus, this channel
+        /// never drops a message, so a flow never loses a job's end.
+        done: Option<mpsc::UnboundedSender<RunEnded>>,
     },
+}
+
+/// How a run ended, for whoever started it.
+#[derive(Debug, Clone)]
+pub struct RunEnded {
+    pub unit: String,
+    pub run_id: i64,
+    pub state: RunState,
+    pub reason: String,
 }
 
 /// Live figures of a run, written by its watchdog.
@@ -171,6 +183,7 @@ struct Live {
     pumps: Vec<JoinHandle<()>>,
     wall_deadline: Option<Instant>,
     stop_reason: Option<String>,
+    done: Option<mpsc::UnboundedSender<RunEnded>>,
 }
 
 pub struct UnitTask {
@@ -300,7 +313,7 @@ impl UnitTask {
                 let r = self.start("manual");
                 let _ = reply.send(r.map(|id| format!("restarted (run {id})")));
             }
-            Command::Run { by, reply } => {
+            Command::Run { by, reply, done } => {
                 if self.cfg.kind != UnitKind::Job {
                     let _ = reply.send(Err(CmdError {
                         status: 400,
@@ -325,7 +338,22 @@ impl UnitTask {
                     unit: self.cfg.name.clone(),
                     by,
                 });
-                let _ = reply.send(self.start("manual"));
+                let started = self.start("manual");
+                if let (Ok(run_id), Some(done)) = (&started, done) {
+                    match self.live.as_mut() {
+                        Some(l) => l.done = Some(done),
+                        // Could not even start: it has ended already.
+                        None => {
+                            let _ = done.send(RunEnded {
+                                unit: self.cfg.name.clone(),
+                                run_id: *run_id,
+                                state: RunState::Failed,
+                                reason: "spawn failed".into(),
+                            });
+                        }
+                    }
+                }
+                let _ = reply.send(started);
             }
         }
     }
@@ -500,6 +528,7 @@ impl UnitTask {
             pumps: pumps.into_iter().flatten().collect(),
             wall_deadline: self.cfg.limits.wall.map(|w| started + w),
             stop_reason: None,
+            done: None,
         })
     }
 
@@ -699,6 +728,14 @@ impl UnitTask {
         }
         live.group.remove();
         tracing::info!(unit = %self.cfg.name, run_id = live.id, state = state.as_str(), %reason, ran_ms, "Ended.");
+        if let Some(done) = &live.done {
+            let _ = done.send(RunEnded {
+                unit: self.cfg.name.clone(),
+                run_id: live.id,
+                state,
+                reason: reason.clone(),
+            });
+        }
         self.ctx.bus.emit(EventKind::UnitExited {
             unit: self.cfg.name.clone(),
             run_id: live.id,

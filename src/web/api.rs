@@ -184,7 +184,14 @@ pub async fn run_job(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     known(&s, &name)?;
     let by = "api".to_string();
-    let run_id = s.sup.ask(&name, |reply| Command::Run { by, reply }).await?;
+    let run_id = s
+        .sup
+        .ask(&name, |reply| Command::Run {
+            by,
+            reply,
+            done: None,
+        })
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "unit": name, "run_id": run_id })),
