@@ -95,6 +95,57 @@ pub enum EventKind {
         source: String,
         line: String,
     },
+    // --- alerts (src/alert/) ---
+    /// A rule raised a new alert.
+    #[serde(rename = "alert.fired")]
+    AlertFired {
+        alert_id: i64,
+        key: String,
+        rule: String,
+        severity: String,
+        title: String,
+        unit: Option<String>,
+    },
+    #[serde(rename = "alert.acknowledged")]
+    AlertAcknowledged {
+        alert_id: i64,
+        key: String,
+        by: String,
+        comment: String,
+    },
+    /// Resolved by its condition clearing (`by` = `auto`) or by a person.
+    #[serde(rename = "alert.resolved")]
+    AlertResolved {
+        alert_id: i64,
+        key: String,
+        by: String,
+    },
+    /// A channel failed to take a notification; it is retried with backoff.
+    #[serde(rename = "alert.delivery_failed")]
+    DeliveryFailed {
+        alert_id: i64,
+        delivery_id: i64,
+        channel: String,
+        attempts: u32,
+        error: String,
+    },
+    /// An alert received from outside (`POST /api/v1/alerts/ingest/alertmanager`).
+    #[serde(rename = "ingest.firing")]
+    IngestFiring {
+        source: String,
+        key: String,
+        name: String,
+        severity: String,
+        summary: String,
+        description: String,
+        labels: std::collections::BTreeMap<String, String>,
+    },
+    #[serde(rename = "ingest.resolved")]
+    IngestResolved {
+        source: String,
+        key: String,
+        name: String,
+    },
 }
 
 impl EventKind {
@@ -127,6 +178,12 @@ impl EventKind {
                 Some(unit.as_deref().unwrap_or(check))
             }
             LogMatched { check, .. } => Some(check),
+            AlertFired { unit, .. } => unit.as_deref(),
+            AlertAcknowledged { .. }
+            | AlertResolved { .. }
+            | DeliveryFailed { .. }
+            | IngestFiring { .. }
+            | IngestResolved { .. } => None,
             AgentStarted { .. } | AgentStopping { .. } | LeftoversKilled { .. } => None,
         }
     }

@@ -75,6 +75,8 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
             all_checks.push((c, name.and_then(|(_, span)| span)));
         }
     }
+    // --- alerts ---
+    let alerts = super::alerts::compile(&root, &base);
     root.finish();
     cross_check(&r, &units, &declared);
     cross_check_checks(&r, &all_checks, &declared);
@@ -86,6 +88,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
             agent,
             units: units.into_iter().map(|p| p.unit).collect(),
             checks: all_checks.into_iter().map(|(c, _)| c).collect(),
+            alerts,
         })
     } else {
         Err(ConfigErrors(errors))

@@ -7,6 +7,8 @@
 //!    *every* error as `FILE:LINE:COL: message`. Nothing is skipped: a config
 //!    with any error is rejected as a whole.
 
+// --- alerts ---
+pub mod alerts;
 pub mod checks;
 mod compile;
 pub mod units;
@@ -29,6 +31,8 @@ pub struct Config {
     pub units: Vec<UnitConfig>,
     /// Services' `health` checks first, then `[[check]]`s, in file order.
     pub checks: Vec<checks::CheckConfig>,
+    /// Alert rules, channels and escalation policies (src/alert/).
+    pub alerts: alerts::AlertsConfig,
 }
 
 impl Config {

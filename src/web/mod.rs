@@ -3,6 +3,7 @@
 //! `{"error": "..."}` with a 4xx status (a layer rewrites the framework's own
 //! plain-text rejections, so even a malformed request gets JSON).
 
+mod alerts;
 mod api;
 mod auth;
 
@@ -27,6 +28,7 @@ pub struct AppState {
     pub store: Store,
     pub token: String,
     pub logs_dir: std::path::PathBuf,
+    pub alerts: crate::alert::Alerts,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -34,6 +36,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/units/{name}/{action}", post(api::unit_action))
         .route("/api/v1/jobs/{name}/run", post(api::run_job))
         .route("/api/v1/heartbeats/{name}", post(api::heartbeat))
+        // --- alerts ---
+        .route("/api/v1/alerts/{id}/ack", post(alerts::ack))
+        .route("/api/v1/alerts/{id}/resolve", post(alerts::resolve))
+        .route(
+            "/api/v1/alerts/ingest/alertmanager",
+            post(alerts::ingest_alertmanager),
+        )
+        .route("/api/v1/silences", post(alerts::add_silence))
+        .route("/api/v1/silences/{id}/expire", post(alerts::expire_silence))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -50,6 +61,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/checks", get(api::checks))
         .route("/api/v1/checks/{name}", get(api::check))
         .route("/api/v1/host", get(api::host))
+        // --- alerts ---
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/{id}", get(alerts::show))
+        .route("/api/v1/silences", get(alerts::silences))
+        .route(
+            "/ack/{id}/{token}",
+            get(alerts::link_page).post(alerts::link_ack),
+        )
         .merge(mutating)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::map_response(json_errors))

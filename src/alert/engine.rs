@@ -1,0 +1,635 @@
+//! The async shell around the pure cores: one task owns every active alert.
+//! It reads events from the bus (catching up from the store if it lagged),
+//! applies the rules, drives each alert's `Lifecycle` with ticks at the
+//! times it asks for, takes acknowledgements and resolutions from the API,
+//! and writes each transition together with the notifications it produced
+//! (the outbox) in one transaction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::ack_link::AckKey;
+use super::channels::Notification;
+use super::db::{AlertRecord, AlertStore, NewDelivery, Silence};
+use super::escalation::{Escalation, Policy};
+use super::lifecycle::{Action, Input, Lifecycle, State};
+use super::rules::{self, Matched, Severity};
+use super::AlertError;
+use crate::config::alerts::AlertsConfig;
+use crate::event::{Bus, Event, EventKind};
+use crate::store::Store;
+use crate::util::{format_ts, now_ms};
+
+pub enum Command {
+    Ack {
+        id: i64,
+        by: String,
+        comment: String,
+        reply: oneshot::Sender<Result<AlertRecord, AlertError>>,
+    },
+    Resolve {
+        id: i64,
+        by: String,
+        reply: oneshot::Sender<Result<AlertRecord, AlertError>>,
+    },
+}
+
+struct Active {
+    rec: AlertRecord,
+    life: Lifecycle,
+}
+
+pub struct Engine {
+    pub store: Store,
+    pub bus: Bus,
+    pub config: AlertsConfig,
+    pub key: AckKey,
+    pub public_url: String,
+    pub outbox: Arc<Notify>,
+    active: HashMap<i64, Active>,
+    by_key: HashMap<String, i64>,
+    policies: HashMap<String, Policy>,
+    last_event: i64,
+}
+
+/// Wall-clock milliseconds of a tokio instant (for records only).
+fn to_ms(i: Instant) -> i64 {
+    let (now_i, now) = (Instant::now(), now_ms());
+    if i >= now_i {
+        now + (i - now_i).as_millis() as i64
+    } else {
+        now - (now_i - i).as_millis() as i64
+    }
+}
+
+/// The tokio instant of a recorded wall-clock time.
+fn from_ms(ms: i64) -> Instant {
+    let (now_i, now) = (Instant::now(), now_ms());
+    if ms >= now {
+        now_i + Duration::from_millis((ms - now) as u64)
+    } else {
+        now_i
+            .checked_sub(Duration::from_millis((now - ms) as u64))
+            .unwrap_or(now_i)
+    }
+}
+
+fn silenced(silences: &[Silence], rec: &AlertRecord, now: i64) -> bool {
+    silences.iter().any(|s| {
+        s.starts_at <= now
+            && s.ends_at > now
+            && s.matchers.iter().all(|(label, pattern)| {
+                let value = match label.as_str() {
+                    "key" => &rec.key,
+                    "rule" => &rec.rule,
+                    "subject" => &rec.subject,
+                    "severity" => &rec.severity,
+                    _ => return false,
+                };
+                rules::glob(pattern, value)
+            })
+    })
+}
+
+impl Engine {
+    pub fn new(
+        store: Store,
+        bus: Bus,
+        config: AlertsConfig,
+        key: AckKey,
+        public_url: String,
+        outbox: Arc<Notify>,
+    ) -> Engine {
+        let policies = config
+            .policies
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect();
+        Engine {
+            store,
+            bus,
+            config,
+            key,
+            public_url,
+            outbox,
+            active: HashMap::new(),
+            by_key: HashMap::new(),
+            policies,
+            last_event: 0,
+        }
+    }
+
+    fn all_channels(&self) -> Vec<String> {
+        self.config
+            .channels
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// The policy a new alert uses: its rule's, else its severity's (from
+    /// `[alerts] policy`, else a policy named after the severity), else the
+    /// implicit one (every channel at once; critical repeats until acked).
+    fn choose_policy(&self, rule_policy: Option<&str>, severity: Severity) -> String {
+        if let Some(p) = rule_policy {
+            return p.to_string();
+        }
+        if let Some((_, p)) = self
+            .config
+            .severity_policy
+            .iter()
+            .find(|(s, _)| *s == severity)
+        {
+            return p.clone();
+        }
+        if self.policies.contains_key(severity.as_str()) {
+            return severity.as_str().to_string();
+        }
+        if severity == Severity::Critical {
+            "implicit-critical".into()
+        } else {
+            "implicit".into()
+        }
+    }
+
+    fn policy(&self, name: &str) -> Policy {
+        match self.policies.get(name) {
+            Some(p) => p.clone(),
+            None => Policy::implicit(name, self.all_channels(), name == "implicit-critical"),
+        }
+    }
+
+    fn restore(rec: &AlertRecord) -> Lifecycle {
+        let state = State::parse(&rec.state);
+        Lifecycle {
+            state,
+            occurrences: rec.occurrences,
+            escalation: match (state, rec.esc_started) {
+                (State::Firing, Some(ms)) => Some(Escalation {
+                    started: from_ms(ms),
+                    round: rec.esc_round,
+                    step: rec.esc_step,
+                    done: rec.esc_done,
+                }),
+                _ => None,
+            },
+            ack_until: rec.ack_until.map(from_ms),
+            notified: rec.notified.clone(),
+        }
+    }
+
+    fn sync(rec: &mut AlertRecord, life: &Lifecycle) {
+        rec.state = life.state.as_str().to_string();
+        rec.occurrences = life.occurrences;
+        match &life.escalation {
+            Some(e) => {
+                rec.esc_started = Some(to_ms(e.started));
+                rec.esc_round = e.round;
+                rec.esc_step = e.step;
+                rec.esc_done = e.done;
+            }
+            None => rec.esc_started = None,
+        }
+        rec.ack_until = life.ack_until.map(to_ms);
+        rec.notified = life.notified.clone();
+    }
+
+    /// Loads the alerts that were active when the agent stopped. Events
+    /// stored before now were handled by an earlier agent (or predate
+    /// alerting): the engine starts after the newest.
+    pub fn load(&mut self) -> Result<(), crate::store::StoreError> {
+        if let Some(e) = self.store.events(None, None, 1)?.last() {
+            self.last_event = e.id;
+        }
+        for rec in self.store.active_alerts()? {
+            let life = Self::restore(&rec);
+            self.by_key.insert(rec.key.clone(), rec.id);
+            self.active.insert(rec.id, Active { rec, life });
+        }
+        if !self.active.is_empty() {
+            tracing::info!(
+                count = self.active.len(),
+                "Alerts still active from before."
+            );
+        }
+        Ok(())
+    }
+
+    fn notification(&self, rec: &AlertRecord, what: &str, round: u32, step: usize) -> String {
+        let n = Notification {
+            alert_id: rec.id,
+            delivery_id: 0,
+            key: rec.key.clone(),
+            rule: rec.rule.clone(),
+            subject: rec.subject.clone(),
+            severity: rec.severity.clone(),
+            state: rec.state.clone(),
+            what: what.into(),
+            title: rec.title.clone(),
+            body: rec.body.clone(),
+            occurrences: rec.occurrences,
+            first_at: format_ts(rec.first_at),
+            round,
+            step,
+            ack_url: (what != "resolved").then(|| self.key.url(&self.public_url, rec.id)),
+        };
+        serde_json::to_string(&n).unwrap_or_default()
+    }
+
+    /// Turns a lifecycle's actions into deliveries, stores them with the
+    /// alert's new state, and wakes the outbox.
+    fn commit(&self, rec: &AlertRecord, actions: &[Action]) {
+        let now = now_ms();
+        let mut deliveries = Vec::new();
+        let needs_silences = actions
+            .iter()
+            .any(|a| matches!(a, Action::Notify(_) | Action::NotifyResolved { .. }));
+        let muted = needs_silences
+            && self
+                .store
+                .silences(now, false)
+                .map(|s| silenced(&s, rec, now))
+                .unwrap_or(false);
+        let known = self.all_channels();
+        for a in actions {
+            let (channels, what, round, step) = match a {
+                Action::Notify(d) => (
+                    &d.channels,
+                    if d.round == 0 && d.step == 0 {
+                        "fired"
+                    } else {
+                        "escalated"
+                    },
+                    d.round,
+                    d.step,
+                ),
+                Action::NotifyResolved { channels } => (channels, "resolved", 0, 0),
+                Action::Changed(_) => continue,
+            };
+            for c in channels {
+                if !known.contains(c) {
+                    continue;
+                }
+                deliveries.push(NewDelivery {
+                    channel: c.clone(),
+                    what: what.into(),
+                    payload: self.notification(rec, what, round, step),
+                    state: if muted { "muted" } else { "pending" },
+                });
+            }
+        }
+        if let Err(e) = self.store.save_alert(rec, &deliveries, now) {
+            tracing::error!(alert = rec.id, error = %e, "Could not store an alert's change.");
+        }
+        if deliveries.iter().any(|d| d.state == "pending") {
+            self.outbox.notify_one();
+        }
+        if muted && !deliveries.is_empty() {
+            tracing::info!(alert = rec.id, "Notifications muted by a silence.");
+        }
+    }
+
+    fn fire(&mut self, event: &Event, m: Matched, now: Instant) {
+        let Matched::Fire {
+            key,
+            rule,
+            subject,
+            severity,
+            title,
+            body,
+            policy,
+        } = m
+        else {
+            return;
+        };
+        let now_wall = now_ms();
+        if let Some(id) = self.by_key.get(&key).copied() {
+            let Some(a) = self.active.get_mut(&id) else {
+                return;
+            };
+            let policy = match self.policies.get(&a.rec.policy) {
+                Some(p) => p.clone(),
+                None => Policy::implicit(&a.rec.policy, Vec::new(), false),
+            };
+            if a.life.handle(Input::Occurred, &policy, now).is_ok() {
+                a.rec.last_at = now_wall;
+                Self::sync(&mut a.rec, &a.life);
+                let rec = a.rec.clone();
+                self.commit(&rec, &[]);
+            }
+            return;
+        }
+        let policy_name = self.choose_policy(policy.as_deref(), severity);
+        let policy = self.policy(&policy_name);
+        let mut rec = AlertRecord {
+            id: 0,
+            key: key.clone(),
+            rule: rule.clone(),
+            subject: subject.clone(),
+            severity: severity.as_str().into(),
+            state: "firing".into(),
+            title: title.clone(),
+            body,
+            policy: policy_name,
+            occurrences: 1,
+            first_at: now_wall,
+            last_at: now_wall,
+            event_id: Some(event.id),
+            acked_at: None,
+            acked_by: None,
+            ack_comment: None,
+            ack_until: None,
+            resolved_at: None,
+            resolved_by: None,
+            esc_started: Some(now_wall),
+            esc_round: 0,
+            esc_step: 0,
+            esc_done: false,
+            notified: Vec::new(),
+        };
+        match self.store.insert_alert(&rec) {
+            Ok(id) => rec.id = id,
+            Err(e) => {
+                tracing::error!(key = %key, error = %e, "Could not store a new alert.");
+                return;
+            }
+        }
+        let (life, actions) = Lifecycle::fire(&policy, now);
+        Self::sync(&mut rec, &life);
+        self.commit(&rec, &actions);
+        tracing::warn!(alert = rec.id, key = %key, severity = %rec.severity, title = %title, "Alert fired.");
+        self.bus.emit(EventKind::AlertFired {
+            alert_id: rec.id,
+            key: key.clone(),
+            rule,
+            severity: rec.severity.clone(),
+            title,
+            unit: event.kind.unit().map(str::to_string),
+        });
+        self.by_key.insert(key, rec.id);
+        self.active.insert(rec.id, Active { rec, life });
+    }
+
+    /// Applies an input to an active alert and stores the result.
+    fn apply(
+        &mut self,
+        id: i64,
+        input: Input,
+        now: Instant,
+        edit: impl FnOnce(&mut AlertRecord),
+    ) -> Result<AlertRecord, AlertError> {
+        let policy = match self.active.get(&id) {
+            Some(a) => self.policy(&a.rec.policy),
+            None => {
+                return match self.store.alert(id) {
+                    Ok(Some(_)) => Err(AlertError::AlreadyResolved(id)),
+                    Ok(None) => Err(AlertError::NotFound(id)),
+                    Err(e) => Err(AlertError::Store(e.to_string())),
+                }
+            }
+        };
+        let a = self.active.get_mut(&id).expect("checked above");
+        let actions = a
+            .life
+            .handle(input, &policy, now)
+            .map_err(|_| AlertError::AlreadyResolved(id))?;
+        edit(&mut a.rec);
+        Self::sync(&mut a.rec, &a.life);
+        let rec = a.rec.clone();
+        for act in &actions {
+            if act == &Action::Changed(State::Firing) {
+                tracing::warn!(alert = id, key = %rec.key, "Acknowledgement expired; escalating again.");
+            }
+        }
+        self.commit(&rec, &actions);
+        if rec.state == "resolved" {
+            self.active.remove(&id);
+            self.by_key.remove(&rec.key);
+        }
+        Ok(rec)
+    }
+
+    fn resolve(&mut self, id: i64, by: &str, now: Instant) -> Result<AlertRecord, AlertError> {
+        let by_s = by.to_string();
+        let rec = self.apply(id, Input::Resolve, now, |r| {
+            r.resolved_at = Some(now_ms());
+            r.resolved_by = Some(by_s);
+        })?;
+        tracing::info!(alert = id, key = %rec.key, by, "Alert resolved.");
+        self.bus.emit(EventKind::AlertResolved {
+            alert_id: id,
+            key: rec.key.clone(),
+            by: by.to_string(),
+        });
+        Ok(rec)
+    }
+
+    fn ack(
+        &mut self,
+        id: i64,
+        by: &str,
+        comment: &str,
+        now: Instant,
+    ) -> Result<AlertRecord, AlertError> {
+        let (by_s, comment_s) = (by.to_string(), comment.to_string());
+        let timeout = self.config.ack_timeout;
+        let rec = self.apply(id, Input::Ack { timeout }, now, |r| {
+            r.acked_at = Some(now_ms());
+            r.acked_by = Some(by_s);
+            r.ack_comment = Some(comment_s);
+        })?;
+        tracing::info!(alert = id, key = %rec.key, by, "Alert acknowledged.");
+        self.bus.emit(EventKind::AlertAcknowledged {
+            alert_id: id,
+            key: rec.key.clone(),
+            by: by.to_string(),
+            comment: comment.to_string(),
+        });
+        Ok(rec)
+    }
+
+    fn on_event(&mut self, event: &Event) {
+        if event.id <= self.last_event {
+            return;
+        }
+        self.last_event = event.id;
+        let kind = event.kind.name();
+        if kind.starts_with("alert.") {
+            return;
+        }
+        let Ok(Value::Object(fields)) = serde_json::to_value(&event.kind) else {
+            return;
+        };
+        let now = Instant::now();
+        for m in rules::evaluate(&self.config.rules, &kind, &fields) {
+            match m {
+                Matched::Clear { key } => {
+                    if let Some(id) = self.by_key.get(&key).copied() {
+                        let _ = self.resolve(id, "auto", now);
+                    }
+                }
+                fire => self.fire(event, fire, now),
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.active
+            .values()
+            .filter_map(|a| {
+                let p = self.policies.get(&a.rec.policy);
+                match p {
+                    Some(p) => a.life.next_wake(p),
+                    None => a.life.next_wake(&self.policy(&a.rec.policy)),
+                }
+            })
+            .min()
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let due: Vec<i64> = self
+            .active
+            .iter()
+            .filter(|(_, a)| {
+                a.life
+                    .next_wake(&self.policy(&a.rec.policy))
+                    .is_some_and(|w| w <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let _ = self.apply(id, Input::Tick, now, |_| {});
+        }
+    }
+
+    /// Events the bus dropped because we lagged: read them from the store.
+    fn catch_up(&mut self) {
+        loop {
+            let batch = match self.store.events(None, Some(self.last_event), 1000) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "Could not read events to catch up.");
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                return;
+            }
+            for e in &batch {
+                self.on_event(e);
+            }
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut events: broadcast::Receiver<Arc<Event>>,
+        mut commands: mpsc::Receiver<Command>,
+        cancel: CancellationToken,
+    ) {
+        let now = Instant::now();
+        self.tick(now);
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                ev = events.recv() => match ev {
+                    Ok(e) => self.on_event(&e),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "Alerting lagged behind the event bus; catching up from the store.");
+                        self.catch_up();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Ack { id, by, comment, reply }) => {
+                        let _ = reply.send(self.ack(id, &by, &comment, Instant::now()));
+                    }
+                    Some(Command::Resolve { id, by, reply }) => {
+                        let _ = reply.send(self.resolve(id, &by, Instant::now()));
+                    }
+                    None => break,
+                },
+                _ = async {
+                    match wake {
+                        Some(w) => tokio::time::sleep_until(w).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => self.tick(Instant::now()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silences_match_every_matcher_while_active() {
+        let rec = AlertRecord {
+            id: 1,
+            key: "check-down/api".into(),
+            rule: "check-down".into(),
+            subject: "api".into(),
+            severity: "critical".into(),
+            state: "firing".into(),
+            title: String::new(),
+            body: String::new(),
+            policy: String::new(),
+            occurrences: 1,
+            first_at: 0,
+            last_at: 0,
+            event_id: None,
+            acked_at: None,
+            acked_by: None,
+            ack_comment: None,
+            ack_until: None,
+            resolved_at: None,
+            resolved_by: None,
+            esc_started: None,
+            esc_round: 0,
+            esc_step: 0,
+            esc_done: false,
+            notified: vec![],
+        };
+        let s = |m: &[(&str, &str)], start, end| Silence {
+            id: 1,
+            matchers: m
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            starts_at: start,
+            ends_at: end,
+            comment: String::new(),
+            created_by: String::new(),
+            created_at: 0,
+        };
+        assert!(silenced(&[s(&[("subject", "api")], 0, 100)], &rec, 50));
+        assert!(silenced(
+            &[s(&[("rule", "check-*"), ("severity", "critical")], 0, 100)],
+            &rec,
+            50
+        ));
+        assert!(
+            !silenced(&[s(&[("subject", "api")], 0, 100)], &rec, 100),
+            "ended"
+        );
+        assert!(
+            !silenced(&[s(&[("subject", "api")], 60, 100)], &rec, 50),
+            "not begun"
+        );
+        assert!(!silenced(
+            &[s(&[("subject", "api"), ("severity", "info")], 0, 100)],
+            &rec,
+            50
+        ));
+        assert!(!silenced(&[s(&[("nope", "*")], 0, 100)], &rec, 50));
+    }
+}
