@@ -1,0 +1,608 @@
+//! Alerts end to end: a check goes down, an alert fires and is delivered to
+//! a real HTTP listener and a real SMTP server (aiosmtpd), acknowledged from
+//! the signed link, the CLI and the API, silenced, resolved when the check
+//! comes back; notifications survive a channel that is down and an agent
+//! that is SIGKILLed. Escalation timing itself is tested with paused time in
+//! `src/alert/lifecycle.rs`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{http, wait_for, Agent};
+use serde_json::Value;
+
+/// One request the listener received.
+#[derive(Clone, Debug)]
+struct Received {
+    /// Header lines, lowercased names.
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+}
+
+/// A real HTTP listener on 127.0.0.1 that records what it is sent; when
+/// `up` is false it answers 503 and records nothing.
+struct Hook {
+    port: u16,
+    got: Arc<Mutex<Vec<Received>>>,
+    up: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Hook {
+    fn start(up: bool) -> Hook {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hook = Hook {
+            port,
+            got: Arc::default(),
+            up: Arc::new(AtomicBool::new(up)),
+            stop: Arc::default(),
+        };
+        let (got, up, stop) = (hook.got.clone(), hook.up.clone(), hook.stop.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(s) = conn else { continue };
+                let (got, up) = (got.clone(), up.clone());
+                std::thread::spawn(move || serve(s, &got, &up));
+            }
+        });
+        hook
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/alerts", self.port)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve(s: TcpStream, got: &Mutex<Vec<Received>>, up: &AtomicBool) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut headers = Vec::new();
+    let mut line = String::new();
+    if r.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    let _ = r.read_exact(&mut body);
+    let mut s = s;
+    if up.load(Ordering::SeqCst) {
+        got.lock().unwrap().push(Received {
+            headers,
+            body: String::from_utf8_lossy(&body).to_string(),
+        });
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+    } else {
+        let _ = s.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndown",
+        );
+    }
+}
+
+/// A real SMTP server (Debian python3-aiosmtpd) writing a Maildir; killed on drop.
+struct Smtp {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Smtp {
+    /// A python that has aiosmtpd: Debian's (which the package installs
+    /// into), else whatever `python3` is on PATH.
+    fn python() -> &'static str {
+        for p in ["/usr/bin/python3", "python3"] {
+            let ok = Command::new(p)
+                .args(["-c", "import aiosmtpd"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return p;
+            }
+        }
+        panic!("no python3 with aiosmtpd: apt-get install python3-aiosmtpd (scripts/test does it)");
+    }
+
+    fn start(port: u16, dir: &Path) -> Smtp {
+        let child = Command::new(Self::python())
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m aiosmtpd (apt-get install python3-aiosmtpd; scripts/test does it)");
+        let smtp = Smtp {
+            child,
+            dir: dir.to_path_buf(),
+        };
+        wait_for("the SMTP server to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+        smtp
+    }
+
+    fn messages(&self) -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.join("new"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .collect()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Undoes quoted-printable soft line breaks and `=XX` escapes (enough for ASCII mail).
+fn unqp(s: &str) -> String {
+    let s = s.replace("=\r\n", "").replace("=\n", "");
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '=' {
+            let hex: String = chars.clone().take(2).collect();
+            if let Ok(b) = u8::from_str_radix(&hex, 16) {
+                out.push(b as char);
+                chars.next();
+                chars.next();
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A check that is down while `flag` does not exist.
+fn check(flag: &Path) -> String {
+    format!(
+        r#"[[check]]
+name = "db"
+kind = "exec"
+command = "test -f {}"
+interval = "100ms"
+fall = 1
+rise = 1
+"#,
+        flag.display()
+    )
+}
+
+fn hook_channel(hook: &Hook) -> String {
+    format!(
+        r#"[[channel]]
+name = "hook"
+kind = "webhook"
+url = "{}"
+"#,
+        hook.url()
+    )
+}
+
+fn alerts(a: &Agent, state: &str) -> Vec<Value> {
+    a.get(&format!("/api/v1/alerts?state={state}"))
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn wait_alert(a: &Agent, state: &str) -> Value {
+    wait_for(&format!("an alert in state {state}"), || {
+        alerts(a, state).into_iter().next()
+    })
+}
+
+fn post_json(a: &Agent, path: &str, body: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        a.token(),
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// The path part of an ack URL.
+fn path_of(url: &str) -> String {
+    let rest = url.split_once("://").unwrap().1;
+    format!("/{}", rest.split_once('/').unwrap().1)
+}
+
+#[test]
+fn a_down_check_is_delivered_to_a_webhook_acked_by_its_link_and_resolved_when_up() {
+    let hook = Hook::start(true);
+    let flags = tempfile::tempdir().unwrap();
+    let flag = flags.path().join("db-ok");
+    let a = Agent::start("", &format!("{}\n{}", hook_channel(&hook), check(&flag)));
+
+    let got = wait_for("the webhook", || hook.received().into_iter().next());
+    let n = got.json();
+    assert_eq!(n["what"], "fired");
+    assert_eq!(n["severity"], "critical");
+    assert_eq!(n["state"], "firing");
+    assert_eq!(n["title"], "check db is down");
+    assert_eq!(n["key"], "check-down/db");
+    let id = n["alert_id"].as_i64().unwrap();
+    assert_eq!(
+        got.header("x-mamori-delivery").map(str::to_string),
+        Some(n["delivery_id"].to_string())
+    );
+    let url = n["ack_url"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{}/ack/{id}/", a.port)),
+        "{url}"
+    );
+    let link = path_of(&url);
+
+    // A GET shows the button and changes nothing (mail scanners follow links).
+    let (status, page) = http(a.port, "GET", &link, None).unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("<form method=\"post\">"), "{page}");
+    assert!(page.contains("Acknowledge"), "{page}");
+    assert_eq!(a.get(&format!("/api/v1/alerts/{id}"))["state"], "firing");
+
+    // Tampered, or for another alert: refused, and nothing changes.
+    let mut tampered = link.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == '0' { '1' } else { '0' });
+    let (status, _) = http(a.port, "POST", &tampered, None).unwrap();
+    assert_eq!(status, 403);
+    let token = link.rsplit('/').next().unwrap();
+    let (status, _) = http(a.port, "POST", &format!("/ack/{}/{token}", id + 1), None).unwrap();
+    assert_eq!(status, 403);
+    assert_eq!(a.get(&format!("/api/v1/alerts/{id}"))["state"], "firing");
+
+    // The button.
+    let (status, page) = http(a.port, "POST", &link, None).unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Acknowledged"), "{page}");
+    let alert = a.get(&format!("/api/v1/alerts/{id}"));
+    assert_eq!(alert["state"], "acknowledged");
+    assert_eq!(alert["acked_by"], "link");
+    assert_eq!(alert["deliveries"][0]["state"], "sent");
+
+    // The check comes back: resolved by itself, and the channel is told.
+    std::fs::write(&flag, "").unwrap();
+    let resolved = wait_for("the resolution on the webhook", || {
+        hook.received()
+            .into_iter()
+            .map(|r| r.json())
+            .find(|n| n["what"] == "resolved")
+    });
+    assert_eq!(resolved["alert_id"], id);
+    assert!(resolved["ack_url"].is_null());
+    let alert = a.get(&format!("/api/v1/alerts/{id}"));
+    assert_eq!(alert["state"], "resolved");
+    assert_eq!(alert["resolved_by"], "auto");
+    assert!(alerts(&a, "firing").is_empty());
+}
+
+#[test]
+fn escalation_stops_when_acknowledged_from_the_cli_and_resolve_by_hand() {
+    let hook = Hook::start(true);
+    let flags = tempfile::tempdir().unwrap();
+    let flag = flags.path().join("db-ok");
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"{}
+[[policy]]
+name = "critical"
+[[policy.step]]
+after = "0s"
+channels = ["hook"]
+[[policy.step]]
+after = "1s"
+channels = ["hook"]
+[[policy.step]]
+after = "3s"
+channels = ["hook"]
+
+{}"#,
+            hook_channel(&hook),
+            check(&flag)
+        ),
+    );
+    // Step 1 at once, step 2 after 1 s.
+    let steps = wait_for("two steps on the webhook", || {
+        let r = hook.received();
+        (r.len() >= 2).then_some(r)
+    });
+    assert_eq!(steps[0].json()["step"], 0);
+    assert_eq!(steps[1].json()["step"], 1);
+    assert_eq!(steps[1].json()["what"], "escalated");
+    let id = steps[0].json()["alert_id"].as_i64().unwrap();
+
+    let out = a.cli(&["alerts"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("CRITICAL") && text.contains("check db is down"),
+        "{text}"
+    );
+
+    let out = a.cli(&["ack", &id.to_string(), "--comment", "looking"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alert = a.get(&format!("/api/v1/alerts/{id}"));
+    assert_eq!(alert["state"], "acknowledged");
+    assert_eq!(alert["ack_comment"], "looking");
+    assert!(alert["acked_by"].as_str().unwrap().starts_with("cli:"));
+    // Step 3 (at 3 s) never comes.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(hook.received().len(), 2);
+
+    let out = a.cli(&["alert", &id.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("DELIVERY") && text.contains("sent"), "{text}");
+
+    let out = a.cli(&["resolve", &id.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(a.get(&format!("/api/v1/alerts/{id}"))["state"], "resolved");
+    let out = a.cli(&["ack", &id.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already resolved"));
+    let (status, _) = a.post("/api/v1/alerts/999999/ack");
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn a_silence_mutes_notifications_but_the_alert_stays_visible() {
+    let hook = Hook::start(true);
+    let flags = tempfile::tempdir().unwrap();
+    let flag = flags.path().join("db-ok");
+    std::fs::write(&flag, "").unwrap();
+    let a = Agent::start("", &format!("{}\n{}", hook_channel(&hook), check(&flag)));
+    let out = a.cli(&[
+        "silence",
+        "add",
+        "subject=d*",
+        "--for",
+        "1h",
+        "--comment",
+        "db maintenance",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = a.cli(&["silence", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("db maintenance"));
+
+    std::fs::remove_file(&flag).unwrap();
+    let alert = wait_alert(&a, "firing");
+    let id = alert["id"].as_i64().unwrap();
+    let d = wait_for("the muted delivery", || {
+        a.get(&format!("/api/v1/alerts/{id}"))["deliveries"]
+            .as_array()
+            .and_then(|d| d.first().cloned())
+    });
+    assert_eq!(d["state"], "muted");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(hook.received().is_empty());
+
+    let (status, body) = post_json(
+        &a,
+        "/api/v1/silences",
+        r#"{"matchers": {"nope": "x"}, "duration": "1h", "comment": "c"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post_json(
+        &a,
+        "/api/v1/silences",
+        r#"{"matchers": {"rule": "x"}, "duration": "1h"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn email_is_delivered_once_the_smtp_server_comes_up() {
+    let smtp_port = common::free_port();
+    let mail = tempfile::tempdir().unwrap();
+    let flags = tempfile::tempdir().unwrap();
+    let flag = flags.path().join("db-ok");
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[alerts]
+public_url = "http://phone.example:7878/"
+
+[[channel]]
+name = "ops-mail"
+kind = "email"
+server = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+from = "mamori <mamori@example.com>"
+to = ["ops@example.com", "Second <oncall@example.com>"]
+timeout = "5s"
+
+{}"#,
+            check(&flag)
+        ),
+    );
+    // The server is not there yet: the delivery is retried.
+    let alert = wait_alert(&a, "firing");
+    let id = alert["id"].as_i64().unwrap();
+    let d = wait_for("two failed attempts", || {
+        let d = a.get(&format!("/api/v1/alerts/{id}"))["deliveries"][0].clone();
+        (d["attempts"].as_u64().unwrap_or(0) >= 2).then_some(d)
+    });
+    assert_eq!(d["state"], "pending");
+    assert!(
+        d["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{d}"
+    );
+
+    // aiosmtpd's Maildir creates its subfolders only for a folder it creates.
+    let smtp = Smtp::start(smtp_port, &mail.path().join("maildir"));
+    let msg = wait_for("the mail", || smtp.messages().into_iter().next());
+    let msg = unqp(&msg);
+    assert!(
+        msg.contains(&format!(
+            "Subject: [CRITICAL] check db is down (alert #{id})"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("The exec check db is down"), "{msg}");
+    assert!(
+        msg.contains("To: ops@example.com, Second <oncall@example.com>"),
+        "{msg}"
+    );
+    let prefix = format!("http://phone.example:7878/ack/{id}/");
+    let link = msg
+        .split_whitespace()
+        .find(|w| w.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no ack link in {msg}"));
+    // The link from the mail works on this agent (public_url is how phones reach it).
+    let (status, page) = http(a.port, "POST", &path_of(link), None).unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        a.get(&format!("/api/v1/alerts/{id}"))["state"],
+        "acknowledged"
+    );
+    let d = wait_for("the delivery recorded as sent", || {
+        let d = a.get(&format!("/api/v1/alerts/{id}"))["deliveries"][0].clone();
+        (d["state"] == "sent").then_some(d)
+    });
+    assert!(d["attempts"].as_u64().unwrap() >= 3);
+    assert_eq!(smtp.messages().len(), 1);
+}
+
+#[test]
+fn notifications_pending_when_the_agent_is_killed_arrive_after_restart_once() {
+    let hook = Hook::start(false);
+    let flags = tempfile::tempdir().unwrap();
+    let flag = flags.path().join("db-ok");
+    let mut a = Agent::start("", &format!("{}\n{}", hook_channel(&hook), check(&flag)));
+    let alert = wait_alert(&a, "firing");
+    let id = alert["id"].as_i64().unwrap();
+    wait_for("a failed attempt", || {
+        let d = a.get(&format!("/api/v1/alerts/{id}"))["deliveries"][0].clone();
+        (d["attempts"].as_u64().unwrap_or(0) >= 1).then_some(())
+    });
+    a.crash();
+    hook.up.store(true, Ordering::SeqCst);
+    a.spawn();
+    let got = wait_for("the notification after the restart", || {
+        hook.received().into_iter().next()
+    });
+    assert_eq!(got.json()["alert_id"], id);
+    // Still one alert (the check went down again in the new agent: a count, not a new alert).
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = alerts(&a, "all");
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(all[0]["occurrences"].as_u64().unwrap() >= 2);
+    assert_eq!(hook.received().len(), 1, "sent once");
+}
+
+#[test]
+fn alertmanager_webhooks_become_alerts_with_acknowledgement() {
+    let a = Agent::start("", "");
+    let payload = |status: &str| {
+        format!(
+            r#"{{"version": "4", "status": "{status}", "receiver": "mamori", "groupKey": "{{}}:{{}}",
+              "alerts": [{{"status": "{status}", "fingerprint": "abc123",
+                "labels": {{"alertname": "HighLatency", "severity": "critical", "job": "api"}},
+                "annotations": {{"summary": "p99 above 1s", "description": "api p99 is 2.3s"}},
+                "startsAt": "2026-11-23T06:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}}]}}"#
+        )
+    };
+    let (status, body) = post_json(&a, "/api/v1/alerts/ingest/alertmanager", &payload("firing"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 1);
+    let alert = wait_alert(&a, "firing");
+    assert_eq!(alert["title"], "HighLatency: p99 above 1s");
+    assert_eq!(alert["body"], "api p99 is 2.3s");
+    assert_eq!(alert["severity"], "critical");
+    assert_eq!(alert["key"], "alertmanager/abc123");
+    // Alertmanager repeats itself: one alert, counted.
+    post_json(&a, "/api/v1/alerts/ingest/alertmanager", &payload("firing"));
+    wait_for("a second occurrence", || {
+        (alerts(&a, "firing")[0]["occurrences"] == 2).then_some(())
+    });
+    post_json(
+        &a,
+        "/api/v1/alerts/ingest/alertmanager",
+        &payload("resolved"),
+    );
+    wait_alert(&a, "resolved");
+
+    let (status, body) = post_json(
+        &a,
+        "/api/v1/alerts/ingest/alertmanager",
+        r#"{"version": "3", "alerts": []}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = http(a.port, "POST", "/api/v1/alerts/ingest/alertmanager", None).unwrap();
+    assert_eq!(status, 401, "needs the token");
+}
