@@ -606,3 +606,149 @@ fn alertmanager_webhooks_become_alerts_with_acknowledgement() {
     let (status, _) = http(a.port, "POST", "/api/v1/alerts/ingest/alertmanager", None).unwrap();
     assert_eq!(status, 401, "needs the token");
 }
+
+#[test]
+fn alert_config_errors_are_all_reported_with_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"[alerts]
+ack_timeout = "0s"
+public_url = "ftp://x"
+policy = { critical = "nope" }
+
+[[channel]]
+name = "mail"
+kind = "email"
+server = "smtp"
+tls = "ssl"
+to = []
+
+[[channel]]
+name = "mail"
+kind = "webhook"
+url = "x"
+
+[[policy]]
+name = "page"
+repeat = "forever"
+[[policy.step]]
+after = "5m"
+channels = ["mial"]
+[[policy.step]]
+after = "1m"
+channels = ["mail"]
+
+[[alert]]
+name = "x"
+on = ["check.dwon"]
+severity = "urgent"
+title = "{unit"
+policy = "pgae"
+
+[[maintenance]]
+from = "25:00"
+to = "07:00"
+days = ["someday"]
+"#,
+    )
+    .unwrap();
+    let out = Command::new(common::BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
+    let expected = r#"FILE:2:1: invalid `ack_timeout` in [alerts]: must be longer than 0; write "never" for acknowledgements that do not expire
+FILE:3:14: invalid `public_url` in [alerts]: "ftp://x"; expected an http:// or https:// URL that people's phones can reach
+FILE:4:23: unknown policy "nope" in `policy` of [alerts] (policies: page)
+FILE:6:1: missing required key `from` in [[channel]] "mail": the sender, e.g. from = "mamori <mamori@example.com>"
+FILE:10:7: invalid `tls` in [[channel]] "mail": "ssl"; expected one of "starttls", "tls", "none"
+FILE:11:1: `to` in [[channel]] "mail" is empty; list at least one address
+FILE:14:8: duplicate channel name "mail": the channel on line 7 already has it
+FILE:16:7: invalid `url` in [[channel]] "mail": "x"; expected an http:// or https:// URL
+FILE:20:10: invalid `repeat` in [[policy]] "page": "forever"; expected a number of extra rounds or "until_acknowledged"
+FILE:23:13: unknown channel "mial" in step 1 of [[policy]] "page" (channels: mail)
+FILE:25:1: `after` in step 2 of [[policy]] "page" is earlier than the step before it; list steps in order
+FILE:30:7: unknown event kind "check.dwon" in `on` of [[alert]] "x"; did you mean "check.down"? (see docs/alerts.md for the list)
+FILE:31:12: invalid `severity` in [[alert]] "x": "urgent"; expected one of "info", "warning", "critical"
+FILE:32:9: invalid template in `title` of [[alert]] "x": a `{` is not closed; write `{{` for a literal brace
+FILE:33:10: unknown policy "pgae" in [[alert]] "x" (policies: page)
+FILE:36:8: invalid `from` in [[maintenance]] #1: "25:00"; expected a time of day as "HH:MM", e.g. "22:00"
+FILE:38:9: invalid day "someday" in `days` of [[maintenance]] #1; expected mon, tue, wed, thu, fri, sat or sun
+FILE: 17 errors
+"#;
+    assert_eq!(err, expected);
+}
+
+#[test]
+fn the_command_channel_gets_the_alert_in_env_and_json_on_stdin() {
+    let flags = tempfile::tempdir().unwrap();
+    let flag = flags.path().join("db-ok");
+    let out = flags.path().join("notify.out");
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[channel]]
+name = "script"
+kind = "command"
+command = ["/bin/sh", "-c", "{{ echo \"$MAMORI_ALERT_ID|$MAMORI_ALERT_SEVERITY|$MAMORI_ALERT_WHAT|$MAMORI_ALERT_TITLE\"; cat; echo; }} > {out}.tmp && mv {out}.tmp {out}"]
+
+{}"#,
+            check(&flag),
+            out = out.display()
+        ),
+    );
+    let text = wait_for("the script's output", || std::fs::read_to_string(&out).ok());
+    let (env, json) = text.split_once('\n').unwrap();
+    let alert = wait_alert(&a, "firing");
+    assert_eq!(
+        env,
+        format!("{}|critical|fired|check db is down", alert["id"])
+    );
+    let n: Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(n["alert_id"], alert["id"]);
+    assert_eq!(n["key"], "check-down/db");
+    assert!(n["ack_url"].as_str().unwrap().contains("/ack/"));
+    let d = wait_for("the delivery recorded", || {
+        let d = a.get(&format!("/api/v1/alerts/{}", alert["id"]))["deliveries"][0].clone();
+        (d["state"] == "sent").then_some(d)
+    });
+    assert_eq!(d["attempts"], 1);
+}
+
+#[test]
+fn an_expired_acknowledgement_escalates_again() {
+    let hook = Hook::start(true);
+    let flags = tempfile::tempdir().unwrap();
+    let flag = flags.path().join("db-ok");
+    let a = Agent::start(
+        "",
+        &format!(
+            "[alerts]\nack_timeout = \"1s\"\n\n{}\n{}",
+            hook_channel(&hook),
+            check(&flag)
+        ),
+    );
+    let first = wait_for("the first notification", || {
+        hook.received().into_iter().next()
+    });
+    let id = first.json()["alert_id"].as_i64().unwrap();
+    let (status, _) = post_json(
+        &a,
+        &format!("/api/v1/alerts/{id}/ack"),
+        r#"{"comment": "later"}"#,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        a.get(&format!("/api/v1/alerts/{id}"))["state"],
+        "acknowledged"
+    );
+    let again = wait_for("a notification after the ack expired", || {
+        hook.received().get(1).cloned()
+    });
+    assert_eq!(again.json()["what"], "fired");
+    assert_eq!(a.get(&format!("/api/v1/alerts/{id}"))["state"], "firing");
+}

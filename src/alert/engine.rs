@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ack_link::AckKey;
 use super::channels::Notification;
-use super::db::{AlertRecord, AlertStore, NewDelivery, Silence};
+use super::db::{AlertRecord, AlertStore, NewDelivery};
 use super::escalation::{Escalation, Policy};
 use super::lifecycle::{Action, Input, Lifecycle, State};
 use super::rules::{self, Matched, Severity};
@@ -78,23 +78,6 @@ fn from_ms(ms: i64) -> Instant {
             .checked_sub(Duration::from_millis((now - ms) as u64))
             .unwrap_or(now_i)
     }
-}
-
-fn silenced(silences: &[Silence], rec: &AlertRecord, now: i64) -> bool {
-    silences.iter().any(|s| {
-        s.starts_at <= now
-            && s.ends_at > now
-            && s.matchers.iter().all(|(label, pattern)| {
-                let value = match label.as_str() {
-                    "key" => &rec.key,
-                    "rule" => &rec.rule,
-                    "subject" => &rec.subject,
-                    "severity" => &rec.severity,
-                    _ => return false,
-                };
-                rules::glob(pattern, value)
-            })
-    })
 }
 
 impl Engine {
@@ -251,11 +234,12 @@ impl Engine {
             .iter()
             .any(|a| matches!(a, Action::Notify(_) | Action::NotifyResolved { .. }));
         let muted = needs_silences
-            && self
-                .store
-                .silences(now, false)
-                .map(|s| silenced(&s, rec, now))
-                .unwrap_or(false);
+            && (self.config.maintenance.iter().any(|w| w.mutes(rec, now))
+                || self
+                    .store
+                    .silences(now, false)
+                    .map(|s| super::mute::silenced(&s, rec, now))
+                    .unwrap_or(false));
         let known = self.all_channels();
         for a in actions {
             let (channels, what, round, step) = match a {
@@ -291,7 +275,10 @@ impl Engine {
             self.outbox.notify_one();
         }
         if muted && !deliveries.is_empty() {
-            tracing::info!(alert = rec.id, "Notifications muted by a silence.");
+            tracing::info!(
+                alert = rec.id,
+                "Notifications muted by a silence or maintenance window."
+            );
         }
     }
 
@@ -564,72 +551,5 @@ impl Engine {
                 } => self.tick(Instant::now()),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn silences_match_every_matcher_while_active() {
-        let rec = AlertRecord {
-            id: 1,
-            key: "check-down/api".into(),
-            rule: "check-down".into(),
-            subject: "api".into(),
-            severity: "critical".into(),
-            state: "firing".into(),
-            title: String::new(),
-            body: String::new(),
-            policy: String::new(),
-            occurrences: 1,
-            first_at: 0,
-            last_at: 0,
-            event_id: None,
-            acked_at: None,
-            acked_by: None,
-            ack_comment: None,
-            ack_until: None,
-            resolved_at: None,
-            resolved_by: None,
-            esc_started: None,
-            esc_round: 0,
-            esc_step: 0,
-            esc_done: false,
-            notified: vec![],
-        };
-        let s = |m: &[(&str, &str)], start, end| Silence {
-            id: 1,
-            matchers: m
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
-            starts_at: start,
-            ends_at: end,
-            comment: String::new(),
-            created_by: String::new(),
-            created_at: 0,
-        };
-        assert!(silenced(&[s(&[("subject", "api")], 0, 100)], &rec, 50));
-        assert!(silenced(
-            &[s(&[("rule", "check-*"), ("severity", "critical")], 0, 100)],
-            &rec,
-            50
-        ));
-        assert!(
-            !silenced(&[s(&[("subject", "api")], 0, 100)], &rec, 100),
-            "ended"
-        );
-        assert!(
-            !silenced(&[s(&[("subject", "api")], 60, 100)], &rec, 50),
-            "not begun"
-        );
-        assert!(!silenced(
-            &[s(&[("subject", "api"), ("severity", "info")], 0, 100)],
-            &rec,
-            50
-        ));
-        assert!(!silenced(&[s(&[("nope", "*")], 0, 100)], &rec, 50));
     }
 }

@@ -14,6 +14,7 @@ pub mod db;
 mod engine;
 pub mod escalation;
 pub mod lifecycle;
+pub mod mute;
 pub mod outbox;
 pub mod rules;
 

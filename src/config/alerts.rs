@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::alert::escalation::{Policy, Repeat, Step};
+use crate::alert::mute::Window;
 use crate::alert::rules::{self, Rule, Severity};
 
 use super::walk::{Reader, Tbl};
@@ -26,6 +27,8 @@ pub struct AlertsConfig {
     pub rules: Vec<Rule>,
     pub channels: Vec<ChannelConfig>,
     pub policies: Vec<Policy>,
+    /// Maintenance windows and quiet hours (`[[maintenance]]`).
+    pub maintenance: Vec<Window>,
 }
 
 impl Default for AlertsConfig {
@@ -38,6 +41,7 @@ impl Default for AlertsConfig {
             rules: rules::defaults(),
             channels: Vec::new(),
             policies: Vec::new(),
+            maintenance: Vec::new(),
         }
     }
 }
@@ -303,7 +307,97 @@ pub fn compile(root: &Tbl, base: &Path) -> AlertsConfig {
         }
     }
     c.rules = rules;
+
+    for (i, t) in root.tables("maintenance").into_iter().enumerate() {
+        let mut tbl = r.table_of(t, format!("[[maintenance]] #{}", i + 1));
+        if let Some(n) = tbl.peek_str("name") {
+            tbl.what = format!("[[maintenance]] \"{n}\"");
+        }
+        if let Some(w) = window(&tbl) {
+            c.maintenance.push(w);
+        }
+        tbl.finish();
+    }
     c
+}
+
+fn time_of_day(t: &Tbl, key: &'static str) -> Option<u32> {
+    let (s, span) = t.str(key)?;
+    let parsed = s.split_once(':').and_then(|(h, m)| {
+        let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
+        (h < 24 && m < 60 && s.len() == 5).then_some(h * 60 + m)
+    });
+    if parsed.is_none() {
+        t.reader().error(
+            span,
+            format!("invalid `{key}` in {}: \"{s}\"; expected a time of day as \"HH:MM\", e.g. \"22:00\"", t.what),
+        );
+    }
+    parsed
+}
+
+const DAYS: &[&str] = &["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+fn window(t: &Tbl) -> Option<Window> {
+    let r = t.reader();
+    let name = t.string("name").unwrap_or_default();
+    let from = time_of_day(t, "from");
+    let to = time_of_day(t, "to");
+    for (key, v) in [("from", &from), ("to", &to)] {
+        if v.is_none() && !t.has(key) {
+            t.missing(key, "a time of day as \"HH:MM\"");
+        }
+    }
+    let mut days = Vec::new();
+    for (d, span) in t.str_list("days").unwrap_or_default() {
+        match DAYS.iter().position(|x| *x == d.to_ascii_lowercase()) {
+            Some(i) => days.push(i as u32),
+            None => r.error(span, format!("invalid day \"{d}\" in `days` of {}; expected mon, tue, wed, thu, fri, sat or sun", t.what)),
+        }
+    }
+    let local = t.choice("timezone", &["utc", "local"]).as_deref() == Some("local");
+    let mut severities = Vec::new();
+    for (sv, span) in t.str_list("severities").unwrap_or_default() {
+        if Severity::parse(&sv).is_some() {
+            severities.push(sv);
+        } else {
+            r.error(span, format!("invalid severity \"{sv}\" in `severities` of {}; expected info, warning or critical", t.what));
+        }
+    }
+    let mut matchers = Vec::new();
+    for (k, v) in t.string_map("match").unwrap_or_default() {
+        if ["key", "rule", "subject", "severity"].contains(&k.as_str()) {
+            matchers.push((k, v));
+        } else {
+            r.error(
+                t.key_span("match"),
+                format!(
+                    "unknown label `{k}` in `match` of {}; expected key, rule, subject or severity",
+                    t.what
+                ),
+            );
+        }
+    }
+    let (from, to) = (from?, to?);
+    if from == to {
+        r.error(
+            t.key_span("to"),
+            format!(
+                "`from` and `to` in {} are the same time: the window would be empty",
+                t.what
+            ),
+        );
+        return None;
+    }
+    Some(Window {
+        name,
+        days,
+        from,
+        to,
+        local,
+        severities,
+        matchers,
+    })
 }
 
 fn channel(t: &Tbl, base: &Path) -> Option<ChannelKind> {
