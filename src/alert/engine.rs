@@ -5,7 +5,7 @@
 //! and writes each transition together with the notifications it produced
 //! (the outbox) in one transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +43,8 @@ pub enum Command {
 struct Active {
     rec: AlertRecord,
     life: Lifecycle,
+    /// When it next needs a tick (its entry in `Engine::wakes`).
+    wake: Option<Instant>,
 }
 
 pub struct Engine {
@@ -54,6 +56,8 @@ pub struct Engine {
     pub outbox: Arc<Notify>,
     active: HashMap<i64, Active>,
     by_key: HashMap<String, i64>,
+    /// Active alerts by the time they next need a tick.
+    wakes: BTreeSet<(Instant, i64)>,
     policies: HashMap<String, Policy>,
     last_event: i64,
 }
@@ -103,6 +107,7 @@ impl Engine {
             outbox,
             active: HashMap::new(),
             by_key: HashMap::new(),
+            wakes: BTreeSet::new(),
             policies,
             last_event: 0,
         }
@@ -193,7 +198,16 @@ impl Engine {
         for rec in self.store.active_alerts()? {
             let life = Self::restore(&rec);
             self.by_key.insert(rec.key.clone(), rec.id);
-            self.active.insert(rec.id, Active { rec, life });
+            let id = rec.id;
+            self.active.insert(
+                id,
+                Active {
+                    rec,
+                    life,
+                    wake: None,
+                },
+            );
+            self.reschedule(id);
         }
         if !self.active.is_empty() {
             tracing::info!(
@@ -360,7 +374,16 @@ impl Engine {
             unit: event.kind.unit().map(str::to_string),
         });
         self.by_key.insert(key, rec.id);
-        self.active.insert(rec.id, Active { rec, life });
+        let id = rec.id;
+        self.active.insert(
+            id,
+            Active {
+                rec,
+                life,
+                wake: None,
+            },
+        );
+        self.reschedule(id);
     }
 
     /// Applies an input to an active alert and stores the result.
@@ -396,8 +419,14 @@ impl Engine {
         }
         self.commit(&rec, &actions);
         if rec.state == "resolved" {
-            self.active.remove(&id);
+            if let Some(a) = self.active.remove(&id) {
+                if let Some(w) = a.wake {
+                    self.wakes.remove(&(w, id));
+                }
+            }
             self.by_key.remove(&rec.key);
+        } else {
+            self.reschedule(id);
         }
         Ok(rec)
     }
@@ -466,29 +495,37 @@ impl Engine {
         }
     }
 
+    /// Recomputes when an active alert next needs a tick.
+    fn reschedule(&mut self, id: i64) {
+        let Some(a) = self.active.get(&id) else {
+            return;
+        };
+        let wake = a.life.next_wake(&self.policy(&a.rec.policy));
+        let old = a.wake;
+        if old == wake {
+            return;
+        }
+        if let Some(w) = old {
+            self.wakes.remove(&(w, id));
+        }
+        if let Some(w) = wake {
+            self.wakes.insert((w, id));
+        }
+        if let Some(a) = self.active.get_mut(&id) {
+            a.wake = wake;
+        }
+    }
+
     fn next_wake(&self) -> Option<Instant> {
-        self.active
-            .values()
-            .filter_map(|a| {
-                let p = self.policies.get(&a.rec.policy);
-                match p {
-                    Some(p) => a.life.next_wake(p),
-                    None => a.life.next_wake(&self.policy(&a.rec.policy)),
-                }
-            })
-            .min()
+        self.wakes.first().map(|(w, _)| *w)
     }
 
     fn tick(&mut self, now: Instant) {
         let due: Vec<i64> = self
-            .active
+            .wakes
             .iter()
-            .filter(|(_, a)| {
-                a.life
-                    .next_wake(&self.policy(&a.rec.policy))
-                    .is_some_and(|w| w <= now)
-            })
-            .map(|(id, _)| *id)
+            .take_while(|(w, _)| *w <= now)
+            .map(|(_, id)| *id)
             .collect();
         for id in due {
             let _ = self.apply(id, Input::Tick, now, |_| {});
