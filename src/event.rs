@@ -204,18 +204,27 @@ pub struct Event {
 pub struct Bus {
     store: Store,
     tx: broadcast::Sender<Arc<Event>>,
+    /// Held from storing to publishing, so subscribers see events in id
+    /// order (the alert engine keeps an id cursor and catches up from the
+    /// store; an event published after a higher id would be skipped).
+    order: Arc<std::sync::Mutex<()>>,
 }
 
 impl Bus {
     pub fn new(store: Store) -> Self {
         let (tx, _) = broadcast::channel(4096);
-        Bus { store, tx }
+        Bus {
+            store,
+            tx,
+            order: Arc::default(),
+        }
     }
 
     /// Stores the event (so it survives a crash from here on), logs it and
     /// publishes it. A store failure is logged, never dropped silently.
     pub fn emit(&self, kind: EventKind) -> Option<Arc<Event>> {
         let ts = crate::util::now_ms();
+        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
         match self.store.append_event(ts, &kind) {
             Ok(id) => {
                 let event = Arc::new(Event { id, ts, kind });
