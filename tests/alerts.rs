@@ -752,3 +752,35 @@ fn an_expired_acknowledgement_escalates_again() {
     assert_eq!(again.json()["what"], "fired");
     assert_eq!(a.get(&format!("/api/v1/alerts/{id}"))["state"], "firing");
 }
+
+#[test]
+fn a_burst_of_events_loses_no_alert_and_no_notification() {
+    // 5,000 events plus the 5,000 `alert.fired` they cause overflow the bus
+    // (4,096): the engine must catch up from the store, in order.
+    let hook = Hook::start(true);
+    let a = Agent::start("", &hook_channel(&hook));
+    let n = 5000;
+    for chunk in 0..5 {
+        let alerts: Vec<String> = (chunk * 1000..(chunk + 1) * 1000)
+            .map(|i| format!(r#"{{"status": "firing", "fingerprint": "b{i}", "labels": {{"alertname": "Burst"}}}}"#))
+            .collect();
+        let body = format!(r#"{{"version": "4", "alerts": [{}]}}"#, alerts.join(","));
+        let (status, v) = post_json(&a, "/api/v1/alerts/ingest/alertmanager", &body);
+        assert_eq!(status, 200, "{v}");
+    }
+    wait_for("every notification", || {
+        (hook.received().len() >= n).then_some(())
+    });
+    let got = hook.received();
+    let mut keys: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "one notification per alert");
+    assert_eq!(got.len(), n, "none twice");
+    assert_eq!(alerts(&a, "firing").len(), 100, "the default limit");
+    let all = a.get("/api/v1/alerts?state=firing&limit=10000");
+    assert_eq!(all.as_array().unwrap().len(), n);
+}
