@@ -415,7 +415,7 @@ channels = ["hook"]
 }
 
 #[test]
-fn a_silence_mutes_notifications_but_the_alert_stays_visible() {
+fn a_silence_mutes_notifications_but_the_alert_stays_visible_and_notifies_when_it_ends() {
     let hook = Hook::start(true);
     let flags = tempfile::tempdir().unwrap();
     let flag = flags.path().join("db-ok");
@@ -449,6 +449,21 @@ fn a_silence_mutes_notifications_but_the_alert_stays_visible() {
     assert_eq!(d["state"], "muted");
     std::thread::sleep(Duration::from_millis(500));
     assert!(hook.received().is_empty());
+
+    // The silence ends while the alert still fires, unacknowledged: people
+    // hear about it now.
+    let silence = a.get("/api/v1/silences")[0]["id"].as_i64().unwrap();
+    let out = a.cli(&["silence", "expire", &silence.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = wait_for("the notification after the silence", || {
+        hook.received().into_iter().next()
+    });
+    assert_eq!(n.json()["alert_id"], id);
+    assert_eq!(n.json()["what"], "fired");
 
     let (status, body) = post_json(
         &a,

@@ -199,6 +199,8 @@ pub trait AlertStore {
     fn active_alerts(&self) -> Result<Vec<AlertRecord>, StoreError>;
     fn deliveries(&self, alert_id: i64) -> Result<Vec<Delivery>, StoreError>;
     fn due_deliveries(&self, now: i64, limit: u32) -> Result<Vec<Delivery>, StoreError>;
+    /// The state of an alert's newest delivery, if it has any.
+    fn last_delivery_state(&self, alert_id: i64) -> Result<Option<String>, StoreError>;
     /// The earliest retry due after `now`.
     fn next_delivery_after(&self, now: i64) -> Result<Option<i64>, StoreError>;
     fn delivery_sent(&self, id: i64, now: i64) -> Result<(), StoreError>;
@@ -303,6 +305,18 @@ impl AlertStore for Store {
         ))?;
         let rows = stmt.query_map(params![now, limit], delivery_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn last_delivery_state(&self, alert_id: i64) -> Result<Option<String>, StoreError> {
+        let conn = self.conn()?;
+        Ok(conn
+            .query_row(
+                "SELECT state FROM alert_deliveries WHERE alert_id = ?1 AND what != 'resolved'
+                 ORDER BY id DESC LIMIT 1",
+                params![alert_id],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     fn next_delivery_after(&self, now: i64) -> Result<Option<i64>, StoreError> {

@@ -38,6 +38,8 @@ pub enum Command {
         by: String,
         reply: oneshot::Sender<Result<AlertRecord, AlertError>>,
     },
+    /// A silence ended early: check muted alerts now.
+    MutesChanged,
 }
 
 struct Active {
@@ -45,7 +47,12 @@ struct Active {
     life: Lifecycle,
     /// When it next needs a tick (its entry in `Engine::wakes`).
     wake: Option<Instant>,
+    /// Its last notifications were muted: when the mute ends and it still
+    /// fires, the escalation starts over (checked every `MUTE_RECHECK`).
+    muted: bool,
 }
+
+const MUTE_RECHECK: Duration = Duration::from_secs(15);
 
 pub struct Engine {
     pub store: Store,
@@ -199,12 +206,14 @@ impl Engine {
             let life = Self::restore(&rec);
             self.by_key.insert(rec.key.clone(), rec.id);
             let id = rec.id;
+            let muted = self.store.last_delivery_state(id)?.as_deref() == Some("muted");
             self.active.insert(
                 id,
                 Active {
                     rec,
                     life,
                     wake: None,
+                    muted,
                 },
             );
             self.reschedule(id);
@@ -239,21 +248,26 @@ impl Engine {
         serde_json::to_string(&n).unwrap_or_default()
     }
 
+    /// Whether a maintenance window or a silence mutes the alert at `now` (ms).
+    fn is_muted(&self, rec: &AlertRecord, now: i64) -> bool {
+        self.config.maintenance.iter().any(|w| w.mutes(rec, now))
+            || self
+                .store
+                .silences(now, false)
+                .map(|s| super::mute::silenced(&s, rec, now))
+                .unwrap_or(false)
+    }
+
     /// Turns a lifecycle's actions into deliveries, stores them with the
-    /// alert's new state, and wakes the outbox.
-    fn commit(&self, rec: &AlertRecord, actions: &[Action]) {
+    /// alert's new state, and wakes the outbox. Returns whether the alert's
+    /// notifications were muted, when it produced any (resolutions aside).
+    fn commit(&self, rec: &AlertRecord, actions: &[Action]) -> Option<bool> {
         let now = now_ms();
         let mut deliveries = Vec::new();
         let needs_silences = actions
             .iter()
             .any(|a| matches!(a, Action::Notify(_) | Action::NotifyResolved { .. }));
-        let muted = needs_silences
-            && (self.config.maintenance.iter().any(|w| w.mutes(rec, now))
-                || self
-                    .store
-                    .silences(now, false)
-                    .map(|s| super::mute::silenced(&s, rec, now))
-                    .unwrap_or(false));
+        let muted = needs_silences && self.is_muted(rec, now);
         let known = self.all_channels();
         for a in actions {
             let (channels, what, round, step) = match a {
@@ -294,6 +308,10 @@ impl Engine {
                 "Notifications muted by a silence or maintenance window."
             );
         }
+        deliveries
+            .iter()
+            .any(|d| d.what != "resolved")
+            .then_some(muted)
     }
 
     fn fire(&mut self, event: &Event, m: Matched, now: Instant) {
@@ -363,7 +381,7 @@ impl Engine {
         }
         let (life, actions) = Lifecycle::fire(&policy, now);
         Self::sync(&mut rec, &life);
-        self.commit(&rec, &actions);
+        let muted = self.commit(&rec, &actions) == Some(true);
         tracing::warn!(alert = rec.id, key = %key, severity = %rec.severity, title = %title, "Alert fired.");
         self.bus.emit(EventKind::AlertFired {
             alert_id: rec.id,
@@ -381,6 +399,7 @@ impl Engine {
                 rec,
                 life,
                 wake: None,
+                muted,
             },
         );
         self.reschedule(id);
@@ -417,7 +436,11 @@ impl Engine {
                 tracing::warn!(alert = id, key = %rec.key, "Acknowledgement expired; escalating again.");
             }
         }
-        self.commit(&rec, &actions);
+        if let Some(muted) = self.commit(&rec, &actions) {
+            if let Some(a) = self.active.get_mut(&id) {
+                a.muted = muted;
+            }
+        }
         if rec.state == "resolved" {
             if let Some(a) = self.active.remove(&id) {
                 if let Some(w) = a.wake {
@@ -500,7 +523,11 @@ impl Engine {
         let Some(a) = self.active.get(&id) else {
             return;
         };
-        let wake = a.life.next_wake(&self.policy(&a.rec.policy));
+        let mut wake = a.life.next_wake(&self.policy(&a.rec.policy));
+        if a.muted && a.life.state == State::Firing {
+            let recheck = Instant::now() + MUTE_RECHECK;
+            wake = Some(wake.map_or(recheck, |w| w.min(recheck)));
+        }
         let old = a.wake;
         if old == wake {
             return;
@@ -528,8 +555,38 @@ impl Engine {
             .map(|(_, id)| *id)
             .collect();
         for id in due {
-            let _ = self.apply(id, Input::Tick, now, |_| {});
+            self.tick_one(id, now);
         }
+    }
+
+    /// A silence was removed: muted alerts need not wait for their recheck.
+    fn recheck_muted(&mut self, now: Instant) {
+        let muted: Vec<i64> = self
+            .active
+            .iter()
+            .filter(|(_, a)| a.muted)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in muted {
+            self.tick_one(id, now);
+        }
+    }
+
+    fn tick_one(&mut self, id: i64, now: Instant) {
+        let wall = now_ms();
+        let unmuted = self.active.get(&id).is_some_and(|a| {
+            a.muted && a.life.state == State::Firing && !self.is_muted(&a.rec, wall)
+        });
+        if unmuted {
+            if let Some(a) = self.active.get_mut(&id) {
+                // The mute is over and nobody acknowledged: start over,
+                // so people hear about it now.
+                a.muted = false;
+                a.life.escalation = Some(Escalation::start(now));
+                tracing::info!(alert = id, key = %a.rec.key, "Mute over; escalating from step 1.");
+            }
+        }
+        let _ = self.apply(id, Input::Tick, now, |_| {});
     }
 
     /// Events the bus dropped because we lagged: read them from the store.
@@ -578,6 +635,7 @@ impl Engine {
                     Some(Command::Resolve { id, by, reply }) => {
                         let _ = reply.send(self.resolve(id, &by, Instant::now()));
                     }
+                    Some(Command::MutesChanged) => self.recheck_muted(Instant::now()),
                     None => break,
                 },
                 _ = async {

@@ -84,6 +84,13 @@ impl Alerts {
     }
 }
 
+impl Alerts {
+    /// Tells the engine a silence ended early (it rechecks muted alerts).
+    pub async fn mutes_changed(&self) {
+        let _ = self.tx.send(engine::Command::MutesChanged).await;
+    }
+}
+
 /// Starts the engine and the outbox. Call before anything emits events
 /// that should raise alerts (the engine subscribes here).
 pub fn start(

@@ -195,6 +195,7 @@ pub async fn expire_silence(
         .parse()
         .map_err(|_| ApiError::bad_request(format!("silence id \"{id}\" is not a number")))?;
     if s.alerts.store.expire_silence(id, now_ms())? {
+        s.alerts.mutes_changed().await;
         Ok(Json(json!({"id": id, "expired": true})))
     } else {
         Err(ApiError::new(
