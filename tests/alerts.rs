@@ -799,3 +799,36 @@ fn a_burst_of_events_loses_no_alert_and_no_notification() {
     let all = a.get("/api/v1/alerts?state=firing&limit=10000");
     assert_eq!(all.as_array().unwrap().len(), n);
 }
+
+#[test]
+fn an_event_the_dead_agent_did_not_handle_is_alerted_by_the_next_one() {
+    let hook = Hook::start(true);
+    let mut a = Agent::start("", &hook_channel(&hook));
+    a.stop();
+    // What an agent killed between storing an event and handling it leaves behind.
+    {
+        let store = mamori::store::Store::open(&a.data_dir().join("mamori.db")).unwrap();
+        store
+            .append_event(
+                1,
+                &mamori::event::EventKind::UnitGaveUp {
+                    unit: "web".into(),
+                    starts: 6,
+                    window_ms: 60_000,
+                },
+            )
+            .unwrap();
+    }
+    a.spawn();
+    let n = wait_for("the alert from the stored event", || {
+        hook.received().into_iter().next()
+    });
+    assert_eq!(n.json()["key"], "unit-gave-up/web");
+    assert_eq!(n.json()["title"], "web gave up restarting");
+    // Handled once: a second restart does not raise it again.
+    a.stop();
+    a.spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(alerts(&a, "all").len(), 1);
+    assert_eq!(hook.received().len(), 1);
+}

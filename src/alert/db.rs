@@ -155,6 +155,15 @@ fn insert_deliveries(
     Ok(())
 }
 
+fn write_cursor(conn: &Connection, event_id: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO alert_cursor (id, event_id) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET event_id = max(event_id, excluded.event_id)",
+    )?
+    .execute(params![event_id])?;
+    Ok(())
+}
+
 fn update_alert(conn: &Connection, a: &AlertRecord) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE alerts SET state = ?2, occurrences = ?3, last_at = ?4, acked_at = ?5,
@@ -188,12 +197,18 @@ fn update_alert(conn: &Connection, a: &AlertRecord) -> rusqlite::Result<()> {
 /// Alert queries on the shared store.
 pub trait AlertStore {
     fn insert_alert(&self, a: &AlertRecord) -> Result<i64, StoreError>;
+    /// Stores an alert's change with its deliveries and, when the change
+    /// came from an event, the engine's cursor (all in one transaction).
     fn save_alert(
         &self,
         a: &AlertRecord,
         deliveries: &[NewDelivery],
         now: i64,
+        cursor: Option<i64>,
     ) -> Result<(), StoreError>;
+    /// The id of the last event the alert engine handled.
+    fn alert_cursor(&self) -> Result<Option<i64>, StoreError>;
+    fn set_alert_cursor(&self, event_id: i64) -> Result<(), StoreError>;
     fn alert(&self, id: i64) -> Result<Option<AlertRecord>, StoreError>;
     fn alerts(&self, state: Option<&str>, limit: u32) -> Result<Vec<AlertRecord>, StoreError>;
     fn active_alerts(&self) -> Result<Vec<AlertRecord>, StoreError>;
@@ -248,12 +263,31 @@ impl AlertStore for Store {
         a: &AlertRecord,
         deliveries: &[NewDelivery],
         now: i64,
+        cursor: Option<i64>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         update_alert(&tx, a)?;
         insert_deliveries(&tx, a.id, deliveries, now)?;
+        if let Some(c) = cursor {
+            write_cursor(&tx, c)?;
+        }
         tx.commit()?;
+        Ok(())
+    }
+
+    fn alert_cursor(&self) -> Result<Option<i64>, StoreError> {
+        let conn = self.conn()?;
+        Ok(conn
+            .query_row("SELECT event_id FROM alert_cursor WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    fn set_alert_cursor(&self, event_id: i64) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        write_cursor(&conn, event_id)?;
         Ok(())
     }
 
@@ -463,7 +497,10 @@ mod tests {
                 payload: "{}".into(),
                 state: "pending",
             };
-            s.save_alert(&a, &[d], 10).unwrap();
+            s.save_alert(&a, &[d], 10, Some(7)).unwrap();
+            assert_eq!(s.alert_cursor().unwrap(), Some(7));
+            s.set_alert_cursor(5).unwrap();
+            assert_eq!(s.alert_cursor().unwrap(), Some(7), "never backwards");
         }
         let s = Store::open(&path).unwrap();
         let active = s.active_alerts().unwrap();
@@ -484,7 +521,7 @@ mod tests {
         // Resolved: the key is free again.
         let mut a = active[0].clone();
         a.state = "resolved".into();
-        s.save_alert(&a, &[], 200).unwrap();
+        s.save_alert(&a, &[], 200, None).unwrap();
         assert!(s.insert_alert(&record("k")).is_ok());
     }
 }

@@ -66,7 +66,13 @@ pub struct Engine {
     /// Active alerts by the time they next need a tick.
     wakes: BTreeSet<(Instant, i64)>,
     policies: HashMap<String, Policy>,
+    /// The last event handled…
     last_event: i64,
+    /// …the event being handled (its id goes into the store with any change it makes)…
+    handling: Option<i64>,
+    /// …and the cursor as stored, with when.
+    saved_cursor: i64,
+    saved_at: Instant,
 }
 
 /// Wall-clock milliseconds of a tokio instant (for records only).
@@ -117,6 +123,9 @@ impl Engine {
             wakes: BTreeSet::new(),
             policies,
             last_event: 0,
+            handling: None,
+            saved_cursor: 0,
+            saved_at: Instant::now(),
         }
     }
 
@@ -195,13 +204,22 @@ impl Engine {
         rec.notified = life.notified.clone();
     }
 
-    /// Loads the alerts that were active when the agent stopped. Events
-    /// stored before now were handled by an earlier agent (or predate
-    /// alerting): the engine starts after the newest.
+    /// Loads the alerts that were active when the agent stopped, and the
+    /// cursor: events stored after it (by an agent that died before handling
+    /// them, or at this agent's start) are handled first thing in `run`. On
+    /// the very first start the engine begins after the newest event: history
+    /// raises no alerts.
     pub fn load(&mut self) -> Result<(), crate::store::StoreError> {
-        if let Some(e) = self.store.events(None, None, 1)?.last() {
-            self.last_event = e.id;
+        match self.store.alert_cursor()? {
+            Some(c) => self.last_event = c,
+            None => {
+                if let Some(e) = self.store.events(None, None, 1)?.last() {
+                    self.last_event = e.id;
+                }
+                self.store.set_alert_cursor(self.last_event)?;
+            }
         }
+        self.saved_cursor = self.last_event;
         for rec in self.store.active_alerts()? {
             let life = Self::restore(&rec);
             self.by_key.insert(rec.key.clone(), rec.id);
@@ -296,7 +314,7 @@ impl Engine {
                 });
             }
         }
-        if let Err(e) = self.store.save_alert(rec, &deliveries, now) {
+        if let Err(e) = self.store.save_alert(rec, &deliveries, now, self.handling) {
             tracing::error!(alert = rec.id, error = %e, "Could not store an alert's change.");
         }
         if deliveries.iter().any(|d| d.state == "pending") {
@@ -506,6 +524,7 @@ impl Engine {
             return;
         };
         let now = Instant::now();
+        self.handling = Some(event.id);
         for m in rules::evaluate(&self.config.rules, &kind, &fields) {
             match m {
                 Matched::Clear { key } => {
@@ -514,6 +533,23 @@ impl Engine {
                     }
                 }
                 fire => self.fire(event, fire, now),
+            }
+        }
+        self.handling = None;
+    }
+
+    /// Stores the cursor of events that changed nothing, at most every 5 s
+    /// (events that changed an alert stored it with the change).
+    fn save_cursor(&mut self, force: bool) {
+        if self.last_event > self.saved_cursor
+            && (force || self.saved_at.elapsed() >= Duration::from_secs(5))
+        {
+            match self.store.set_alert_cursor(self.last_event) {
+                Ok(()) => {
+                    self.saved_cursor = self.last_event;
+                    self.saved_at = Instant::now();
+                }
+                Err(e) => tracing::error!(error = %e, "Could not store the alert cursor."),
             }
         }
     }
@@ -614,9 +650,13 @@ impl Engine {
         mut commands: mpsc::Receiver<Command>,
         cancel: CancellationToken,
     ) {
+        // Events stored after the cursor: the previous agent's last moments
+        // and this agent's start.
+        self.catch_up();
         let now = Instant::now();
         self.tick(now);
         loop {
+            self.save_cursor(false);
             let wake = self.next_wake();
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -646,5 +686,6 @@ impl Engine {
                 } => self.tick(Instant::now()),
             }
         }
+        self.save_cursor(true);
     }
 }

@@ -141,8 +141,10 @@ pub fn start(
         public_url.clone(),
         wake.clone(),
     );
-    engine.load().context("cannot load active alerts")?;
+    // Subscribed first: whatever is emitted from here on is either after the
+    // cursor (caught up from the store) or on the bus, never in neither.
     let events = bus.subscribe();
+    engine.load().context("cannot load active alerts")?;
     let (tx, rx) = mpsc::channel(64);
     tasks.spawn(engine.run(events, rx, cancel.child_token()));
     let outbox = outbox::Outbox {

@@ -117,6 +117,10 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX alert_deliveries_due ON alert_deliveries (state, next_try);
      CREATE INDEX alert_deliveries_alert ON alert_deliveries (alert_id, id);
+     CREATE TABLE alert_cursor (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        event_id INTEGER NOT NULL
+     );
      CREATE TABLE silences (
         id         INTEGER PRIMARY KEY AUTOINCREMENT,
         matchers   TEXT NOT NULL,
