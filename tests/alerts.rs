@@ -551,6 +551,22 @@ timeout = "5s"
     });
     assert!(d["attempts"].as_u64().unwrap() >= 3);
     assert_eq!(smtp.messages().len(), 1);
+    // Every attempt and its result, visible per alert.
+    let log = a.get(&format!("/api/v1/alerts/{id}"))["attempts"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    assert_eq!(log.len() as u64, d["attempts"].as_u64().unwrap());
+    assert!(log[..log.len() - 1]
+        .iter()
+        .all(|t| t["ok"] == false && t["error"].is_string()));
+    assert_eq!(log[log.len() - 1]["ok"], true);
+    let out = a.cli(&["alert", &id.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ATTEMPT AT") && text.contains("failed"),
+        "{text}"
+    );
 }
 
 #[test]

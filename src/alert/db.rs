@@ -125,6 +125,38 @@ fn delivery_row(r: &Row) -> rusqlite::Result<Delivery> {
 const DELIVERY_COLS: &str =
     "id, alert_id, channel, what, state, attempts, next_try, last_error, created_at, sent_at, payload";
 
+/// One try to hand a notification to its channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub delivery_id: i64,
+    pub ts: i64,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub ms: u64,
+}
+
+fn log_attempt(
+    conn: &Connection,
+    d: &Delivery,
+    now: i64,
+    error: Option<&str>,
+    ms: u64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO alert_attempts (delivery_id, alert_id, ts, ok, error, ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        d.id,
+        d.alert_id,
+        now,
+        error.is_none(),
+        error,
+        ms as i64
+    ])?;
+    Ok(())
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Silence {
     pub id: i64,
@@ -218,14 +250,19 @@ pub trait AlertStore {
     fn last_delivery_state(&self, alert_id: i64) -> Result<Option<String>, StoreError>;
     /// The earliest retry due after `now`.
     fn next_delivery_after(&self, now: i64) -> Result<Option<i64>, StoreError>;
-    fn delivery_sent(&self, id: i64, now: i64) -> Result<(), StoreError>;
+    /// Records a confirmed attempt (`ms`: how long it took).
+    fn delivery_sent(&self, d: &Delivery, now: i64, ms: u64) -> Result<(), StoreError>;
+    /// Records a failed attempt and when to try again.
     fn delivery_failed(
         &self,
-        id: i64,
-        attempts: u32,
+        d: &Delivery,
+        now: i64,
+        ms: u64,
         next_try: i64,
         error: &str,
     ) -> Result<(), StoreError>;
+    /// Every attempt to deliver an alert's notifications, oldest first.
+    fn attempts(&self, alert_id: i64) -> Result<Vec<Attempt>, StoreError>;
     fn delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
     fn insert_silence(&self, s: &Silence) -> Result<i64, StoreError>;
     fn silences(&self, now: i64, include_expired: bool) -> Result<Vec<Silence>, StoreError>;
@@ -362,29 +399,55 @@ impl AlertStore for Store {
         )?)
     }
 
-    fn delivery_sent(&self, id: i64, now: i64) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        conn.prepare_cached(
+    fn delivery_sent(&self, d: &Delivery, now: i64, ms: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.prepare_cached(
             "UPDATE alert_deliveries SET state = 'sent', sent_at = ?2, attempts = attempts + 1,
                 last_error = NULL WHERE id = ?1",
         )?
-        .execute(params![id, now])?;
+        .execute(params![d.id, now])?;
+        log_attempt(&tx, d, now, None, ms)?;
+        tx.commit()?;
         Ok(())
     }
 
     fn delivery_failed(
         &self,
-        id: i64,
-        attempts: u32,
+        d: &Delivery,
+        now: i64,
+        ms: u64,
         next_try: i64,
         error: &str,
     ) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        conn.prepare_cached(
-            "UPDATE alert_deliveries SET attempts = ?2, next_try = ?3, last_error = ?4 WHERE id = ?1",
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.prepare_cached(
+            "UPDATE alert_deliveries SET attempts = attempts + 1, next_try = ?2, last_error = ?3
+             WHERE id = ?1",
         )?
-        .execute(params![id, attempts, next_try, error])?;
+        .execute(params![d.id, next_try, error])?;
+        log_attempt(&tx, d, now, Some(error), ms)?;
+        tx.commit()?;
         Ok(())
+    }
+
+    fn attempts(&self, alert_id: i64) -> Result<Vec<Attempt>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT delivery_id, ts, ok, error, ms FROM alert_attempts
+             WHERE alert_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![alert_id], |r| {
+            Ok(Attempt {
+                delivery_id: r.get(0)?,
+                ts: r.get(1)?,
+                ok: r.get::<_, i64>(2)? != 0,
+                error: r.get(3)?,
+                ms: r.get::<_, i64>(4)?.max(0) as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -509,15 +572,19 @@ mod tests {
         assert_eq!(active[0].esc_step, 1);
         let due = s.due_deliveries(10, 10).unwrap();
         assert_eq!(due.len(), 1);
-        s.delivery_failed(due[0].id, 1, 100, "down").unwrap();
+        s.delivery_failed(&due[0], 20, 5, 100, "down").unwrap();
         assert!(s.due_deliveries(50, 10).unwrap().is_empty());
         assert_eq!(s.next_delivery_after(50).unwrap(), Some(100));
         assert_eq!(s.next_delivery_after(100).unwrap(), None);
-        s.delivery_sent(due[0].id, 101).unwrap();
+        s.delivery_sent(&due[0], 101, 3).unwrap();
         assert!(s.due_deliveries(1000, 10).unwrap().is_empty());
         let all = s.deliveries(active[0].id).unwrap();
         assert_eq!(all[0].state, "sent");
         assert_eq!(all[0].attempts, 2);
+        let log = s.attempts(active[0].id).unwrap();
+        assert_eq!(log.len(), 2);
+        assert!(!log[0].ok && log[0].error.as_deref() == Some("down"));
+        assert!(log[1].ok && log[1].ms == 3);
         // Resolved: the key is free again.
         let mut a = active[0].clone();
         a.state = "resolved".into();

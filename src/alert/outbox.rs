@@ -126,7 +126,10 @@ impl Outbox {
         match &sent.result {
             Ok(()) => {
                 tracing::info!(alert = d.alert_id, delivery = d.id, channel = %d.channel, what = %d.what, ms = sent.took.as_millis() as u64, "Notification delivered.");
-                if let Err(e) = self.store.delivery_sent(d.id, now) {
+                if let Err(e) = self
+                    .store
+                    .delivery_sent(d, now, sent.took.as_millis() as u64)
+                {
                     tracing::error!(delivery = d.id, error = %e, "Could not record a delivery.");
                 }
             }
@@ -134,10 +137,13 @@ impl Outbox {
                 let attempts = d.attempts + 1;
                 let delay = backoff(attempts);
                 tracing::warn!(alert = d.alert_id, delivery = d.id, channel = %d.channel, attempts, retry_in_ms = delay.as_millis() as u64, error = %err, "Notification not delivered; will retry.");
-                if let Err(e) =
-                    self.store
-                        .delivery_failed(d.id, attempts, now + delay.as_millis() as i64, err)
-                {
+                if let Err(e) = self.store.delivery_failed(
+                    d,
+                    now,
+                    sent.took.as_millis() as u64,
+                    now + delay.as_millis() as i64,
+                    err,
+                ) {
                     tracing::error!(delivery = d.id, error = %e, "Could not record a failed delivery.");
                 }
                 if attempts == 1 || attempts % 10 == 0 {

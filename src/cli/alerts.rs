@@ -176,6 +176,27 @@ pub async fn show(c: &Client, id: i64, json: bool) -> Result<ExitCode> {
             rows,
         );
     }
+    let attempts = a["attempts"].as_array().cloned().unwrap_or_default();
+    if !attempts.is_empty() {
+        println!();
+        let rows = attempts
+            .iter()
+            .map(|t| {
+                vec![
+                    s(t, "delivery_id"),
+                    ts(t, "ts"),
+                    if t["ok"] == true {
+                        "ok".into()
+                    } else {
+                        "failed".into()
+                    },
+                    format!("{} ms", s(t, "ms")),
+                    s(t, "error"),
+                ]
+            })
+            .collect();
+        table(&["DELIVERY", "ATTEMPT AT", "RESULT", "TOOK", "ERROR"], rows);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

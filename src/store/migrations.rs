@@ -117,6 +117,16 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX alert_deliveries_due ON alert_deliveries (state, next_try);
      CREATE INDEX alert_deliveries_alert ON alert_deliveries (alert_id, id);
+     CREATE TABLE alert_attempts (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        delivery_id INTEGER NOT NULL REFERENCES alert_deliveries (id),
+        alert_id    INTEGER NOT NULL,
+        ts          INTEGER NOT NULL,
+        ok          INTEGER NOT NULL,
+        error       TEXT,
+        ms          INTEGER NOT NULL
+     );
+     CREATE INDEX alert_attempts_alert ON alert_attempts (alert_id, id);
      CREATE TABLE alert_cursor (
         id       INTEGER PRIMARY KEY CHECK (id = 1),
         event_id INTEGER NOT NULL

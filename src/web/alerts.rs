@@ -84,6 +84,7 @@ pub async fn show(
     };
     let mut v = json!(a);
     v["deliveries"] = json!(s.alerts.store.deliveries(id)?);
+    v["attempts"] = json!(s.alerts.store.attempts(id)?);
     Ok(Json(v))
 }
 
