@@ -848,3 +848,71 @@ fn an_event_the_dead_agent_did_not_handle_is_alerted_by_the_next_one() {
     assert_eq!(alerts(&a, "all").len(), 1);
     assert_eq!(hook.received().len(), 1);
 }
+
+#[test]
+fn test_channel_sends_now_and_says_why_it_failed() {
+    let hook = Hook::start(false);
+    let a = Agent::start("", &hook_channel(&hook));
+    let out = a.cli(&["test-channel", "hook"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("channel \"hook\" failed: HTTP 503"), "{err}");
+    hook.up.store(true, Ordering::SeqCst);
+    let out = a.cli(&["test-channel", "hook"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = hook.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["what"], "test");
+    let out = a.cli(&["test-channel", "nope"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no channel named \"nope\""));
+}
+
+#[test]
+fn bad_alert_requests_get_json_errors_never_5xx() {
+    let a = Agent::start("", "");
+    let token = a.token();
+    for (method, path, tok, want) in [
+        ("GET", "/api/v1/alerts?state=burning", None, 400),
+        ("GET", "/api/v1/alerts?limit=x", None, 400),
+        ("GET", "/api/v1/alerts/abc", None, 400),
+        ("GET", "/api/v1/alerts/12345", None, 404),
+        (
+            "POST",
+            "/api/v1/alerts/12345/ack",
+            Some(token.as_str()),
+            404,
+        ),
+        (
+            "POST",
+            "/api/v1/alerts/12345/resolve",
+            Some(token.as_str()),
+            404,
+        ),
+        ("POST", "/api/v1/alerts/1/ack", None, 401),
+        (
+            "POST",
+            "/api/v1/silences/77/expire",
+            Some(token.as_str()),
+            404,
+        ),
+        ("POST", "/api/v1/silences", Some(token.as_str()), 400),
+        ("GET", "/ack/1/00", None, 403),
+        ("POST", "/ack/x/00", None, 403),
+    ] {
+        let (status, body) = http(a.port, method, path, tok).unwrap();
+        assert_eq!(status, want, "{method} {path}: {body}");
+        if !path.starts_with("/ack/") {
+            let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body}"));
+            assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+        }
+    }
+    let (status, body) = post_json(&a, "/api/v1/alerts/1/ack", "{not json");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post_json(&a, "/api/v1/alerts/1/ack", r#"{"coment": "typo"}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("coment"), "{body}");
+}

@@ -53,6 +53,7 @@ pub struct Alerts {
     pub bus: Bus,
     pub key: AckKey,
     pub public_url: String,
+    channels: HashMap<String, Arc<channels::Channel>>,
 }
 
 impl Alerts {
@@ -85,6 +86,35 @@ impl Alerts {
 }
 
 impl Alerts {
+    /// Sends a test notification through one channel now, bypassing the
+    /// outbox; `Ok(milliseconds)` when the channel confirmed it.
+    pub async fn test_channel(&self, name: &str) -> Option<Result<u64, String>> {
+        let ch = self.channels.get(name)?;
+        let n = channels::Notification {
+            alert_id: 0,
+            delivery_id: 0,
+            key: "test/test".into(),
+            rule: "test".into(),
+            subject: name.into(),
+            severity: "info".into(),
+            state: "firing".into(),
+            what: "test".into(),
+            title: format!("Test notification through channel {name}"),
+            body: "mamori can reach you through this channel. Nothing is wrong.".into(),
+            occurrences: 1,
+            first_at: crate::util::format_ts(crate::util::now_ms()),
+            round: 0,
+            step: 0,
+            ack_url: None,
+        };
+        let start = std::time::Instant::now();
+        Some(
+            ch.send(&n)
+                .await
+                .map(|()| start.elapsed().as_millis() as u64),
+        )
+    }
+
     /// Tells the engine a silence ended early (it rechecks muted alerts).
     pub async fn mutes_changed(&self) {
         let _ = self.tx.send(engine::Command::MutesChanged).await;
@@ -150,7 +180,7 @@ pub fn start(
     let outbox = outbox::Outbox {
         store: store.clone(),
         bus: bus.clone(),
-        channels,
+        channels: channels.clone(),
         wake,
     };
     tasks.spawn(outbox.run(cancel.child_token()));
@@ -160,5 +190,6 @@ pub fn start(
         bus,
         key,
         public_url,
+        channels,
     })
 }

@@ -304,3 +304,12 @@ pub async fn silence_expire(c: &Client, id: i64) -> Result<ExitCode> {
     println!("Silence #{id} expired.");
     Ok(ExitCode::SUCCESS)
 }
+
+pub async fn test_channel(c: &Client, name: &str) -> Result<ExitCode> {
+    let v = c.post(&format!("/api/v1/channels/{name}/test")).await?;
+    println!(
+        "Channel {name} took the test notification ({} ms).",
+        s(&v, "ms")
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -150,6 +150,8 @@ enum Cmd {
     },
     /// Resolve an alert by hand.
     Resolve { id: i64 },
+    /// Send a test notification through a channel now (checks mail setup).
+    TestChannel { channel: String },
     /// Mute notifications of matching alerts for a while (alerts stay visible).
     Silence {
         #[command(subcommand)]
@@ -292,6 +294,7 @@ async fn remote(cmd: Cmd, c: client::Client) -> Result<ExitCode> {
         Cmd::Alert { id, json } => alerts::show(&c, id, json).await,
         Cmd::Ack { id, comment } => alerts::ack(&c, id, &comment).await,
         Cmd::Resolve { id } => alerts::resolve(&c, id).await,
+        Cmd::TestChannel { channel } => alerts::test_channel(&c, &channel).await,
         Cmd::Silence { action } => match action {
             SilenceCmd::Add {
                 matchers,

@@ -367,3 +367,21 @@ pub async fn link_ack(
         ),
     }
 }
+
+/// `POST /api/v1/channels/{name}/test`: a test notification, sent now.
+pub async fn test_channel(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match s.alerts.test_channel(&name).await {
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no channel named \"{name}\""),
+        )),
+        Some(Ok(ms)) => Ok(Json(json!({"channel": name, "ok": true, "ms": ms}))),
+        Some(Err(e)) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("channel \"{name}\" failed: {e}"),
+        )),
+    }
+}

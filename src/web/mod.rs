@@ -45,6 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/silences", post(alerts::add_silence))
         .route("/api/v1/silences/{id}/expire", post(alerts::expire_silence))
+        .route("/api/v1/channels/{name}/test", post(alerts::test_channel))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
