@@ -689,3 +689,166 @@ impl Engine {
         self.save_cursor(true);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::escalation::{Repeat, Step};
+    use super::*;
+    use crate::config::alerts::{ChannelConfig, ChannelKind, WebhookConfig, WebhookFormat};
+
+    fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn down(check: &str) -> EventKind {
+        EventKind::CheckDown {
+            check: check.into(),
+            check_kind: "tcp".into(),
+            unit: None,
+            reason: "connection refused".into(),
+        }
+    }
+
+    /// States of an alert's deliveries, oldest first.
+    fn sent(store: &Store, id: i64) -> Vec<String> {
+        store
+            .deliveries(id)
+            .unwrap()
+            .into_iter()
+            .map(|d| format!("{}:{}", d.what, d.state))
+            .collect()
+    }
+
+    /// The engine with its store and bus, but no outbox: what it queues is
+    /// what the test sees. Time is tokio's, paused.
+    #[tokio::test(start_paused = true)]
+    async fn escalation_on_time_ack_stops_it_expiry_restarts_it_a_silence_mutes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let bus = Bus::new(store.clone());
+        let config = AlertsConfig {
+            channels: vec![ChannelConfig {
+                name: "hook".into(),
+                kind: ChannelKind::Webhook(WebhookConfig {
+                    url: "http://127.0.0.1:9/".into(),
+                    format: WebhookFormat::Json,
+                    headers: vec![],
+                    timeout: s(1),
+                }),
+            }],
+            policies: vec![Policy {
+                name: "critical".into(),
+                steps: vec![
+                    Step {
+                        after: s(0),
+                        channels: vec!["hook".into()],
+                    },
+                    Step {
+                        after: s(60),
+                        channels: vec!["hook".into()],
+                    },
+                ],
+                repeat: Repeat::Times(0),
+                repeat_after: s(1800),
+            }],
+            ack_timeout: Some(s(3600)),
+            ..AlertsConfig::default()
+        };
+        let key = AckKey::new(b"0123456789abcdef0123456789abcdef".to_vec());
+        let mut engine = Engine::new(
+            store.clone(),
+            bus.clone(),
+            config,
+            key,
+            "http://mamori".into(),
+            Arc::new(Notify::new()),
+        );
+        let events = bus.subscribe();
+        engine.load().unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(engine.run(events, rx, cancel.clone()));
+
+        // Step 1 at once, step 2 after 60 s.
+        bus.emit(down("db"));
+        settle().await;
+        assert_eq!(sent(&store, 1), vec!["fired:pending"]);
+        tokio::time::sleep(s(59)).await;
+        assert_eq!(sent(&store, 1).len(), 1);
+        tokio::time::sleep(s(2)).await;
+        assert_eq!(sent(&store, 1), vec!["fired:pending", "escalated:pending"]);
+        // The same condition again: counted, not a new alert.
+        bus.emit(down("db"));
+        settle().await;
+        assert_eq!(store.alert(1).unwrap().unwrap().occurrences, 2);
+
+        // Acknowledged at once: step 2 never comes…
+        bus.emit(down("cache"));
+        settle().await;
+        let (reply, r) = oneshot::channel();
+        tx.send(Command::Ack {
+            id: 2,
+            by: "test".into(),
+            comment: "mine".into(),
+            reply,
+        })
+        .await
+        .unwrap();
+        assert_eq!(r.await.unwrap().unwrap().state, "acknowledged");
+        tokio::time::sleep(s(3599)).await;
+        assert_eq!(sent(&store, 2), vec!["fired:pending"]);
+        // …until the acknowledgement expires (1 h): then it starts over.
+        tokio::time::sleep(s(2)).await;
+        assert_eq!(sent(&store, 2), vec!["fired:pending", "fired:pending"]);
+        assert_eq!(store.alert(2).unwrap().unwrap().state, "firing");
+        tokio::time::sleep(s(61)).await;
+        assert_eq!(sent(&store, 2).len(), 3);
+
+        // A silence mutes it; the alert is there all the same.
+        let now = now_ms();
+        let silence = store
+            .insert_silence(&crate::alert::db::Silence {
+                id: 0,
+                matchers: vec![("subject".into(), "queue".into())],
+                starts_at: now,
+                ends_at: now + 3_600_000,
+                comment: "maintenance".into(),
+                created_by: "test".into(),
+                created_at: now,
+            })
+            .unwrap();
+        bus.emit(down("queue"));
+        settle().await;
+        assert_eq!(sent(&store, 3), vec!["fired:muted"]);
+        tokio::time::sleep(s(61)).await;
+        assert_eq!(sent(&store, 3), vec!["fired:muted", "escalated:muted"]);
+        assert_eq!(store.alert(3).unwrap().unwrap().state, "firing");
+        // The silence ends while it still fires: people hear about it.
+        store.expire_silence(silence, now_ms()).unwrap();
+        tx.send(Command::MutesChanged).await.unwrap();
+        settle().await;
+        assert_eq!(
+            sent(&store, 3),
+            vec!["fired:muted", "escalated:muted", "fired:pending"]
+        );
+
+        // Resolved when the check comes back, and the channel is told.
+        bus.emit(EventKind::CheckUp {
+            check: "queue".into(),
+            check_kind: "tcp".into(),
+            unit: None,
+        });
+        settle().await;
+        assert_eq!(store.alert(3).unwrap().unwrap().state, "resolved");
+        assert_eq!(sent(&store, 3).last().unwrap(), "resolved:pending");
+
+        cancel.cancel();
+        task.await.unwrap();
+    }
+}
