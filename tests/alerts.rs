@@ -916,3 +916,67 @@ fn bad_alert_requests_get_json_errors_never_5xx() {
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("coment"), "{body}");
 }
+
+#[test]
+fn slack_and_ntfy_presets_carry_the_alert_and_its_ack_link() {
+    let slack = Hook::start(true);
+    let ntfy = Hook::start(true);
+    let flags = tempfile::tempdir().unwrap();
+    let flag = flags.path().join("db-ok");
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[channel]]
+name = "chat"
+kind = "webhook"
+url = "{}"
+format = "slack"
+headers = {{ X-Team = "ops" }}
+
+[[channel]]
+name = "phone"
+kind = "webhook"
+url = "{}"
+format = "ntfy"
+
+{}"#,
+            slack.url(),
+            ntfy.url(),
+            check(&flag)
+        ),
+    );
+    let s = wait_for("the Slack-style post", || {
+        slack.received().into_iter().next()
+    });
+    let text = s.json()["text"].as_str().unwrap().to_string();
+    let id = wait_alert(&a, "firing")["id"].as_i64().unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "*[CRITICAL] check db is down (alert #{id})*\nThe exec check db is down"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("/ack/{id}/")) && text.ends_with("|Acknowledge>"),
+        "{text}"
+    );
+    assert_eq!(s.header("x-team"), Some("ops"));
+
+    let n = wait_for("the ntfy post", || ntfy.received().into_iter().next());
+    assert!(
+        n.body.starts_with("The exec check db is down"),
+        "{}",
+        n.body
+    );
+    assert_eq!(
+        n.header("title"),
+        Some(format!("[CRITICAL] check db is down (alert #{id})").as_str())
+    );
+    assert_eq!(n.header("priority"), Some("5"));
+    let action = n.header("actions").unwrap();
+    assert!(
+        action.starts_with("view, Acknowledge, http://127.0.0.1:"),
+        "{action}"
+    );
+    assert!(action.contains(&format!("/ack/{id}/")), "{action}");
+}
