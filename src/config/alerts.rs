@@ -73,6 +73,8 @@ pub struct EmailConfig {
     pub tls: SmtpTls,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// Extra CA certificate(s) (PEM) to trust, e.g. a company's private CA.
+    pub ca_file: Option<PathBuf>,
     pub from: String,
     pub to: Vec<String>,
     pub timeout: Duration,
@@ -438,6 +440,16 @@ fn channel(t: &Tbl, base: &Path) -> Option<ChannelKind> {
             };
             let username = t.string("username");
             let password_file = t.string("password_file").map(|p| base.join(p));
+            let ca_file = t.string("ca_file").map(|p| base.join(p));
+            if ca_file.is_some() && tls == SmtpTls::None {
+                r.error(
+                    t.key_span("ca_file"),
+                    format!(
+                        "`ca_file` in {} needs tls = \"starttls\" or \"tls\"",
+                        t.what
+                    ),
+                );
+            }
             if password_file.is_some() && username.is_none() {
                 r.error(
                     t.key_span("password_file"),
@@ -485,6 +497,7 @@ fn channel(t: &Tbl, base: &Path) -> Option<ChannelKind> {
                 tls,
                 username,
                 password_file,
+                ca_file,
                 from: from?,
                 to,
                 timeout: timeout.unwrap_or(Duration::from_secs(30)),

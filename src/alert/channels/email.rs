@@ -9,6 +9,7 @@ use std::time::Duration;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::Notification;
@@ -16,6 +17,8 @@ use crate::config::alerts::{EmailConfig, SmtpTls};
 
 pub struct Email {
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Bounds the whole exchange (lettre's own timeout is per command).
+    timeout: Duration,
     from: Mailbox,
     to: Vec<Mailbox>,
 }
@@ -30,6 +33,21 @@ impl Email {
             SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.server),
         };
         let mut builder = builder.port(c.port).timeout(Some(c.timeout));
+        if let Some(ca) = &c.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
+            let cert = Certificate::from_pem(&pem)
+                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+            let params = TlsParameters::builder(c.server.clone())
+                .add_root_certificate(cert)
+                .build_rustls()
+                .map_err(|e| format!("TLS setup for {}: {e}", c.server))?;
+            builder = builder.tls(match c.tls {
+                SmtpTls::Starttls => Tls::Required(params),
+                SmtpTls::Tls => Tls::Wrapper(params),
+                SmtpTls::None => Tls::None,
+            });
+        }
         if let Some(user) = &c.username {
             let password = match &c.password_file {
                 Some(p) => std::fs::read_to_string(p)
@@ -50,6 +68,7 @@ impl Email {
                 .collect::<Result<_, _>>()?;
         Ok(Email {
             transport: builder.build(),
+            timeout: c.timeout,
             from,
             to,
         })
@@ -72,10 +91,13 @@ impl Email {
         let message = m
             .body(n.text())
             .map_err(|e| format!("cannot build the message: {e}"))?;
-        match tokio::time::timeout(Duration::from_secs(120), self.transport.send(message)).await {
+        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(crate::probe::probes::chain(&e)),
-            Err(_) => Err("the SMTP exchange took longer than 120 s".into()),
+            Err(_) => Err(format!(
+                "the SMTP exchange took longer than {} (timeout)",
+                crate::config::units::format_duration(self.timeout)
+            )),
         }
     }
 }
