@@ -233,6 +233,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                         services,
                         c.units.len() - services
                     );
+                    // --- alerts ---
+                    let al = &c.alerts;
+                    println!(
+                        "alerts: {} rules, {} channels, {} policies{}",
+                        al.rules.len(),
+                        al.channels.len(),
+                        al.policies.len(),
+                        if al.channels.is_empty() {
+                            " (no channel: alerts are recorded but sent nowhere)"
+                        } else {
+                            ""
+                        }
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(errors) => {
