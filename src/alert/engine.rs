@@ -287,6 +287,22 @@ impl Engine {
             .any(|a| matches!(a, Action::Notify(_) | Action::NotifyResolved { .. }));
         let muted = needs_silences && self.is_muted(rec, now);
         let known = self.all_channels();
+        // A resolution goes to the channels that really got the alert, not
+        // to those whose notifications were muted.
+        let told: Vec<String> = if actions
+            .iter()
+            .any(|a| matches!(a, Action::NotifyResolved { .. }))
+        {
+            self.store
+                .deliveries(rec.id)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|d| d.what != "resolved" && d.state != "muted")
+                .map(|d| d.channel)
+                .collect()
+        } else {
+            Vec::new()
+        };
         for a in actions {
             let (channels, what, round, step) = match a {
                 Action::Notify(d) => (
@@ -303,7 +319,7 @@ impl Engine {
                 Action::Changed(_) => continue,
             };
             for c in channels {
-                if !known.contains(c) {
+                if !known.contains(c) || (what == "resolved" && !told.contains(c)) {
                     continue;
                 }
                 deliveries.push(NewDelivery {
@@ -847,6 +863,30 @@ mod tests {
         settle().await;
         assert_eq!(store.alert(3).unwrap().unwrap().state, "resolved");
         assert_eq!(sent(&store, 3).last().unwrap(), "resolved:pending");
+
+        // Muted from start to end: nobody is told it is resolved either.
+        let now = now_ms();
+        store
+            .insert_silence(&crate::alert::db::Silence {
+                id: 0,
+                matchers: vec![("subject".into(), "disk".into())],
+                starts_at: now,
+                ends_at: now + 3_600_000,
+                comment: "swap".into(),
+                created_by: "test".into(),
+                created_at: now,
+            })
+            .unwrap();
+        bus.emit(down("disk"));
+        settle().await;
+        bus.emit(EventKind::CheckUp {
+            check: "disk".into(),
+            check_kind: "tcp".into(),
+            unit: None,
+        });
+        settle().await;
+        assert_eq!(store.alert(4).unwrap().unwrap().state, "resolved");
+        assert_eq!(sent(&store, 4), vec!["fired:muted"]);
 
         cancel.cancel();
         task.await.unwrap();

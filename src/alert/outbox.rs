@@ -84,7 +84,13 @@ impl Outbox {
                                 (_, Err(e)) => Err(format!("unreadable notification: {e}")),
                                 (Some(c), Ok(mut n)) => {
                                     n.delivery_id = d.id;
-                                    c.send(&n).await
+                                    // A panic in a channel is a failed attempt, not
+                                    // a delivery stuck "in flight" for good.
+                                    tokio::spawn(async move { c.send(&n).await })
+                                        .await
+                                        .unwrap_or_else(|e| {
+                                            Err(format!("the channel panicked: {e}"))
+                                        })
                                 }
                             };
                         Sent {
