@@ -730,3 +730,166 @@ fn rule(t: &Tbl) -> Option<Rule> {
         policy: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> AlertsConfig {
+        let c = crate::config::load_str(Path::new("/etc/mamori/m.toml"), text.to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+        c.alerts
+    }
+
+    #[test]
+    fn defaults_without_any_alert_config() {
+        let a = load("");
+        assert!(a.default_rules);
+        assert_eq!(a.ack_timeout, Some(Duration::from_secs(4 * 3600)));
+        assert_eq!(a.public_url, None);
+        let names: Vec<&str> = a.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "unit-gave-up",
+                "check-down",
+                "limit-breached",
+                "leak-suspected",
+                "alertmanager"
+            ]
+        );
+        assert!(a.channels.is_empty() && a.policies.is_empty() && a.maintenance.is_empty());
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let a = load(
+            r#"
+[alerts]
+default_rules = false
+ack_timeout = "never"
+public_url = "https://m.example.com/"
+policy = { critical = "page", warning = "page", info = "page" }
+
+[[channel]]
+name = "mail"
+kind = "email"
+server = "smtp.example.com"
+tls = "tls"
+username = "u"
+password_file = "pw"
+ca_file = "ca.pem"
+from = "m <m@example.com>"
+to = ["a@example.com", "B <b@example.com>"]
+timeout = "7s"
+
+[[channel]]
+name = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:9/x"
+format = "ntfy"
+headers = { Authorization = "Bearer t" }
+
+[[channel]]
+name = "cmd"
+kind = "command"
+command = "notify-send hi"
+
+[[policy]]
+name = "page"
+repeat = 2
+repeat_after = "10m"
+[[policy.step]]
+channels = ["mail"]
+[[policy.step]]
+after = "5m"
+channels = ["hook", "cmd"]
+
+[[alert]]
+name = "jobs"
+on = ["unit.exited", "check.*"]
+subject = "nightly-*"
+when = { state = "failed" }
+resolve_on = "unit.started"
+severity = "info"
+severity_from = "level"
+title = "{unit}"
+body = "{reason}"
+policy = "page"
+
+[[maintenance]]
+name = "nights"
+days = ["sat", "sun"]
+from = "22:30"
+to = "06:00"
+timezone = "local"
+severities = ["info"]
+match = { rule = "jobs" }
+"#,
+        );
+        assert!(!a.default_rules);
+        assert_eq!(a.ack_timeout, None);
+        assert_eq!(a.public_url.as_deref(), Some("https://m.example.com"));
+        assert_eq!(a.severity_policy.len(), 3);
+        match &a.channels[0].kind {
+            ChannelKind::Email(e) => {
+                assert_eq!(e.port, 465, "the port follows tls");
+                assert_eq!(e.tls, SmtpTls::Tls);
+                assert_eq!(e.password_file, Some(PathBuf::from("/etc/mamori/pw")));
+                assert_eq!(e.ca_file, Some(PathBuf::from("/etc/mamori/ca.pem")));
+                assert_eq!(e.to.len(), 2);
+                assert_eq!(e.timeout, Duration::from_secs(7));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &a.channels[1].kind {
+            ChannelKind::Webhook(w) => {
+                assert_eq!(w.format, WebhookFormat::Ntfy);
+                assert_eq!(w.headers, vec![("Authorization".into(), "Bearer t".into())]);
+                assert_eq!(w.timeout, Duration::from_secs(10));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &a.channels[2].kind {
+            ChannelKind::Command(c) => {
+                assert_eq!(c.command, ["/bin/sh", "-c", "notify-send hi"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let p = &a.policies[0];
+        assert_eq!(p.repeat, Repeat::Times(2));
+        assert_eq!(p.repeat_after, Duration::from_secs(600));
+        assert_eq!(p.steps[0].after, Duration::ZERO);
+        assert_eq!(p.steps[1].channels, ["hook", "cmd"]);
+        assert_eq!(a.rules.len(), 1, "no defaults");
+        let r = &a.rules[0];
+        assert_eq!(r.on, ["unit.exited", "check.*"]);
+        assert_eq!(r.subject.as_deref(), Some("nightly-*"));
+        assert_eq!(r.when, vec![("state".into(), "failed".into())]);
+        assert_eq!(r.resolve_on, ["unit.started"]);
+        assert_eq!(r.severity, Severity::Info);
+        assert_eq!(r.severity_from.as_deref(), Some("level"));
+        assert_eq!(r.policy.as_deref(), Some("page"));
+        let w = &a.maintenance[0];
+        assert_eq!((w.from, w.to, w.local), (22 * 60 + 30, 6 * 60, true));
+        assert_eq!(w.days, [5, 6]);
+        assert_eq!(w.severities, ["info"]);
+        assert_eq!(w.matchers, vec![("rule".into(), "jobs".into())]);
+    }
+
+    #[test]
+    fn a_rule_named_like_a_default_replaces_it() {
+        let a = load(
+            r#"
+[[alert]]
+name = "check-down"
+on = "check.down"
+severity = "warning"
+"#,
+        );
+        let cd: Vec<&Rule> = a.rules.iter().filter(|r| r.name == "check-down").collect();
+        assert_eq!(cd.len(), 1);
+        assert_eq!(cd[0].severity, Severity::Warning);
+        assert_eq!(a.rules.len(), 5);
+    }
+}
