@@ -459,9 +459,16 @@ channels = ["hook"]
     assert_eq!(alert["state"], "acknowledged");
     assert_eq!(alert["ack_comment"], "looking");
     assert!(alert["acked_by"].as_str().unwrap().starts_with("cli:"));
-    // Step 3 (at 3 s) never comes.
+    // Step 3 (at 3 s) never comes; who took it is announced where it was sent.
     std::thread::sleep(Duration::from_millis(3500));
-    assert_eq!(hook.received().len(), 2);
+    let got: Vec<Value> = hook.received().iter().map(|r| r.json()).collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[2]["what"], "acknowledged");
+    assert!(
+        got[2]["note"].as_str().unwrap().ends_with(": looking"),
+        "{}",
+        got[2]
+    );
 
     let out = a.cli(&["alert", &id.to_string()]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -845,8 +852,9 @@ fn an_expired_acknowledgement_escalates_again() {
         "acknowledged"
     );
     let again = wait_for("a notification after the ack expired", || {
-        hook.received().get(1).cloned()
+        hook.received().get(2).cloned()
     });
+    assert_eq!(hook.received()[1].json()["what"], "acknowledged");
     assert_eq!(again.json()["what"], "fired");
     assert_eq!(a.get(&format!("/api/v1/alerts/{id}"))["state"], "firing");
 }

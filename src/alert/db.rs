@@ -382,7 +382,8 @@ impl AlertStore for Store {
         let conn = self.conn()?;
         Ok(conn
             .query_row(
-                "SELECT state FROM alert_deliveries WHERE alert_id = ?1 AND what != 'resolved'
+                "SELECT state FROM alert_deliveries
+                 WHERE alert_id = ?1 AND what IN ('fired', 'escalated')
                  ORDER BY id DESC LIMIT 1",
                 params![alert_id],
                 |r| r.get(0),

@@ -261,7 +261,15 @@ impl Engine {
             first_at: format_ts(rec.first_at),
             round,
             step,
-            ack_url: (what != "resolved").then(|| self.key.url(&self.public_url, rec.id)),
+            ack_url: (what == "fired" || what == "escalated")
+                .then(|| self.key.url(&self.public_url, rec.id)),
+            note: (what == "acknowledged").then(|| {
+                let by = rec.acked_by.as_deref().unwrap_or("someone");
+                match rec.ack_comment.as_deref() {
+                    Some(c) if !c.is_empty() => format!("Acknowledged by {by}: {c}"),
+                    _ => format!("Acknowledged by {by}."),
+                }
+            }),
         };
         serde_json::to_string(&n).unwrap_or_default()
     }
@@ -282,22 +290,22 @@ impl Engine {
     fn commit(&self, rec: &AlertRecord, actions: &[Action]) -> Option<bool> {
         let now = now_ms();
         let mut deliveries = Vec::new();
-        let needs_silences = actions
-            .iter()
-            .any(|a| matches!(a, Action::Notify(_) | Action::NotifyResolved { .. }));
+        let needs_silences = actions.iter().any(|a| !matches!(a, Action::Changed(_)));
         let muted = needs_silences && self.is_muted(rec, now);
         let known = self.all_channels();
-        // A resolution goes to the channels that really got the alert, not
-        // to those whose notifications were muted.
-        let told: Vec<String> = if actions
-            .iter()
-            .any(|a| matches!(a, Action::NotifyResolved { .. }))
-        {
+        // Follow-ups (acknowledged, resolved) go to the channels that really
+        // got the alert, not to those whose notifications were muted.
+        let told: Vec<String> = if actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::NotifyResolved { .. } | Action::NotifyAcknowledged { .. }
+            )
+        }) {
             self.store
                 .deliveries(rec.id)
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|d| d.what != "resolved" && d.state != "muted")
+                .filter(|d| (d.what == "fired" || d.what == "escalated") && d.state != "muted")
                 .map(|d| d.channel)
                 .collect()
         } else {
@@ -316,10 +324,12 @@ impl Engine {
                     d.step,
                 ),
                 Action::NotifyResolved { channels } => (channels, "resolved", 0, 0),
+                Action::NotifyAcknowledged { channels } => (channels, "acknowledged", 0, 0),
                 Action::Changed(_) => continue,
             };
             for c in channels {
-                if !known.contains(c) || (what == "resolved" && !told.contains(c)) {
+                let follow_up = what == "resolved" || what == "acknowledged";
+                if !known.contains(c) || (follow_up && !told.contains(c)) {
                     continue;
                 }
                 deliveries.push(NewDelivery {
@@ -344,7 +354,7 @@ impl Engine {
         }
         deliveries
             .iter()
-            .any(|d| d.what != "resolved")
+            .any(|d| d.what == "fired" || d.what == "escalated")
             .then_some(muted)
     }
 
@@ -817,14 +827,25 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(r.await.unwrap().unwrap().state, "acknowledged");
+        // (the channel that got it hears who took it)
         tokio::time::sleep(s(3599)).await;
-        assert_eq!(sent(&store, 2), vec!["fired:pending"]);
+        assert_eq!(
+            sent(&store, 2),
+            vec!["fired:pending", "acknowledged:pending"]
+        );
+        let note: Notification =
+            serde_json::from_str(&store.deliveries(2).unwrap()[1].payload).unwrap();
+        assert_eq!(note.note.as_deref(), Some("Acknowledged by test: mine"));
+        assert_eq!(note.ack_url, None);
         // …until the acknowledgement expires (1 h): then it starts over.
         tokio::time::sleep(s(2)).await;
-        assert_eq!(sent(&store, 2), vec!["fired:pending", "fired:pending"]);
+        assert_eq!(
+            sent(&store, 2),
+            vec!["fired:pending", "acknowledged:pending", "fired:pending"]
+        );
         assert_eq!(store.alert(2).unwrap().unwrap().state, "firing");
         tokio::time::sleep(s(61)).await;
-        assert_eq!(sent(&store, 2).len(), 3);
+        assert_eq!(sent(&store, 2).len(), 4);
 
         // A silence mutes it; the alert is there all the same.
         let now = now_ms();

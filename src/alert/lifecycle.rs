@@ -5,7 +5,7 @@
 //! |--------------|------------|--------------|-------------------------------------------|
 //! | firing       | occurred   | firing       | count it                                  |
 //! | firing       | tick       | firing       | notify the steps that are due             |
-//! | firing       | ack        | acknowledged | stop escalating; expire at now+ack_timeout |
+//! | firing       | ack        | acknowledged | stop escalating; expire at now+ack_timeout; tell the channels already notified |
 //! | firing       | resolve    | resolved     | tell the channels already notified        |
 //! | acknowledged | occurred   | acknowledged | count it                                  |
 //! | acknowledged | ack        | acknowledged | extend the acknowledgement                |
@@ -64,6 +64,8 @@ pub enum Input {
 pub enum Action {
     /// Send the alert to these channels (a step of the escalation).
     Notify(Due),
+    /// Tell the channels that were told about the alert that someone took it.
+    NotifyAcknowledged { channels: Vec<String> },
     /// Send the resolution to the channels that were told about the alert.
     NotifyResolved { channels: Vec<String> },
     /// The state changed (to be stored and published).
@@ -137,6 +139,11 @@ impl Lifecycle {
                 if self.state != State::Acknowledged {
                     self.state = State::Acknowledged;
                     out.push(Action::Changed(State::Acknowledged));
+                    if !self.notified.is_empty() {
+                        out.push(Action::NotifyAcknowledged {
+                            channels: self.notified.clone(),
+                        });
+                    }
                 }
             }
             Input::Resolve => {
@@ -243,7 +250,15 @@ mod tests {
         let acts = l
             .handle(Input::Ack { timeout: None }, &p, Instant::now())
             .unwrap();
-        assert_eq!(acts, vec![Action::Changed(State::Acknowledged)]);
+        assert_eq!(
+            acts,
+            vec![
+                Action::Changed(State::Acknowledged),
+                Action::NotifyAcknowledged {
+                    channels: vec!["mail".into()]
+                }
+            ]
+        );
         let end = Instant::now() + s(100_000);
         assert!(run_until(&mut l, &p, end).await.is_empty());
         assert_eq!(l.next_wake(&p), None);

@@ -106,6 +106,7 @@ impl Alerts {
             round: 0,
             step: 0,
             ack_url: None,
+            note: None,
         };
         let start = std::time::Instant::now();
         Some(

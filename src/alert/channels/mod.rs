@@ -26,7 +26,8 @@ pub struct Notification {
     pub severity: String,
     /// The alert's state: `firing`, `acknowledged` or `resolved`.
     pub state: String,
-    /// Why this was sent: `fired`, `escalated` or `resolved`.
+    /// Why this was sent: `fired`, `escalated`, `acknowledged`, `resolved`
+    /// (or `test`).
     pub what: String,
     pub title: String,
     pub body: String,
@@ -36,24 +37,30 @@ pub struct Notification {
     /// The escalation round and step (0-based) that sent it.
     pub round: u32,
     pub step: usize,
-    /// The one-click acknowledge link (absent on resolutions).
+    /// The one-click acknowledge link (only while it is firing).
     pub ack_url: Option<String>,
+    /// Who acknowledged it and why, on `acknowledged`.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 impl Notification {
     /// `[CRITICAL] title`, or `[RESOLVED] title`.
     pub fn subject_line(&self) -> String {
-        let tag = if self.what == "resolved" {
-            "RESOLVED".to_string()
-        } else {
-            self.severity.to_ascii_uppercase()
+        let tag = match self.what.as_str() {
+            "resolved" | "acknowledged" => self.what.to_ascii_uppercase(),
+            _ => self.severity.to_ascii_uppercase(),
         };
         format!("[{tag}] {} (alert #{})", self.title, self.alert_id)
     }
 
     /// A plain-text rendering for mail and chat.
     pub fn text(&self) -> String {
-        let mut s = format!("{}\n\n", self.body);
+        let mut s = String::new();
+        if let Some(note) = &self.note {
+            s.push_str(&format!("{note}\n\n"));
+        }
+        s.push_str(&format!("{}\n\n", self.body));
         s.push_str(&format!(
             "Alert #{} ({}), {} since {}, {} occurrence{}.\nRule: {}, subject: {}\n",
             self.alert_id,

@@ -45,7 +45,11 @@ impl Webhook {
         req = match self.format {
             WebhookFormat::Json => req.json(n),
             WebhookFormat::Slack => {
-                let mut text = format!("*{}*\n{}", n.subject_line(), n.body);
+                let mut text = format!(
+                    "*{}*\n{}",
+                    n.subject_line(),
+                    n.note.as_deref().unwrap_or(&n.body)
+                );
                 if let Some(url) = &n.ack_url {
                     text.push_str(&format!("\n<{url}|Acknowledge>"));
                 }
@@ -53,15 +57,15 @@ impl Webhook {
             }
             WebhookFormat::Ntfy => {
                 let priority = match (n.what.as_str(), n.severity.as_str()) {
-                    ("resolved", _) => "3",
+                    ("resolved", _) | ("acknowledged", _) => "3",
                     (_, "critical") => "5",
                     (_, "warning") => "4",
                     _ => "3",
                 };
-                let tag = if n.what == "resolved" {
-                    "white_check_mark"
-                } else {
-                    "rotating_light"
+                let tag = match n.what.as_str() {
+                    "resolved" => "white_check_mark",
+                    "acknowledged" => "eyes",
+                    _ => "rotating_light",
                 };
                 let mut r = req
                     .header("Title", header_safe(&n.subject_line()))
@@ -70,7 +74,7 @@ impl Webhook {
                 if let Some(url) = &n.ack_url {
                     r = r.header("Actions", format!("view, Acknowledge, {url}"));
                 }
-                r.body(n.body.clone())
+                r.body(n.note.clone().unwrap_or_else(|| n.body.clone()))
             }
         };
         let resp = req
