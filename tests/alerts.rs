@@ -1126,3 +1126,44 @@ to = ["ops@example.com"]
     );
     assert_eq!(smtp.messages().len(), 1);
 }
+
+#[test]
+fn rules_route_ingested_alerts_by_label() {
+    let a = Agent::start(
+        "",
+        r#"[[alert]]
+name = "db-team"
+on = "ingest.firing"
+when = { "labels.team" = "db" }
+resolve_on = "ingest.resolved"
+severity = "critical"
+title = "[{labels.team}] {name}: {summary}"
+"#,
+    );
+    let payload = |team: &str, fp: &str| {
+        format!(
+            r#"{{"version": "4", "alerts": [{{"status": "firing", "fingerprint": "{fp}",
+                "labels": {{"alertname": "DiskFull", "team": "{team}"}},
+                "annotations": {{"summary": "/var at 97%"}}}}]}}"#
+        )
+    };
+    post_json(
+        &a,
+        "/api/v1/alerts/ingest/alertmanager",
+        &payload("db", "f1"),
+    );
+    post_json(
+        &a,
+        "/api/v1/alerts/ingest/alertmanager",
+        &payload("web", "f2"),
+    );
+    let all = wait_for("three alerts", || {
+        let v = alerts(&a, "firing");
+        (v.len() == 3).then_some(v)
+    });
+    let db: Vec<&Value> = all.iter().filter(|x| x["rule"] == "db-team").collect();
+    assert_eq!(db.len(), 1, "only the db team's: {all:?}");
+    assert_eq!(db[0]["title"], "[db] DiskFull: /var at 97%");
+    assert_eq!(db[0]["severity"], "critical");
+    assert_eq!(db[0]["key"], "db-team/f1");
+}

@@ -165,6 +165,20 @@ fn value_str(v: &Value) -> String {
     }
 }
 
+/// A field of the event; `a.b` reads key `b` of the table `a` (an ingested
+/// alert's `labels.team`).
+pub fn lookup<'a>(fields: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(v) = fields.get(path) {
+        return Some(v);
+    }
+    let mut parts = path.split('.');
+    let mut v = fields.get(parts.next()?)?;
+    for p in parts {
+        v = v.as_object()?.get(p)?;
+    }
+    Some(v)
+}
+
 /// `*` matches any run of characters; everything else literally.
 pub fn glob(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
@@ -207,7 +221,7 @@ pub fn render(template: &str, fields: &Map<String, Value>) -> String {
             '{' => match template[i + 1..].find('}') {
                 Some(end) => {
                     let name = &template[i + 1..i + 1 + end];
-                    if let Some(v) = fields.get(name) {
+                    if let Some(v) = lookup(fields, name) {
                         out.push_str(&value_str(v));
                     }
                     for _ in 0..=end {
@@ -231,9 +245,15 @@ pub fn template_fields(template: &str) -> Result<Vec<String>, String> {
             return Err("a `{` is not closed; write `{{` for a literal brace".into());
         };
         let name = rest[start + 1..start + 1 + len].to_string();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if name.is_empty()
+            || name.starts_with('.')
+            || name.ends_with('.')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
             return Err(format!(
-                "`{{{name}}}` is not a field name; fields are letters, digits and '_'"
+                "`{{{name}}}` is not a field name; fields are letters, digits and '_' (and '.' into a table, e.g. {{labels.team}})"
             ));
         }
         out.push(name);
@@ -264,14 +284,14 @@ impl Rule {
             let severity = self
                 .severity_from
                 .as_ref()
-                .and_then(|f| fields.get(f))
+                .and_then(|f| lookup(fields, f))
                 .and_then(Value::as_str)
                 .and_then(Severity::parse)
                 .unwrap_or(self.severity);
             let when_ok = self
                 .when
                 .iter()
-                .all(|(k, v)| fields.get(k).map(value_str).as_deref() == Some(v.as_str()));
+                .all(|(k, v)| lookup(fields, k).map(value_str).as_deref() == Some(v.as_str()));
             if when_ok {
                 let mut f = fields.clone();
                 f.insert("rule".into(), Value::String(self.name.clone()));
@@ -324,6 +344,16 @@ mod tests {
         );
         assert!(template_fields("{a").is_err());
         assert!(template_fields("{a b}").is_err());
+        assert_eq!(
+            template_fields("{labels.team}").unwrap(),
+            vec!["labels.team"]
+        );
+        assert!(template_fields("{.x}").is_err());
+        let f = obj(json!({"labels": {"team": "db"}, "n": 1}));
+        assert_eq!(
+            render("team {labels.team}{labels.none}{n.x}", &f),
+            "team db"
+        );
         assert!(template_fields("a}").is_err());
     }
 
