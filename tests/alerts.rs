@@ -150,9 +150,24 @@ impl Smtp {
     }
 
     fn start(port: u16, dir: &Path) -> Smtp {
+        Self::start_with(port, dir, &[])
+    }
+
+    /// aiosmtpd's own command line, with `extra` options (e.g. `--smtpscert`).
+    fn start_with(port: u16, dir: &Path, extra: &[&Path]) -> Smtp {
+        let mut tls = Vec::new();
+        if let [cert, key] = extra {
+            tls = vec![
+                "--smtpscert".into(),
+                cert.as_os_str().to_owned(),
+                "--smtpskey".into(),
+                key.as_os_str().to_owned(),
+            ];
+        }
         let child = Command::new(Self::python())
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
+            .args(tls)
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(dir)
             .stdin(Stdio::null())
@@ -204,7 +219,8 @@ while True:
 
 impl Smtp {
     /// The STARTTLS + AUTH server; returns it and the certificate (PEM) to trust.
-    fn start_tls_auth(port: u16, dir: &Path, user: &str, password: &str) -> (Smtp, PathBuf) {
+    /// A self-signed certificate for 127.0.0.1: (cert, key).
+    fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
         let cert = dir.join("cert.pem");
         let key = dir.join("key.pem");
         let ok = Command::new("openssl")
@@ -223,6 +239,11 @@ impl Smtp {
             .status()
             .expect("openssl");
         assert!(ok.success(), "openssl could not make a test certificate");
+        (cert, key)
+    }
+
+    fn start_tls_auth(port: u16, dir: &Path, user: &str, password: &str) -> (Smtp, PathBuf) {
+        let (cert, key) = Self::make_cert(dir);
         let script = dir.join("smtpd.py");
         std::fs::write(&script, SMTP_TLS_AUTH).unwrap();
         let maildir = dir.join("maildir");
@@ -1166,4 +1187,37 @@ title = "[{labels.team}] {name}: {summary}"
     assert_eq!(db[0]["title"], "[db] DiskFull: /var at 97%");
     assert_eq!(db[0]["severity"], "critical");
     assert_eq!(db[0]["key"], "db-team/f1");
+}
+
+#[test]
+fn email_over_implicit_tls() {
+    let port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = Smtp::make_cert(dir.path());
+    let smtp = Smtp::start_with(port, &dir.path().join("maildir"), &[&cert, &key]);
+    let flags = tempfile::tempdir().unwrap();
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[channel]]
+name = "mail"
+kind = "email"
+server = "127.0.0.1"
+port = {port}
+tls = "tls"
+ca_file = "{}"
+from = "mamori@example.com"
+to = ["ops@example.com"]
+
+{}"#,
+            cert.display(),
+            check(&flags.path().join("db-ok"))
+        ),
+    );
+    let msg = unqp(&wait_for("the mail over TLS", || {
+        smtp.messages().into_iter().next()
+    }));
+    assert!(msg.contains("check db is down"), "{msg}");
+    let id = wait_alert(&a, "firing")["id"].as_i64().unwrap();
+    assert!(msg.contains(&format!("/ack/{id}/")), "{msg}");
 }
