@@ -139,6 +139,17 @@ pub async fn run(config: Config) -> Result<()> {
 
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    // --- alerts: subscribed before the units start ---
+    let alerts = crate::alert::start(
+        &config,
+        store.clone(),
+        bus.clone(),
+        reaper.clone(),
+        &a.data_dir,
+        cancel.clone(),
+        &mut tasks,
+    )
+    .context("cannot start alerting")?;
     let logs_dir = a.data_dir.join("logs");
     let sampler = Arc::new(crate::probe::sampler::Sampler::default());
     tasks.spawn(sampler.clone().run(
@@ -197,6 +208,7 @@ pub async fn run(config: Config) -> Result<()> {
         store: store.clone(),
         token,
         logs_dir,
+        alerts,
     }));
     let http_cancel = cancel.clone();
     let server = tokio::spawn(async move {

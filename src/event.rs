@@ -157,6 +157,57 @@ pub enum EventKind {
         source: String,
         line: String,
     },
+    // --- alerts (src/alert/) ---
+    /// A rule raised a new alert.
+    #[serde(rename = "alert.fired")]
+    AlertFired {
+        alert_id: i64,
+        key: String,
+        rule: String,
+        severity: String,
+        title: String,
+        unit: Option<String>,
+    },
+    #[serde(rename = "alert.acknowledged")]
+    AlertAcknowledged {
+        alert_id: i64,
+        key: String,
+        by: String,
+        comment: String,
+    },
+    /// Resolved by its condition clearing (`by` = `auto`) or by a person.
+    #[serde(rename = "alert.resolved")]
+    AlertResolved {
+        alert_id: i64,
+        key: String,
+        by: String,
+    },
+    /// A channel failed to take a notification; it is retried with backoff.
+    #[serde(rename = "alert.delivery_failed")]
+    DeliveryFailed {
+        alert_id: i64,
+        delivery_id: i64,
+        channel: String,
+        attempts: u32,
+        error: String,
+    },
+    /// An alert received from outside (`POST /api/v1/alerts/ingest/alertmanager`).
+    #[serde(rename = "ingest.firing")]
+    IngestFiring {
+        source: String,
+        key: String,
+        name: String,
+        severity: String,
+        summary: String,
+        description: String,
+        labels: std::collections::BTreeMap<String, String>,
+    },
+    #[serde(rename = "ingest.resolved")]
+    IngestResolved {
+        source: String,
+        key: String,
+        name: String,
+    },
 }
 
 impl EventKind {
@@ -198,6 +249,12 @@ impl EventKind {
             | FlowFinished { flow, .. }
             | FlowStalled { flow, .. }
             | FlowAction { flow, .. } => Some(flow),
+            AlertFired { unit, .. } => unit.as_deref(),
+            AlertAcknowledged { .. }
+            | AlertResolved { .. }
+            | DeliveryFailed { .. }
+            | IngestFiring { .. }
+            | IngestResolved { .. } => None,
             AgentStarted { .. } | AgentStopping { .. } | LeftoversKilled { .. } => None,
         }
     }
@@ -218,18 +275,27 @@ pub struct Event {
 pub struct Bus {
     store: Store,
     tx: broadcast::Sender<Arc<Event>>,
+    /// Held from storing to publishing, so subscribers see events in id
+    /// order (the alert engine keeps an id cursor and catches up from the
+    /// store; an event published after a higher id would be skipped).
+    order: Arc<std::sync::Mutex<()>>,
 }
 
 impl Bus {
     pub fn new(store: Store) -> Self {
         let (tx, _) = broadcast::channel(16384);
-        Bus { store, tx }
+        Bus {
+            store,
+            tx,
+            order: Arc::default(),
+        }
     }
 
     /// Stores the event (so it survives a crash from here on), logs it and
     /// publishes it. A store failure is logged, never dropped silently.
     pub fn emit(&self, kind: EventKind) -> Option<Arc<Event>> {
         let ts = crate::util::now_ms();
+        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
         match self.store.append_event(ts, &kind) {
             Ok(id) => {
                 let event = Arc::new(Event { id, ts, kind });

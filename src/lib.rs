@@ -5,6 +5,7 @@
 //! the bus.
 
 pub mod agent;
+pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod event;

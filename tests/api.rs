@@ -20,6 +20,10 @@ fn json(body: &str) -> serde_json::Value {
 #[test]
 fn mutating_calls_need_the_token() {
     let a = Agent::start("", UNITS);
+    // The unit task starts the process just after the API is up.
+    common::wait_for("web running", || {
+        (a.unit("web")["state"] == "running").then_some(())
+    });
     let (status, body) = http(a.port, "POST", "/api/v1/units/web/stop", None).unwrap();
     assert_eq!(status, 401, "{body}");
     assert!(json(&body)["error"]

@@ -87,6 +87,19 @@ impl Client {
         Self::decode(resp).await
     }
 
+    /// A POST with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(self.token()?)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        Self::decode(resp).await
+    }
+
     fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
         anyhow!(
             "cannot reach the agent at {} ({e}); is `mamori agent -c CONFIG` running with this config?",

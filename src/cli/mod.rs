@@ -3,6 +3,7 @@
 //! HTTP API (`client`). Exit codes: 0 success, 1 failure (or a config error),
 //! 2 usage error; `run --wait` exits with the job's own code.
 
+mod alerts;
 mod client;
 mod demo;
 mod show;
@@ -179,6 +180,42 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         tail: usize,
     },
+    // --- alerts ---
+    /// List alerts: the active ones, or those in --state.
+    Alerts {
+        /// firing, acknowledged, resolved or all.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one alert with every notification and delivery attempt.
+    Alert {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Acknowledge an alert: stops its escalation until ack_timeout.
+    Ack {
+        id: i64,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Resolve an alert by hand.
+    Resolve {
+        id: i64,
+    },
+    /// Send a test notification through a channel now (checks mail setup).
+    TestChannel {
+        channel: String,
+    },
+    /// Mute notifications of matching alerts for a while (alerts stay visible).
+    Silence {
+        #[command(subcommand)]
+        action: SilenceCmd,
+    },
     /// List recent events, oldest first.
     Events {
         #[arg(long)]
@@ -188,6 +225,31 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum SilenceCmd {
+    /// Add a silence: `mamori silence add subject=web --for 2h --comment "deploy"`.
+    Add {
+        /// LABEL=PATTERN (labels: key, rule, subject, severity; `*` is a wildcard).
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        /// How long, e.g. "30m", "2h".
+        #[arg(long = "for")]
+        duration: String,
+        /// Why (required).
+        #[arg(long)]
+        comment: String,
+    },
+    /// List active silences (--all: expired ones too).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a silence now.
+    Expire { id: i64 },
 }
 
 pub fn main() -> ExitCode {
@@ -229,6 +291,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                         path.display(),
                         services,
                         c.units.len() - services
+                    );
+                    // --- alerts ---
+                    let al = &c.alerts;
+                    println!(
+                        "alerts: {} rules, {} channels, {} policies{}",
+                        al.rules.len(),
+                        al.channels.len(),
+                        al.policies.len(),
+                        if al.channels.is_empty() {
+                            " (no channel: alerts are recorded but sent nowhere)"
+                        } else {
+                            ""
+                        }
                     );
                     Ok(ExitCode::SUCCESS)
                 }
@@ -341,6 +416,20 @@ async fn remote(cmd: Cmd, c: client::Client) -> Result<ExitCode> {
         Cmd::Agent { .. } | Cmd::Demo { .. } | Cmd::CheckConfig { .. } | Cmd::Next { .. } => {
             Ok(ExitCode::from(2))
         }
+        Cmd::Alerts { state, limit, json } => alerts::list(&c, state.as_deref(), limit, json).await,
+        Cmd::Alert { id, json } => alerts::show(&c, id, json).await,
+        Cmd::Ack { id, comment } => alerts::ack(&c, id, &comment).await,
+        Cmd::Resolve { id } => alerts::resolve(&c, id).await,
+        Cmd::TestChannel { channel } => alerts::test_channel(&c, &channel).await,
+        Cmd::Silence { action } => match action {
+            SilenceCmd::Add {
+                matchers,
+                duration,
+                comment,
+            } => alerts::silence_add(&c, &matchers, &duration, &comment).await,
+            SilenceCmd::List { all, json } => alerts::silence_list(&c, all, json).await,
+            SilenceCmd::Expire { id } => alerts::silence_expire(&c, id).await,
+        },
     }
 }
 

@@ -82,6 +82,8 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
             calendars.push(c);
         }
     }
+    // --- alerts ---
+    let alerts = super::alerts::compile(&root, &base);
     root.finish();
     cross_check(&r, &units, &declared);
     cross_check_checks(&r, &all_checks, &declared);
@@ -107,6 +109,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
             units: units.into_iter().map(|p| p.unit).collect(),
             checks: all_checks.into_iter().map(|(c, _)| c).collect(),
             flows,
+            alerts,
         })
     } else {
         Err(ConfigErrors(errors))

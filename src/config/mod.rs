@@ -7,6 +7,8 @@
 //!    *every* error as `FILE:LINE:COL: message`. Nothing is skipped: a config
 //!    with any error is rejected as a whole.
 
+// --- alerts ---
+pub mod alerts;
 pub mod checks;
 mod compile;
 pub mod jobs;
@@ -32,6 +34,8 @@ pub struct Config {
     pub checks: Vec<checks::CheckConfig>,
     /// Flows: jobs connected by `after`, each named after its first job.
     pub flows: Vec<std::sync::Arc<crate::schedule::flow::FlowDef>>,
+    /// Alert rules, channels and escalation policies (src/alert/).
+    pub alerts: alerts::AlertsConfig,
 }
 
 impl Config {

@@ -105,6 +105,73 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 4: the execution context of each run
     "ALTER TABLE runs ADD COLUMN context TEXT;",
+    // 5: alerts, their outbox of notifications, silences (src/alert/db.rs)
+    "CREATE TABLE alerts (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        key         TEXT NOT NULL,
+        rule        TEXT NOT NULL,
+        subject     TEXT NOT NULL,
+        severity    TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        title       TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        policy      TEXT NOT NULL,
+        occurrences INTEGER NOT NULL,
+        first_at    INTEGER NOT NULL,
+        last_at     INTEGER NOT NULL,
+        event_id    INTEGER,
+        acked_at    INTEGER,
+        acked_by    TEXT,
+        ack_comment TEXT,
+        ack_until   INTEGER,
+        resolved_at INTEGER,
+        resolved_by TEXT,
+        esc_started INTEGER,
+        esc_round   INTEGER NOT NULL DEFAULT 0,
+        esc_step    INTEGER NOT NULL DEFAULT 0,
+        esc_done    INTEGER NOT NULL DEFAULT 0,
+        notified    TEXT NOT NULL DEFAULT '[]'
+     );
+     CREATE INDEX alerts_state ON alerts (state, id);
+     CREATE UNIQUE INDEX alerts_active_key ON alerts (key) WHERE state != 'resolved';
+     CREATE TABLE alert_deliveries (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        alert_id   INTEGER NOT NULL REFERENCES alerts (id),
+        channel    TEXT NOT NULL,
+        what       TEXT NOT NULL,
+        payload    TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        next_try   INTEGER NOT NULL,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        sent_at    INTEGER
+     );
+     CREATE INDEX alert_deliveries_due ON alert_deliveries (state, next_try);
+     CREATE INDEX alert_deliveries_alert ON alert_deliveries (alert_id, id);
+     CREATE TABLE alert_attempts (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        delivery_id INTEGER NOT NULL REFERENCES alert_deliveries (id),
+        alert_id    INTEGER NOT NULL,
+        ts          INTEGER NOT NULL,
+        ok          INTEGER NOT NULL,
+        error       TEXT,
+        ms          INTEGER NOT NULL
+     );
+     CREATE INDEX alert_attempts_alert ON alert_attempts (alert_id, id);
+     CREATE TABLE alert_cursor (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        event_id INTEGER NOT NULL
+     );
+     CREATE TABLE silences (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        matchers   TEXT NOT NULL,
+        starts_at  INTEGER NOT NULL,
+        ends_at    INTEGER NOT NULL,
+        comment    TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+     );",
 ];
 
 pub fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

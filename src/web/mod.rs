@@ -3,6 +3,7 @@
 //! `{"error": "..."}` with a 4xx status (a layer rewrites the framework's own
 //! plain-text rejections, so even a malformed request gets JSON).
 
+mod alerts;
 mod api;
 mod auth;
 mod flows;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub store: Store,
     pub token: String,
     pub logs_dir: std::path::PathBuf,
+    pub alerts: crate::alert::Alerts,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -43,6 +45,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/holds/{target}",
             post(flows::hold).delete(flows::unhold),
         )
+        // --- alerts ---
+        .route("/api/v1/alerts/{id}/ack", post(alerts::ack))
+        .route("/api/v1/alerts/{id}/resolve", post(alerts::resolve))
+        .route(
+            "/api/v1/alerts/ingest/alertmanager",
+            post(alerts::ingest_alertmanager),
+        )
+        .route("/api/v1/silences", post(alerts::add_silence))
+        .route("/api/v1/silences/{id}/expire", post(alerts::expire_silence))
+        .route("/api/v1/channels/{name}/test", post(alerts::test_channel))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -62,6 +74,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/flows", get(flows::list))
         .route("/api/v1/flows/{name}", get(flows::one))
         .route("/api/v1/holds", get(flows::holds))
+        // --- alerts ---
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/{id}", get(alerts::show))
+        .route("/api/v1/silences", get(alerts::silences))
+        .route(
+            "/ack/{id}/{token}",
+            get(alerts::link_page).post(alerts::link_ack),
+        )
         .merge(mutating)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::map_response(json_errors))

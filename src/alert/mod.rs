@@ -1,0 +1,196 @@
+//! Alerts that cannot be missed: rules turn events into alerts (`rules`),
+//! each alert lives `firing → acknowledged → resolved` (`lifecycle`) and is
+//! sent along an escalation policy (`escalation`) through channels
+//! (`channels`) via a durable outbox (`outbox`, `db`). People acknowledge
+//! from the CLI, the API or a signed one-click link (`ack_link`).
+//!
+//! `start` wires two tasks: the engine (`engine`, owns every active alert,
+//! subscribed to the bus) and the outbox worker. The API talks to the engine
+//! through [`Alerts`]. See docs/alerts.md.
+
+pub mod ack_link;
+pub mod channels;
+pub mod db;
+mod engine;
+pub mod escalation;
+pub mod lifecycle;
+pub mod mute;
+pub mod outbox;
+pub mod rules;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::event::Bus;
+use crate::store::Store;
+use crate::supervise::reaper::Reaper;
+use ack_link::AckKey;
+use db::AlertRecord;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlertError {
+    #[error("no alert with id {0}")]
+    NotFound(i64),
+    #[error("alert {0} is already resolved")]
+    AlreadyResolved(i64),
+    #[error("alerting is not running (the agent is stopping)")]
+    Stopped,
+    #[error("store: {0}")]
+    Store(String),
+}
+
+/// The API's handle on alerting.
+#[derive(Clone)]
+pub struct Alerts {
+    tx: mpsc::Sender<engine::Command>,
+    pub store: Store,
+    pub bus: Bus,
+    pub key: AckKey,
+    pub public_url: String,
+    channels: HashMap<String, Arc<channels::Channel>>,
+}
+
+impl Alerts {
+    pub async fn ack(&self, id: i64, by: &str, comment: &str) -> Result<AlertRecord, AlertError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(engine::Command::Ack {
+                id,
+                by: by.to_string(),
+                comment: comment.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| AlertError::Stopped)?;
+        rx.await.map_err(|_| AlertError::Stopped)?
+    }
+
+    pub async fn resolve(&self, id: i64, by: &str) -> Result<AlertRecord, AlertError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(engine::Command::Resolve {
+                id,
+                by: by.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| AlertError::Stopped)?;
+        rx.await.map_err(|_| AlertError::Stopped)?
+    }
+}
+
+impl Alerts {
+    /// Sends a test notification through one channel now, bypassing the
+    /// outbox; `Ok(milliseconds)` when the channel confirmed it.
+    pub async fn test_channel(&self, name: &str) -> Option<Result<u64, String>> {
+        let ch = self.channels.get(name)?;
+        let n = channels::Notification {
+            alert_id: 0,
+            delivery_id: 0,
+            key: "test/test".into(),
+            rule: "test".into(),
+            subject: name.into(),
+            severity: "info".into(),
+            state: "firing".into(),
+            what: "test".into(),
+            title: format!("Test notification through channel {name}"),
+            body: "mamori can reach you through this channel. Nothing is wrong.".into(),
+            occurrences: 1,
+            first_at: crate::util::format_ts(crate::util::now_ms()),
+            round: 0,
+            step: 0,
+            ack_url: None,
+            note: None,
+        };
+        let start = std::time::Instant::now();
+        Some(
+            ch.send(&n)
+                .await
+                .map(|()| start.elapsed().as_millis() as u64),
+        )
+    }
+
+    /// Tells the engine a silence ended early (it rechecks muted alerts).
+    pub async fn mutes_changed(&self) {
+        let _ = self.tx.send(engine::Command::MutesChanged).await;
+    }
+}
+
+/// Starts the engine and the outbox. Call before anything emits events
+/// that should raise alerts (the engine subscribes here).
+pub fn start(
+    config: &Config,
+    store: Store,
+    bus: Bus,
+    reaper: Reaper,
+    data_dir: &Path,
+    cancel: CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<Alerts> {
+    use anyhow::Context;
+    let key = AckKey::load_or_create(&data_dir.join("alert.key")).with_context(|| {
+        format!(
+            "cannot read or create {}",
+            data_dir.join("alert.key").display()
+        )
+    })?;
+    let public_url = config.alerts.public_url.clone().unwrap_or_else(|| {
+        let mut addr = config.agent.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}")
+    });
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .build()
+        .context("cannot build the HTTP client for webhooks")?;
+    let mut channels = HashMap::new();
+    for c in &config.alerts.channels {
+        let ch = channels::Channel::build(c, &http, &reaper)
+            .map_err(|e| anyhow::anyhow!("channel \"{}\": {e}", c.name))?;
+        channels.insert(c.name.clone(), Arc::new(ch));
+    }
+    if channels.is_empty() {
+        tracing::warn!(
+            "No [[channel]] configured: alerts are recorded and shown, but sent nowhere."
+        );
+    }
+    let wake = Arc::new(Notify::new());
+    let mut engine = engine::Engine::new(
+        store.clone(),
+        bus.clone(),
+        config.alerts.clone(),
+        key.clone(),
+        public_url.clone(),
+        wake.clone(),
+    );
+    // Subscribed first: whatever is emitted from here on is either after the
+    // cursor (caught up from the store) or on the bus, never in neither.
+    let events = bus.subscribe();
+    engine.load().context("cannot load active alerts")?;
+    let (tx, rx) = mpsc::channel(64);
+    tasks.spawn(engine.run(events, rx, cancel.child_token()));
+    let outbox = outbox::Outbox {
+        store: store.clone(),
+        bus: bus.clone(),
+        channels: channels.clone(),
+        wake,
+    };
+    tasks.spawn(outbox.run(cancel.child_token()));
+    Ok(Alerts {
+        tx,
+        store,
+        bus,
+        key,
+        public_url,
+        channels,
+    })
+}

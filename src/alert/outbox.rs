@@ -1,0 +1,182 @@
+//! The durable outbox: every notification is a row in `alert_deliveries`
+//! (written with the alert's transition) before anything is sent. This
+//! worker sends what is due, marks it `sent` only after the channel
+//! confirmed it, and retries the rest with exponential backoff (1 s, 2 s,
+//! 4 s, … capped at 5 min), forever: nothing is dropped while a channel is
+//! down, and what was pending when the agent died is sent by the next one.
+//!
+//! At-least-once: a crash between a confirmed send and recording it sends
+//! that one notification again; it carries the same delivery id
+//! (`X-Mamori-Delivery`, the mail's Message-ID) so receivers can tell.
+//!
+//! Up to 32 sends run at once; two deliveries for the same alert and channel
+//! never overlap, so "resolved" does not overtake "fired".
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::channels::{Channel, Notification};
+use super::db::{AlertStore, Delivery};
+use crate::event::{Bus, EventKind};
+use crate::store::Store;
+use crate::util::now_ms;
+
+const MAX_IN_FLIGHT: usize = 32;
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// The delay before retry number `attempts` (1-based).
+pub fn backoff(attempts: u32) -> Duration {
+    let secs = 1u64 << attempts.saturating_sub(1).min(16);
+    Duration::from_secs(secs).min(BACKOFF_MAX)
+}
+
+pub struct Outbox {
+    pub store: Store,
+    pub bus: Bus,
+    pub channels: HashMap<String, Arc<Channel>>,
+    pub wake: Arc<Notify>,
+}
+
+struct Sent {
+    delivery: Delivery,
+    result: Result<(), String>,
+    took: Duration,
+}
+
+impl Outbox {
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut tasks: JoinSet<Sent> = JoinSet::new();
+        let mut in_flight: HashSet<i64> = HashSet::new();
+        let mut busy: HashSet<(i64, String)> = HashSet::new();
+        loop {
+            let now = now_ms();
+            if in_flight.len() < MAX_IN_FLIGHT {
+                let due = self
+                    .store
+                    .due_deliveries(now, (MAX_IN_FLIGHT * 4 + in_flight.len()) as u32)
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "Could not read the outbox.");
+                        Vec::new()
+                    });
+                for d in due {
+                    if in_flight.len() >= MAX_IN_FLIGHT {
+                        break;
+                    }
+                    if in_flight.contains(&d.id) || busy.contains(&(d.alert_id, d.channel.clone()))
+                    {
+                        continue;
+                    }
+                    in_flight.insert(d.id);
+                    busy.insert((d.alert_id, d.channel.clone()));
+                    let channel = self.channels.get(&d.channel).cloned();
+                    tasks.spawn(async move {
+                        let start = StdInstant::now();
+                        let result =
+                            match (channel, serde_json::from_str::<Notification>(&d.payload)) {
+                                (None, _) => {
+                                    Err(format!("no channel named \"{}\" in the config", d.channel))
+                                }
+                                (_, Err(e)) => Err(format!("unreadable notification: {e}")),
+                                (Some(c), Ok(mut n)) => {
+                                    n.delivery_id = d.id;
+                                    // A panic in a channel is a failed attempt, not
+                                    // a delivery stuck "in flight" for good.
+                                    tokio::spawn(async move { c.send(&n).await })
+                                        .await
+                                        .unwrap_or_else(|e| {
+                                            Err(format!("the channel panicked: {e}"))
+                                        })
+                                }
+                            };
+                        Sent {
+                            delivery: d,
+                            result,
+                            took: start.elapsed(),
+                        }
+                    });
+                }
+            }
+            // Sleep until the next retry that is not due yet (due ones are
+            // either in flight or wait for a free slot: a finished send wakes us).
+            let next = self.store.next_delivery_after(now).ok().flatten();
+            let sleep_ms = match next {
+                Some(t) if t > now => (t - now).min(60_000),
+                _ => 60_000,
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.wake.notified() => {}
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok(sent) = done {
+                        in_flight.remove(&sent.delivery.id);
+                        busy.remove(&(sent.delivery.alert_id, sent.delivery.channel.clone()));
+                        self.record(sent);
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
+            }
+        }
+        // Sends in flight at shutdown are abandoned unconfirmed: the next
+        // agent sends them again.
+        tasks.abort_all();
+    }
+
+    fn record(&self, sent: Sent) {
+        let d = &sent.delivery;
+        let now = now_ms();
+        match &sent.result {
+            Ok(()) => {
+                tracing::info!(alert = d.alert_id, delivery = d.id, channel = %d.channel, what = %d.what, ms = sent.took.as_millis() as u64, "Notification delivered.");
+                if let Err(e) = self
+                    .store
+                    .delivery_sent(d, now, sent.took.as_millis() as u64)
+                {
+                    tracing::error!(delivery = d.id, error = %e, "Could not record a delivery.");
+                }
+            }
+            Err(err) => {
+                let attempts = d.attempts + 1;
+                let delay = backoff(attempts);
+                tracing::warn!(alert = d.alert_id, delivery = d.id, channel = %d.channel, attempts, retry_in_ms = delay.as_millis() as u64, error = %err, "Notification not delivered; will retry.");
+                if let Err(e) = self.store.delivery_failed(
+                    d,
+                    now,
+                    sent.took.as_millis() as u64,
+                    now + delay.as_millis() as i64,
+                    err,
+                ) {
+                    tracing::error!(delivery = d.id, error = %e, "Could not record a failed delivery.");
+                }
+                if attempts == 1 || attempts % 10 == 0 {
+                    self.bus.emit(EventKind::DeliveryFailed {
+                        alert_id: d.alert_id,
+                        delivery_id: d.id,
+                        channel: d.channel.clone(),
+                        attempts,
+                        error: err.clone(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(9), Duration::from_secs(256));
+        assert_eq!(backoff(10), BACKOFF_MAX);
+        assert_eq!(backoff(1000), BACKOFF_MAX);
+    }
+}

@@ -1,0 +1,442 @@
+//! Alert rules: which events raise an alert, under which key, and which
+//! events clear it again.
+//!
+//! A rule matches an event by its `kind` string (`EventKind::name()`, e.g.
+//! `check.down`) and, optionally, by its subject (the `check`, `unit` or `key`
+//! field, with `*` wildcards) and by equality on other JSON fields (`where`).
+//! Matching works on the event's JSON, so rules can name kinds this build does
+//! not define yet (`leak.suspected` from the leak detector).
+//!
+//! The alert key is `RULE/SUBJECT`: one alert per rule and subject while it is
+//! active; further matches only count occurrences.
+//!
+//! Templates (`title`, `body`) substitute `{field}` with the event's field
+//! (`{unit}`, `{check}`, `{reason}`, ...) plus `{rule}`, `{severity}`,
+//! `{kind}` and `{subject}`; `{{` and `}}` are literal braces; an unknown field
+//! renders as an empty string.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    /// Event kinds that raise (or count towards) the alert.
+    pub on: Vec<String>,
+    /// Only events whose subject matches this pattern (`*` is a wildcard).
+    pub subject: Option<String>,
+    /// Field equalities the event must satisfy, e.g. `state = "failed"`.
+    pub when: Vec<(String, String)>,
+    /// Event kinds that resolve the alert with the same subject.
+    pub resolve_on: Vec<String>,
+    pub severity: Severity,
+    /// A field whose value, when it is a severity name, overrides `severity`
+    /// (ingested alerts carry their own).
+    pub severity_from: Option<String>,
+    pub title: String,
+    pub body: String,
+    /// The escalation policy; `None` picks by severity (see `escalation`).
+    pub policy: Option<String>,
+}
+
+/// What a rule makes of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Matched {
+    Fire {
+        key: String,
+        rule: String,
+        subject: String,
+        severity: Severity,
+        title: String,
+        body: String,
+        policy: Option<String>,
+    },
+    Clear {
+        key: String,
+    },
+}
+
+/// The rules that exist without any config (`[alerts] default_rules = true`).
+pub fn defaults() -> Vec<Rule> {
+    let rule = |name: &str, on: &str, resolve: &[&str], sev, title: &str, body: &str| Rule {
+        name: name.into(),
+        on: vec![on.into()],
+        subject: None,
+        when: Vec::new(),
+        resolve_on: resolve.iter().map(|s| s.to_string()).collect(),
+        severity: sev,
+        severity_from: None,
+        title: title.into(),
+        body: body.into(),
+        policy: None,
+    };
+    vec![
+        rule(
+            "unit-gave-up",
+            "unit.gave_up",
+            &["unit.started"],
+            Severity::Critical,
+            "{unit} gave up restarting",
+            "{unit} was started {starts} times within {window_ms} ms and mamori stopped restarting it. Fix the cause, then `mamori restart {unit}`.",
+        ),
+        rule(
+            "check-down",
+            "check.down",
+            &["check.up"],
+            Severity::Critical,
+            "check {check} is down",
+            "The {check_kind} check {check} is down: {reason}",
+        ),
+        rule(
+            "limit-breached",
+            "unit.limit_breached",
+            &[],
+            Severity::Warning,
+            "{unit} was killed at its {limit} limit",
+            "{unit} (run {run_id}) reached {value} against a {limit} limit of {max} and was killed ({enforced_by}).",
+        ),
+        rule(
+            "leak-suspected",
+            "leak.suspected",
+            &["leak.cleared"],
+            Severity::Warning,
+            "{unit} seems to leak memory",
+            "{unit} grows by {slope_mb_per_hour} MB/hour (confidence {confidence}); it reaches its limit in about {time_to_limit_ms} ms.",
+        ),
+        Rule {
+            severity_from: Some("severity".into()),
+            ..rule(
+                "alertmanager",
+                "ingest.firing",
+                &["ingest.resolved"],
+                Severity::Warning,
+                "{name}: {summary}",
+                "{description}",
+            )
+        },
+    ]
+}
+
+/// The subject of an event: its `check`, else `unit`, else `key` field.
+pub fn subject(fields: &Map<String, Value>) -> String {
+    for k in ["check", "unit", "key"] {
+        if let Some(v) = fields.get(k) {
+            let s = value_str(v);
+            if !s.is_empty() {
+                return s;
+            }
+        }
+    }
+    String::new()
+}
+
+fn value_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// A field of the event; `a.b` reads key `b` of the table `a` (an ingested
+/// alert's `labels.team`).
+pub fn lookup<'a>(fields: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(v) = fields.get(path) {
+        return Some(v);
+    }
+    let mut parts = path.split('.');
+    let mut v = fields.get(parts.next()?)?;
+    for p in parts {
+        v = v.as_object()?.get(p)?;
+    }
+    Some(v)
+}
+
+/// `*` matches any run of characters; everything else literally.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(pos) => rest = &rest[pos + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+/// Renders a `{field}` template over `fields`.
+pub fn render(template: &str, fields: &Map<String, Value>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut chars = template.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '{' if chars.peek().map(|(_, n)| *n) == Some('{') => {
+                chars.next();
+                out.push('{');
+            }
+            '}' if chars.peek().map(|(_, n)| *n) == Some('}') => {
+                chars.next();
+                out.push('}');
+            }
+            '{' => match template[i + 1..].find('}') {
+                Some(end) => {
+                    let name = &template[i + 1..i + 1 + end];
+                    if let Some(v) = lookup(fields, name) {
+                        out.push_str(&value_str(v));
+                    }
+                    for _ in 0..=end {
+                        chars.next();
+                    }
+                }
+                None => out.push('{'),
+            },
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The field names a template uses (for config checks).
+pub fn template_fields(template: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut rest = template.replace("{{", "").replace("}}", "");
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start + 1..].find('}') else {
+            return Err("a `{` is not closed; write `{{` for a literal brace".into());
+        };
+        let name = rest[start + 1..start + 1 + len].to_string();
+        if name.is_empty()
+            || name.starts_with('.')
+            || name.ends_with('.')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            return Err(format!(
+                "`{{{name}}}` is not a field name; fields are letters, digits and '_' (and '.' into a table, e.g. {{labels.team}})"
+            ));
+        }
+        out.push(name);
+        rest = rest[start + 1 + len + 1..].to_string();
+    }
+    if rest.contains('}') {
+        return Err("a `}` has no opening `{`; write `}}` for a literal brace".into());
+    }
+    Ok(out)
+}
+
+impl Rule {
+    /// What this rule makes of an event with `kind` and JSON `fields`.
+    pub fn apply(&self, kind: &str, fields: &Map<String, Value>) -> Option<Matched> {
+        let raises = self.on.iter().any(|k| glob(k, kind));
+        let clears = self.resolve_on.iter().any(|k| glob(k, kind));
+        if !raises && !clears {
+            return None;
+        }
+        let subject = subject(fields);
+        if let Some(p) = &self.subject {
+            if !glob(p, &subject) {
+                return None;
+            }
+        }
+        let key = format!("{}/{}", self.name, subject);
+        if raises {
+            let severity = self
+                .severity_from
+                .as_ref()
+                .and_then(|f| lookup(fields, f))
+                .and_then(Value::as_str)
+                .and_then(Severity::parse)
+                .unwrap_or(self.severity);
+            let when_ok = self
+                .when
+                .iter()
+                .all(|(k, v)| lookup(fields, k).map(value_str).as_deref() == Some(v.as_str()));
+            if when_ok {
+                let mut f = fields.clone();
+                f.insert("rule".into(), Value::String(self.name.clone()));
+                f.insert("severity".into(), severity.as_str().into());
+                f.insert("kind".into(), kind.into());
+                f.insert("subject".into(), subject.clone().into());
+                return Some(Matched::Fire {
+                    key,
+                    rule: self.name.clone(),
+                    subject,
+                    severity,
+                    title: render(&self.title, &f),
+                    body: render(&self.body, &f),
+                    policy: self.policy.clone(),
+                });
+            }
+        }
+        if clears {
+            return Some(Matched::Clear { key });
+        }
+        None
+    }
+}
+
+/// Every match of every rule for one event.
+pub fn evaluate(rules: &[Rule], kind: &str, fields: &Map<String, Value>) -> Vec<Matched> {
+    rules.iter().filter_map(|r| r.apply(kind, fields)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn templates_substitute_fields_and_escape_braces() {
+        let f = obj(json!({"unit": "web", "n": 3, "none": null}));
+        assert_eq!(
+            render("{unit} x{n} {{lit}} [{none}] [{missing}]", &f),
+            "web x3 {lit} [] []"
+        );
+        assert_eq!(render("open { brace", &f), "open { brace");
+        assert_eq!(
+            template_fields("{a} and {b_2} {{x}}").unwrap(),
+            vec!["a", "b_2"]
+        );
+        assert!(template_fields("{a").is_err());
+        assert!(template_fields("{a b}").is_err());
+        assert_eq!(
+            template_fields("{labels.team}").unwrap(),
+            vec!["labels.team"]
+        );
+        assert!(template_fields("{.x}").is_err());
+        let f = obj(json!({"labels": {"team": "db"}, "n": 1}));
+        assert_eq!(
+            render("team {labels.team}{labels.none}{n.x}", &f),
+            "team db"
+        );
+        assert!(template_fields("a}").is_err());
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("web", "web"));
+        assert!(!glob("web", "web2"));
+        assert!(glob("web*", "web2"));
+        assert!(glob("*-db", "main-db"));
+        assert!(glob("a*b*c", "axxbyyc"));
+        assert!(!glob("a*b*c", "axxbyy"));
+        assert!(glob("*", ""));
+        assert!(glob("check.*", "check.down"));
+    }
+
+    #[test]
+    fn defaults_fire_and_clear_by_subject() {
+        let rules = defaults();
+        let down =
+            obj(json!({"check": "api", "check_kind": "http", "unit": "web", "reason": "503"}));
+        let m = evaluate(&rules, "check.down", &down);
+        assert_eq!(m.len(), 1);
+        match &m[0] {
+            Matched::Fire {
+                key,
+                severity,
+                title,
+                body,
+                ..
+            } => {
+                assert_eq!(key, "check-down/api");
+                assert_eq!(*severity, Severity::Critical);
+                assert_eq!(title, "check api is down");
+                assert_eq!(body, "The http check api is down: 503");
+            }
+            other => panic!("{other:?}"),
+        }
+        let up = obj(json!({"check": "api", "check_kind": "http", "unit": "web"}));
+        assert_eq!(
+            evaluate(&rules, "check.up", &up),
+            vec![Matched::Clear {
+                key: "check-down/api".into()
+            }]
+        );
+        let leak = obj(
+            json!({"unit": "app", "slope_mb_per_hour": 12.5, "confidence": 0.9, "time_to_limit_ms": 1000}),
+        );
+        match &evaluate(&rules, "leak.suspected", &leak)[0] {
+            Matched::Fire { key, severity, .. } => {
+                assert_eq!(key, "leak-suspected/app");
+                assert_eq!(*severity, Severity::Warning);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(evaluate(&rules, "unit.backoff", &leak).is_empty());
+    }
+
+    #[test]
+    fn subject_and_when_filter() {
+        let r = Rule {
+            name: "job-failed".into(),
+            on: vec!["unit.exited".into()],
+            subject: Some("nightly*".into()),
+            when: vec![("state".into(), "failed".into())],
+            resolve_on: vec!["unit.exited".into()],
+            severity: Severity::Warning,
+            severity_from: None,
+            title: "{unit} failed: {reason}".into(),
+            body: String::new(),
+            policy: None,
+        };
+        let failed = obj(json!({"unit": "nightly-a", "state": "failed", "reason": "exit:3"}));
+        assert!(
+            matches!(r.apply("unit.exited", &failed), Some(Matched::Fire { ref title, .. }) if title == "nightly-a failed: exit:3")
+        );
+        let ok = obj(json!({"unit": "nightly-a", "state": "succeeded"}));
+        assert_eq!(
+            r.apply("unit.exited", &ok),
+            Some(Matched::Clear {
+                key: "job-failed/nightly-a".into()
+            })
+        );
+        let other = obj(json!({"unit": "web", "state": "failed"}));
+        assert_eq!(r.apply("unit.exited", &other), None);
+    }
+}
