@@ -435,3 +435,48 @@ expected = "300ms"
     assert_eq!(long["expected_ms"], 300);
     assert!(long["running_ms"].as_u64().unwrap() >= 300);
 }
+
+#[test]
+fn hold_while_an_alert_fires_and_go_when_it_is_resolved() {
+    let a = Agent::start(
+        "",
+        r#"[[check]]
+name = "feed"
+kind = "exec"
+command = "exit 1"
+interval = "200ms"
+fall = 1
+
+[[job]]
+name = "post"
+command = "echo posted"
+hold_while = ["check-down"]
+"#,
+    );
+    let alert = wait_for("the built-in check-down alert", || {
+        a.get("/api/v1/alerts")
+            .as_array()
+            .and_then(|v| v.iter().find(|x| x["rule"] == "check-down").cloned())
+    });
+    let (status, body) = a.post("/api/v1/flows/post/run");
+    assert_eq!(status, 202, "{body}");
+    let held = wait_for("held by the alert", || {
+        events(&a, "job.held").into_iter().next()
+    });
+    assert!(
+        held["reason"]
+            .as_str()
+            .unwrap()
+            .contains("alert \"check-down"),
+        "{held}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(a.runs("post").is_empty());
+    let out = a.cli(&["resolve", &alert["id"].to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(a.wait_run_end("post")["state"], "succeeded");
+}

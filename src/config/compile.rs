@@ -91,10 +91,12 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
     for p in &units {
         let Some(spec) = &p.unit.job else { continue };
         for (name, span) in &spec.hold_while {
-            if !all_checks.iter().any(|(c, _)| &c.name == name) {
+            let is_check = all_checks.iter().any(|(c, _)| &c.name == name);
+            let is_rule = alerts.rules.iter().any(|r| &r.name == name);
+            if !is_check && !is_rule {
                 r.error(
                     span.clone(),
-                    format!("unknown check \"{name}\" in `hold_while` of [[job]] \"{}\"; it names checks (a service's `health` check has the service's name)", p.unit.name),
+                    format!("unknown check or alert rule \"{name}\" in `hold_while` of [[job]] \"{}\"; it names checks (a service's `health` check has the service's name) or `[[alert]]` rules", p.unit.name),
                 );
             }
         }

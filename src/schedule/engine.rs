@@ -670,13 +670,22 @@ impl Engine {
             .hold_while
             .iter()
             .filter_map(|(name, _)| {
-                let c = self.checks.status(name)?;
-                (c.status == crate::probe::health::Status::Down).then(|| {
-                    format!(
-                        "check \"{name}\" is down ({})",
-                        c.last_reason.unwrap_or_default()
-                    )
-                })
+                if let Some(c) = self.checks.status(name) {
+                    return (c.status == crate::probe::health::Status::Down).then(|| {
+                        format!(
+                            "check \"{name}\" is down ({})",
+                            c.last_reason.unwrap_or_default()
+                        )
+                    });
+                }
+                // An alert rule: gated while one of its alerts is active
+                // (acknowledged means a person is on it; it still fires).
+                use crate::alert::db::AlertStore;
+                let active = self.store.active_alerts().ok()?;
+                active
+                    .into_iter()
+                    .find(|a| &a.rule == name)
+                    .map(|a| format!("alert \"{}\" is {} ({})", a.key, a.state, a.title))
             })
             .collect();
         (!down.is_empty()).then(|| down.join("; "))
