@@ -92,15 +92,15 @@ m2 = {k: load(f'm2_{k}.json') for k in MAMORI + PEERS}
 m2 = {k: v for k, v in m2.items() if v}
 P('### M2 crash-restart latency (SIGKILL one of 100 children → new child; 1 ms /proc poll)\n')
 P('"forked" = a new PID whose parent is the supervisor exists (the anchors\' measure); "exec\'d" = that child (monit: the `sh -c` start program\'s child) already runs `sleep`.\n')
-P('| supervisor | n | forked: median ms | forked: p95 ms | forked: min–max ms | exec\'d: median ms | exec\'d: p95 ms | exec\'d: min–max ms |')
-P('|---|---|---|---|---|---|---|---|')
+P('| supervisor | n (discarded: machine busy) | forked: median ms | forked: p95 ms | forked: min–max ms | exec\'d: median ms | exec\'d: p95 ms | exec\'d: min–max ms | machine busy, kept trials |')
+P('|---|---|---|---|---|---|---|---|---|')
 for k, d in m2.items():
     s = d['summary']; t = d['trials']
     ex = [x['exec_ms'] for x in t if x.get('exec_ms') is not None]
     if 'median_ms' not in s:
-        P(f"| {LABEL.get(k, k)} | 0 (missed {s['missed']}) | | | | | | |"); continue
-    P(f"| {LABEL.get(k, k)} | {s['n']} (missed {s['missed']}) | {s['median_ms']:.1f} | {s['p95_ms']:.1f} | {s['min_ms']:.1f}–{s['max_ms']:.1f} | "
-      f"{pctl(ex, .5):.1f} | {pctl(ex, .95):.1f} | {min(ex):.1f}–{max(ex):.1f} | {mmm([100 * b for b in s.get('machine_busy_frac', [])], '{:.0f}')} % |")
+        P(f"| {LABEL.get(k, k)} | 0 (missed {s['missed']}) | | | | | | | |"); continue
+    P(f"| {LABEL.get(k, k)} | {s['n']} ({d.get('discarded', 0)}) | {s['median_ms']:.1f} | {s['p95_ms']:.1f} | {s['min_ms']:.1f}–{s['max_ms']:.1f} | "
+      f"{pctl(ex, .5):.1f} | {pctl(ex, .95):.1f} | {min(ex):.1f}–{max(ex):.1f} | {mmm([100 * x.get('machine_busy_frac', 0) for x in t], '{:.0f}')} % |")
 P('')
 peers = [p for p in PEERS if p in m2]
 if peers:
@@ -116,8 +116,8 @@ P('### M3 memory-limit reaction (child grows 10 MiB/s; limit 200 MiB; 10 ms poll
 P('Overshoot = peak seen by the poller minus 200 MiB (negative: it was stopped below). '
   'VmRSS includes file-backed pages (the Python interpreter and libraries, ~5.7 MiB) that a cgroup does not charge to the hog; RssAnon is the hog\'s own memory. '
   'Delay = first poll at ≥ 200 MiB VmRSS → process gone.\n')
-P('| supervisor / setting | trials killed | VmRSS peak MiB | VmRSS overshoot MiB | RssAnon peak MiB | RssAnon overshoot MiB | delay cross→gone s | what the supervisor recorded |')
-P('|---|---|---|---|---|---|---|---|')
+P('| supervisor / setting | trials killed | VmRSS peak MiB | VmRSS overshoot MiB | RssAnon peak MiB | RssAnon overshoot MiB | delay cross→gone s | machine busy | what the supervisor recorded |')
+P('|---|---|---|---|---|---|---|---|---|')
 M3 = (('mamori-cgroup1', 'mamori, enforcement cgroup1 (kernel memory.limit_in_bytes)'),
       ('mamori-poll', 'mamori, enforcement poll, poll_interval 250ms'),
       ('monit', 'monit, set daemon 1, totalmem > 200 MB'),
@@ -134,11 +134,11 @@ for k, lab in M3:
     if k.startswith('mamori'):
         reasons = [r for r in d.get('ended_reasons', []) if r != 'shutdown']
         vals = [x.get('mamori_value_mib') for x in t]
-        rec = (f"{sum(1 for r in reasons if r == 'limit:memory')}/{len(t)} runs ended `limit:memory`; "
+        rec = (f"{sum(1 for r in reasons if r == 'limit:memory')} of {len(reasons)} hog runs ended `limit:memory`; "
                f"value logged {mmm(vals, '{:.2f}')} MiB")
-    P(f"| {lab} | {len(t)}/{len(d['trials'])} | {mmm([x['peak_rss_kb']/1024 for x in t])} | {mmm([x['peak_over_limit_mb'] for x in t])} | "
+    P(f"| {lab} | {len(t)}/{len(d['trials'])}{' (+%d discarded: busy)' % d['discarded'] if d.get('discarded') else ''} | {mmm([x['peak_rss_kb']/1024 for x in t])} | {mmm([x['peak_over_limit_mb'] for x in t])} | "
       f"{mmm([x.get('peak_rss_anon_kb', 0)/1024 for x in t])} | {mmm([x.get('anon_over_limit_mb') for x in t])} | "
-      f"{mmm([x['delay_cross_to_death_s'] for x in t], '{:.2f}')} | {rec} |")
+      f"{mmm([x['delay_cross_to_death_s'] for x in t], '{:.2f}')} | {mmm([100 * x.get('machine_busy_frac', 0) for x in t], '{:.0f}')} % | {rec} |")
 P('')
 if m3:
     pre = {d.get('prefill_mib') for d in m3.values()}

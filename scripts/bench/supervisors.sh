@@ -1,6 +1,7 @@
 #!/bin/bash
 # Side-by-side supervisor benchmark (issue 2): mamori vs supervisord, monit, pm2,
-# on this machine, in one sequential run (~22 min). Prints the tables at the end.
+# on this machine, in one sequential run (about 25 min on an idle machine; longer while
+# it waits out other load, see QUIET_WAIT and the scripts' --max-busy). Prints the tables at the end.
 #
 #   scripts/bench/supervisors.sh            # as root (apt-get, npm -g, cgroup v1)
 #
@@ -12,7 +13,7 @@
 #   M1_TRIALS_MAMORI=2 M1_TRIALS_PEER=1 M1_EXTRA="mamori-cgroup1-1s mamori-poll-1s"
 #   M2_TRIALS=20 M2_ROUNDS=1   M3_TRIALS=5   M3_PREFILL=150
 #   BENCH_RUN=DIR          runtime state (default /tmp/mamori-bench-run)
-#   QUIET_WAIT=300         before each step, wait up to this long for the machine to be idle
+#   QUIET_WAIT=60          before each step, wait up to this long for the machine to be idle
 #
 # Everything runs under lib/reaper.py (a child subreaper: PID 1 on these VMs
 # reaps orphans late). Every daemon and child is stopped by PID in a finally.
@@ -45,7 +46,7 @@ on_sig() {
 }
 trap on_sig TERM INT
 # Runs one step in the background and waits, so a TERM reaches it (its finally stops its daemons).
-run() { "$PY" "$HERE/lib/quiet.py" --max "${QUIET_WAIT:-300}"; echo "+ $(date -u +%T) loadavg $(cut -d" " -f1-3 /proc/loadavg): $*"; "$@" & child=$!; wait "$child"; local rc=$?; child=; [ $rc -ne 0 ] && echo "step failed (rc=$rc): $*"; return 0; }
+run() { "$PY" "$HERE/lib/quiet.py" --max "${QUIET_WAIT:-60}"; echo "+ $(date -u +%T) loadavg $(cut -d" " -f1-3 /proc/loadavg): $*"; "$@" & child=$!; wait "$child"; local rc=$?; child=; [ $rc -ne 0 ] && echo "step failed (rc=$rc): $*"; return 0; }
 
 echo "=== peers $(date -u +%T)"
 need=()

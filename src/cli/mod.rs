@@ -440,7 +440,11 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stdout);
     match format {
-        LogFormat::Text => builder.with_target(false).init(),
+        // Colours only on a terminal: a file or a collector gets plain text.
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)

@@ -9,7 +9,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument('--threshold', type=float, default=0.15)
 ap.add_argument('--max', type=float, default=300)
 a = ap.parse_args()
-end = time.monotonic() + min(a.max, 60)  # TEMP cap during the 2026-11-23 run
+end = time.monotonic() + a.max
 waited = 0
 while True:
     j = proc.sys_jiffies(); time.sleep(3); b = proc.busy_since(j)
