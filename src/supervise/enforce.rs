@@ -166,9 +166,15 @@ impl Enforcer {
     }
 
     /// Prepares what a new run needs before it is spawned.
+    ///
+    /// A cgroup is made only for a run with a memory limit: joining one costs
+    /// about 10 ms per process on these kernels (the attach waits for an RCU
+    /// grace period), which would dominate the start of a short job. Runs
+    /// without a memory limit are tracked through /proc like in poll mode.
     pub fn prepare(&self, unit: &str, run_id: i64, memory: Option<u64>) -> io::Result<RunGroup> {
         let dir = match &self.backend {
             Backend::Poll => None,
+            _ if memory.is_none() => None,
             Backend::Cgroup2 { root } => {
                 let dir = root.join(format!("{unit}.{run_id}"));
                 fs::create_dir_all(&dir)?;
