@@ -8,6 +8,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod probe;
 pub mod store;
 pub mod supervise;
 pub mod util;

@@ -10,7 +10,10 @@ A trace that leaks ends at the first sample at or above its limit (that is when
 a memory limit would have killed the process); its `time_to_limit_s` is the
 time from the start of the leak to that sample.
 
-    python3 scripts/bench/gen_leak_traces.py [OUT_DIR]
+    python3 scripts/bench/gen_leak_traces.py [OUT_DIR] [--seed-offset N]
+
+--seed-offset draws other instances of the same traces (for checking that the
+detector is not tuned to one draw); the shipped ones use offset 0.
 """
 import math
 import os
@@ -52,8 +55,11 @@ class Sawtooth:
         return self.height * (t - self.start) / self.period
 
 
+SEED_OFFSET = 0
+
+
 def trace(name, seed, duration, dt, limit, fn, leak_start=None, description=""):
-    rng = random.Random(seed)
+    rng = random.Random(seed + 1000 * SEED_OFFSET)
     rows = []
     t = 0.0
     hit = None
@@ -227,8 +233,14 @@ def write_toml(path, entries):
 
 
 def main():
+    global SEED_OFFSET
+    args = sys.argv[1:]
+    if "--seed-offset" in args:
+        i = args.index("--seed-offset")
+        SEED_OFFSET = int(args[i + 1])
+        del args[i:i + 2]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "traces", "leak")
+    out_dir = args[0] if args else os.path.join(root, "traces", "leak")
     os.makedirs(out_dir, exist_ok=True)
     index = os.path.join(out_dir, "traces.toml")
     kept = []

@@ -1,0 +1,3 @@
+//! Probes: what mamori measures about units and the host (memory-trend leak detector).
+
+pub mod leak;
