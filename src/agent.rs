@@ -85,6 +85,15 @@ pub async fn run(config: Config) -> Result<()> {
     let bus = Bus::new(store.clone());
     for r in store.interrupt_running(crate::util::now_ms())? {
         tracing::warn!(unit = %r.unit, run_id = r.id, "A run was in flight when the previous agent died; marked interrupted.");
+        // Its output ends where the unit's stream ends now.
+        let dir = a.data_dir.join("logs").join(&r.unit);
+        let end = crate::supervise::logs::files(&dir)
+            .pop()
+            .and_then(|(start, p)| std::fs::metadata(p).ok().map(|m| start + m.len()))
+            .unwrap_or(r.log_start);
+        if let Err(e) = store.set_log_end(r.id, end) {
+            tracing::warn!(run_id = r.id, error = %e, "Could not close the run's log range.");
+        }
         bus.emit(EventKind::RunInterrupted {
             unit: r.unit,
             run_id: r.id,
@@ -105,7 +114,12 @@ pub async fn run(config: Config) -> Result<()> {
         )
     })?);
     tracing::info!(enforcement = enforcer.mode().as_str(), detail = %enforcer.detail, "Limits enforced by {}.", enforcer.mode().as_str());
-    let leftovers = enforcer.kill_leftovers();
+    let leftovers = {
+        let e = enforcer.clone();
+        tokio::task::spawn_blocking(move || e.kill_leftovers())
+            .await
+            .unwrap_or_default()
+    };
     if !leftovers.is_empty() {
         tracing::warn!(
             count = leftovers.len(),
@@ -126,6 +140,17 @@ pub async fn run(config: Config) -> Result<()> {
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let logs_dir = a.data_dir.join("logs");
+    let sampler = Arc::new(crate::probe::sampler::Sampler::default());
+    tasks.spawn(sampler.clone().run(
+        store.clone(),
+        a.data_dir.clone(),
+        a.sample_interval,
+        crate::probe::sampler::Retention {
+            raw: a.sample_retention,
+            rollup: a.rollup_retention,
+        },
+        cancel.child_token(),
+    ));
     let ctx = Arc::new(Ctx {
         store: store.clone(),
         bus: bus.clone(),
@@ -133,12 +158,32 @@ pub async fn run(config: Config) -> Result<()> {
         enforcer: enforcer.clone(),
         logs_dir: logs_dir.clone(),
         poll_interval: a.poll_interval,
-        sample_interval: Duration::from_secs(1),
+        sample_interval: a.sample_interval,
+        sampler: sampler.clone(),
     });
-    let sup = Supervisor::start(&config, ctx, cancel.clone(), &mut tasks)
+    let sup = Supervisor::start(&config, ctx.clone(), cancel.clone(), &mut tasks)
         .context("cannot start the units")?;
+    let checks = crate::probe::checks::Checks::start(
+        &config,
+        Arc::new(crate::probe::checks::ProbeCtx {
+            bus: bus.clone(),
+            store: store.clone(),
+            reaper: ctx.reaper.clone(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::limited(5))
+                .build()
+                .context("cannot build the HTTP client for checks")?,
+            logs_dir: logs_dir.clone(),
+        }),
+        sup.clone(),
+        cancel.clone(),
+        &mut tasks,
+    );
     let app = web::router(Arc::new(AppState {
         sup,
+        checks,
+        sampler,
         store: store.clone(),
         token,
         logs_dir,
@@ -157,24 +202,39 @@ pub async fn run(config: Config) -> Result<()> {
         reason: why.to_string(),
     });
     cancel.cancel();
-    let all_done = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(a.shutdown_timeout, all_done)
+    if tokio::time::timeout(a.shutdown_timeout, drain(&mut tasks))
         .await
         .is_err()
     {
         tracing::warn!("Units did not stop within shutdown_timeout; killing what is left.");
     }
-    let left = enforcer.kill_leftovers();
+    let e = enforcer.clone();
+    let left = tokio::task::spawn_blocking(move || e.kill_leftovers())
+        .await
+        .unwrap_or_default();
     if !left.is_empty() {
         tracing::warn!(
             count = left.len(),
             "Killed processes that outlived their units."
         );
+        // The unit tasks now see their exits and record how the runs ended.
+        if tokio::time::timeout(Duration::from_secs(10), drain(&mut tasks))
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "Some units did not record their end; their runs will show `interrupted`."
+            );
+        }
     }
     enforcer.cleanup();
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+async fn drain(tasks: &mut JoinSet<()>) {
+    while tasks.join_next().await.is_some() {}
 }
 
 async fn wait_for_signal() -> &'static str {

@@ -73,6 +73,28 @@ pub enum EventKind {
     StopRequested { unit: String, by: String },
     #[serde(rename = "unit.start_requested")]
     StartRequested { unit: String, by: String },
+    /// A check flipped to up (`rise` consecutive successes).
+    #[serde(rename = "check.up")]
+    CheckUp {
+        check: String,
+        check_kind: String,
+        unit: Option<String>,
+    },
+    /// A check flipped to down (`fall` consecutive failures), with why.
+    #[serde(rename = "check.down")]
+    CheckDown {
+        check: String,
+        check_kind: String,
+        unit: Option<String>,
+        reason: String,
+    },
+    /// A log check's pattern matched a line.
+    #[serde(rename = "check.log_matched")]
+    LogMatched {
+        check: String,
+        source: String,
+        line: String,
+    },
 }
 
 impl EventKind {
@@ -101,6 +123,10 @@ impl EventKind {
             | UnitGaveUp { unit, .. }
             | StopRequested { unit, .. }
             | StartRequested { unit, .. } => Some(unit),
+            CheckUp { check, unit, .. } | CheckDown { check, unit, .. } => {
+                Some(unit.as_deref().unwrap_or(check))
+            }
+            LogMatched { check, .. } => Some(check),
             AgentStarted { .. } | AgentStopping { .. } | LeftoversKilled { .. } => None,
         }
     }

@@ -33,14 +33,17 @@ for t in range(a.trials):
         kids0 = sorted(s.children())
         rss0 = proc.status_kb(pid)
         c0, w0 = proc.cpu_ticks(pid), time.monotonic()
+        j0 = proc.sys_jiffies()
         samples = []
         end = w0 + a.window
         while time.monotonic() < end:          # bounded: window seconds, 1 sample/s
             time.sleep(min(1.0, max(0, end - time.monotonic())))
             samples.append(proc.status_kb(pid))
         c1, w1 = proc.cpu_ticks(pid), time.monotonic()
+        sys_busy = proc.busy_since(j0)
         rss1 = proc.status_kb(pid)
         hwm = proc.status_kb(pid, 'VmHWM')
+        anon1, file1 = proc.status_kb(pid, 'RssAnon'), proc.status_kb(pid, 'RssFile')
         thr = proc.threads(pid)
         kids1 = sorted(s.children())
     finally:
@@ -48,10 +51,10 @@ for t in range(a.trials):
     r = dict(kind=a.kind, trial=t + 1, daemon_pid=pid, n_children=len(kids0),
              children_unchanged=(kids0 == kids1), startup_s=round(t_ready, 2),
              rss_kb_start=rss0, rss_kb_end=rss1, rss_kb_max_window=max(samples),
-             vmhwm_kb=hwm, threads=thr,
+             vmhwm_kb=hwm, rss_anon_kb_end=anon1, rss_file_kb_end=file1, threads=thr,
              cpu_s=(c1 - c0) / proc.CLK, window_s=round(w1 - w0, 3),
              cpu_pct=round(100 * (c1 - c0) / proc.CLK / (w1 - w0), 3),
-             leftover_children_killed=left)
+             machine_busy_frac=sys_busy, leftover_children_killed=left)
     print(json.dumps(r), flush=True)
     res.append(r)
     time.sleep(3)

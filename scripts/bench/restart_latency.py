@@ -66,6 +66,7 @@ def one_trial(sup_pid, victim, known):
 
 
 allres = []
+busy_all = []
 for r in range(a.rounds):
     s = supervisors.KINDS[a.kind](n=a.n, tag=f'm2-{a.kind}')
     pid = s.start()
@@ -73,6 +74,7 @@ for r in range(a.rounds):
         time.sleep(3)
         victims = sorted(s.children())
         known = set(proc.pids())
+        j0 = proc.sys_jiffies()
         for t in range(a.trials):
             v = victims[t % len(victims)]
             res = one_trial(pid, v, known)
@@ -82,9 +84,11 @@ for r in range(a.rounds):
             allres.append(rec)
             time.sleep(a.gap + random.random())   # jitter so kills land at random phase of poll loops
         n_after = len(s.children())
+        busy = proc.busy_since(j0)
     finally:
         s.stop()
-    print(json.dumps(dict(kind=a.kind, round=r + 1, children_at_end=n_after)), flush=True)
+    print(json.dumps(dict(kind=a.kind, round=r + 1, children_at_end=n_after, machine_busy_frac=busy)), flush=True)
+    busy_all.append(busy)
     time.sleep(2)
 
 vals = [x['fork_ms'] for x in allres if x['fork_ms'] is not None]
@@ -98,6 +102,7 @@ if vals:
         v = [x['fork_ms'] for x in allres if x['round'] == r + 1 and x['fork_ms'] is not None]
         if v:
             summ[f'round{r+1}'] = dict(median_ms=proc.pctl(v, .5), p95_ms=proc.pctl(v, .95), min_ms=min(v), max_ms=max(v))
+summ['machine_busy_frac'] = busy_all
 print('SUMMARY', json.dumps(summ), flush=True)
 if a.out:
     with open(a.out, 'w') as f:

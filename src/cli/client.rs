@@ -51,6 +51,20 @@ impl Client {
         Self::decode(resp).await
     }
 
+    /// A GET whose successful answer is text (CSV), not JSON.
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if resp.status().is_success() {
+            return resp.text().await.context("reading the agent's answer");
+        }
+        Self::decode(resp).await.map(|_| String::new())
+    }
+
     pub async fn post(&self, path: &str) -> Result<Value> {
         let resp = self
             .http

@@ -99,6 +99,31 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show checks: status, since when, last failure reason, latency.
+    Checks {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say that a heartbeat's job ran (what an outside cron job calls).
+    Ping { check: String },
+    /// A live table of units' memory, CPU, fds and threads, and the host.
+    Top {
+        /// Print once and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// A unit's recorded resource samples.
+    Samples {
+        unit: String,
+        /// Only samples from this long ago until now, e.g. "10m".
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Per-minute min/avg/max instead of full resolution.
+        #[arg(long)]
+        minutes: bool,
+        #[arg(long)]
+        csv: bool,
+    },
     /// List recent events, oldest first.
     Events {
         #[arg(long)]
@@ -198,6 +223,15 @@ async fn remote(cmd: Cmd, c: client::Client) -> Result<ExitCode> {
         Cmd::Logs { unit, follow, run } => show::logs(&c, &unit, follow, run).await,
         Cmd::Runs { unit, limit, json } => show::runs(&c, unit.as_deref(), limit, json).await,
         Cmd::Events { unit, limit, json } => show::events(&c, unit.as_deref(), limit, json).await,
+        Cmd::Checks { json } => show::checks(&c, json).await,
+        Cmd::Ping { check } => show::ping(&c, &check).await,
+        Cmd::Top { once } => show::top(&c, once).await,
+        Cmd::Samples {
+            unit,
+            since,
+            minutes,
+            csv,
+        } => show::samples(&c, &unit, &since, minutes, csv).await,
         Cmd::Agent { .. } | Cmd::Demo { .. } | Cmd::CheckConfig { .. } => Ok(ExitCode::from(2)),
     }
 }

@@ -272,3 +272,150 @@ pub async fn events(c: &Client, unit: Option<&str>, limit: u32, json: bool) -> R
     }
     Ok(ExitCode::SUCCESS)
 }
+
+fn ago(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_i64)
+        .map(|t| {
+            let d = (crate::util::now_ms() - t).max(0) as u64;
+            format!("{} ago", format_duration(Duration::from_millis(d)))
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+pub async fn checks(c: &Client, json: bool) -> Result<ExitCode> {
+    let v = c.get("/api/v1/checks").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = v
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|k| {
+            let reason = if k["status"] == "down" {
+                s(k, "last_reason")
+            } else {
+                match k.get("last_failed_at").and_then(Value::as_i64) {
+                    Some(_) => format!(
+                        "(last failure {}: {})",
+                        ago(k, "last_failed_at"),
+                        s(k, "last_reason")
+                    ),
+                    None => "-".into(),
+                }
+            };
+            vec![
+                s(k, "name"),
+                s(k, "kind"),
+                s(k, "status"),
+                ago(k, "since"),
+                k.get("last_latency_ms")
+                    .and_then(Value::as_f64)
+                    .map(|l| format!("{l:.1}ms"))
+                    .unwrap_or_else(|| "-".into()),
+                reason,
+            ]
+        })
+        .collect();
+    table(
+        &["CHECK", "KIND", "STATUS", "SINCE", "LATENCY", "REASON"],
+        rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn ping(c: &Client, check: &str) -> Result<ExitCode> {
+    let v = c.post(&format!("/api/v1/heartbeats/{check}")).await?;
+    println!("{check}: ping recorded ({})", s(&v, "status"));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn top(c: &Client, once: bool) -> Result<ExitCode> {
+    loop {
+        let units = c.get("/api/v1/units").await?;
+        let host = c.get("/api/v1/host").await?;
+        if !once {
+            print!("\x1b[H\x1b[2J");
+        }
+        if let Some(h) = host.get("latest").filter(|h| !h.is_null()) {
+            let total = h["mem_total"].as_u64().unwrap_or(0);
+            let avail = h["mem_available"].as_u64().unwrap_or(0);
+            let swap_used = h["swap_total"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(h["swap_free"].as_u64().unwrap_or(0));
+            println!(
+                "host: memory {} used of {} ({} available), swap used {}, load {:.2}, data disk {:.1}% full\n",
+                format_size(total.saturating_sub(avail)),
+                format_size(total),
+                format_size(avail),
+                format_size(swap_used),
+                h["load1"].as_f64().unwrap_or(0.0),
+                h["disk_used_pct"].as_f64().unwrap_or(0.0)
+            );
+        }
+        let rows = units
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|u| {
+                vec![
+                    s(u, "name"),
+                    s(u, "state"),
+                    s(u, "pid"),
+                    size(u, "memory"),
+                    u.get("cpu_pct")
+                        .and_then(Value::as_f64)
+                        .map(|p| format!("{p:.1}%"))
+                        .unwrap_or_else(|| "-".into()),
+                    s(u, "fds"),
+                    s(u, "threads"),
+                    s(u, "procs"),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "UNIT", "STATE", "PID", "MEMORY", "CPU", "FDS", "THREADS", "PROCS",
+            ],
+            rows,
+        );
+        if once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+pub async fn samples(
+    c: &Client,
+    unit: &str,
+    since: &str,
+    minutes: bool,
+    csv: bool,
+) -> Result<ExitCode> {
+    let ago =
+        crate::config::units::parse_duration(since).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+    let from = crate::util::now_ms() - ago.as_millis() as i64;
+    let res = if minutes { "1m" } else { "raw" };
+    if csv {
+        let text = c
+            .get_text(&format!(
+                "/api/v1/units/{unit}/samples?since={from}&resolution={res}&format=csv"
+            ))
+            .await?;
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let v = c
+        .get(&format!(
+            "/api/v1/units/{unit}/samples?since={from}&resolution={res}"
+        ))
+        .await?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use super::checks::{self, CheckConfig};
 use super::walk::{Reader, Source, Tbl};
 use super::{
-    AgentConfig, Config, ConfigError, ConfigErrors, Enforcement, Limits, LogConfig, RestartConfig,
-    RestartMode, UnitConfig, UnitKind,
+    AgentConfig, Config, ConfigError, ConfigErrors, Enforcement, Limits, LogConfig, OnUnhealthy,
+    RestartConfig, RestartMode, UnitConfig, UnitKind,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -61,8 +62,22 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
             }
         }
     }
+    let mut all_checks: Vec<(CheckConfig, Option<Range<usize>>)> =
+        units.iter_mut().filter_map(|p| p.health.take()).collect();
+    for (i, t) in root.tables("check").into_iter().enumerate() {
+        let tbl = r.table_of(t, format!("[[check]] #{}", i + 1));
+        let name = tbl.str("name");
+        let mut tbl = tbl;
+        if let Some((n, _)) = &name {
+            tbl.what = format!("[[check]] \"{n}\"");
+        }
+        if let Some(c) = checks::check(&tbl, None, &base) {
+            all_checks.push((c, name.and_then(|(_, span)| span)));
+        }
+    }
     root.finish();
     cross_check(&r, &units, &declared);
+    cross_check_checks(&r, &all_checks, &declared);
 
     let errors = r.into_errors();
     if errors.is_empty() {
@@ -70,6 +85,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
             path: path.to_path_buf(),
             agent,
             units: units.into_iter().map(|p| p.unit).collect(),
+            checks: all_checks.into_iter().map(|(c, _)| c).collect(),
         })
     } else {
         Err(ConfigErrors(errors))
@@ -87,6 +103,9 @@ fn agent_defaults(base: &Path) -> AgentConfig {
         enforcement: Enforcement::Auto,
         poll_interval: Duration::from_millis(250),
         shutdown_timeout: Duration::from_secs(30),
+        sample_interval: Duration::from_secs(1),
+        sample_retention: Duration::from_secs(3600),
+        rollup_retention: Duration::from_secs(7 * 86_400),
         log: LogConfig::default(),
     }
 }
@@ -129,6 +148,22 @@ fn agent(t: &Tbl, base: &Path) -> AgentConfig {
     }
     if let Some(d) = t.duration("shutdown_timeout") {
         a.shutdown_timeout = d;
+    }
+    if let Some(d) = t.duration("sample_interval") {
+        if d < Duration::from_millis(100) {
+            t.reader().error(
+                t.key_span("sample_interval"),
+                "invalid `sample_interval` in [agent]: must be at least \"100ms\"",
+            );
+        } else {
+            a.sample_interval = d;
+        }
+    }
+    if let Some(d) = t.duration("sample_retention") {
+        a.sample_retention = d;
+    }
+    if let Some(d) = t.duration("rollup_retention") {
+        a.rollup_retention = d;
     }
     if let Some(l) = t.table("log") {
         a.log = log_config(&l, a.log);
@@ -183,6 +218,7 @@ struct Parsed {
     unit: UnitConfig,
     name_span: Option<Range<usize>>,
     after_spans: Vec<Option<Range<usize>>>,
+    health: Option<(CheckConfig, Option<Range<usize>>)>,
 }
 
 fn unit(mut t: Tbl, kind: UnitKind, agent: &AgentConfig, base: &Path) -> Option<Parsed> {
@@ -218,12 +254,37 @@ fn unit(mut t: Tbl, kind: UnitKind, agent: &AgentConfig, base: &Path) -> Option<
 
     let mut restart = RestartConfig::default();
     let mut autostart = false;
+    let mut on_unhealthy = OnUnhealthy::None;
+    let mut health = None;
     let mut after = Vec::new();
     let mut after_spans = Vec::new();
     match kind {
         UnitKind::Service => {
             autostart = t.bool("autostart").unwrap_or(true);
             restart = restart_config(&t);
+            if let Some(h) = t.get("health") {
+                let span = t.key_span("health");
+                let service = name.as_ref().map(|(n, _)| n.as_str()).unwrap_or("?");
+                if let Some(ht) = t.reader().table(h, format!("`health` of {}", t.what)) {
+                    health = checks::check(&ht, Some(service), base).map(|c| (c, span));
+                }
+            }
+            if let Some(o) = t.choice("on_unhealthy", &["none", "restart"]) {
+                on_unhealthy = if o == "restart" {
+                    OnUnhealthy::Restart
+                } else {
+                    OnUnhealthy::None
+                };
+                if health.is_none() && !t.has("health") {
+                    t.reader().error(
+                        t.key_span("on_unhealthy"),
+                        format!(
+                            "`on_unhealthy` in {} needs a `health` check to act on",
+                            t.what
+                        ),
+                    );
+                }
+            }
         }
         UnitKind::Job => {
             restart.mode = RestartMode::Never;
@@ -268,11 +329,13 @@ fn unit(mut t: Tbl, kind: UnitKind, agent: &AgentConfig, base: &Path) -> Option<
         limits,
         log,
         after,
+        on_unhealthy,
     };
     Some(Parsed {
         unit,
         name_span,
         after_spans,
+        health,
     })
 }
 
@@ -412,6 +475,41 @@ fn cross_check(r: &Reader, parsed: &[Parsed], declared: &[(UnitKind, String)]) {
                 cycle.join(" → ")
             ),
         );
+    }
+}
+
+/// Check names are unique; the units they watch exist.
+fn cross_check_checks(
+    r: &Reader,
+    all: &[(CheckConfig, Option<Range<usize>>)],
+    declared: &[(UnitKind, String)],
+) {
+    let mut seen: HashMap<&str, Option<&Range<usize>>> = HashMap::new();
+    for (c, span) in all {
+        if let Some(first) = seen.get(c.name.as_str()) {
+            let line = first.map(|s| r.src.locate(s.start).0).unwrap_or(0);
+            r.error(
+                span.clone(),
+                format!(
+                    "duplicate check name \"{}\": the check on line {line} already has it (a service's `health` check takes the service's name)",
+                    c.name
+                ),
+            );
+        } else {
+            seen.insert(&c.name, span.as_ref());
+        }
+        if let Some((key, unit)) = checks::referenced_unit(c) {
+            let ok = declared
+                .iter()
+                .any(|(k, n)| n == unit && (key == "unit" || *k == UnitKind::Job));
+            if !ok {
+                let what = if key == "job" { "job" } else { "unit" };
+                r.error(
+                    span.clone(),
+                    format!("check \"{}\" names {what} \"{unit}\" in `{key}`, but there is no such {what}", c.name),
+                );
+            }
+        }
     }
 }
 

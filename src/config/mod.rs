@@ -7,6 +7,7 @@
 //!    *every* error as `FILE:LINE:COL: message`. Nothing is skipped: a config
 //!    with any error is rejected as a whole.
 
+pub mod checks;
 mod compile;
 pub mod units;
 mod walk;
@@ -26,6 +27,8 @@ pub struct Config {
     pub agent: AgentConfig,
     /// Services first, then jobs, each in file order.
     pub units: Vec<UnitConfig>,
+    /// Services' `health` checks first, then `[[check]]`s, in file order.
+    pub checks: Vec<checks::CheckConfig>,
 }
 
 impl Config {
@@ -48,6 +51,12 @@ pub struct AgentConfig {
     pub poll_interval: Duration,
     /// How long the agent waits for units to stop when it shuts down.
     pub shutdown_timeout: Duration,
+    /// How often each running unit and the host are sampled.
+    pub sample_interval: Duration,
+    /// Full-resolution samples are kept this long…
+    pub sample_retention: Duration,
+    /// …and per-minute rollups this long.
+    pub rollup_retention: Duration,
     /// Defaults for units that do not say otherwise.
     pub log: LogConfig,
 }
@@ -174,6 +183,17 @@ pub struct UnitConfig {
     pub log: LogConfig,
     /// Jobs this job runs after (validated; flows act on it, see docs/config.md).
     pub after: Vec<String>,
+    /// Services: what to do when the `health` check goes down.
+    pub on_unhealthy: OnUnhealthy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnhealthy {
+    /// Only report it (events, status).
+    None,
+    /// Restart the service (gracefully: stop signal, then stop_timeout).
+    Restart,
 }
 
 /// One problem in a config file.

@@ -5,6 +5,9 @@
 
 use std::time::Duration;
 
+/// Longest duration accepted: 100 years (deadlines stay far from overflow).
+const MAX_SECS: f64 = 100.0 * 365.25 * 86_400.0;
+
 /// Parses a duration such as `"250ms"`, `"10s"`, `"5m"`, `"2h"`, `"7d"` or a
 /// compound `"1h30m"`. A bare `"0"` means zero.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -56,7 +59,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 ))
             }
         };
-        total += Duration::from_secs_f64(number * scale);
+        let secs = number * scale;
+        if !secs.is_finite() || secs > MAX_SECS || total.as_secs_f64() + secs > MAX_SECS {
+            return Err(format!(
+                "invalid duration \"{text}\": longer than 100 years"
+            ));
+        }
+        total += Duration::from_secs_f64(secs);
         rest = rest[unit_len..].trim_start();
     }
     Ok(total)
@@ -162,6 +171,9 @@ mod tests {
         assert!(parse_duration("fast")
             .unwrap_err()
             .contains("expected a number"));
+        assert!(parse_duration("10000000000000000000s")
+            .unwrap_err()
+            .contains("100 years"));
     }
 
     #[test]

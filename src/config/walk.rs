@@ -335,6 +335,18 @@ impl<'a, 's> Tbl<'a, 's> {
     /// A command: a string (run by `/bin/sh -c`) or an array of strings (argv).
     pub fn command(&self, key: &'static str) -> Option<Vec<String>> {
         let item = self.get(key)?;
+        let has_nul = item.as_str().is_some_and(|s| s.contains('\0'))
+            || item.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|v| v.as_str().is_some_and(|s| s.contains('\0')))
+            });
+        if has_nul {
+            self.r.error(
+                item.span(),
+                format!("invalid `{key}` in {}: contains a NUL character", self.what),
+            );
+            return None;
+        }
         if let Some(s) = item.as_str() {
             if s.trim().is_empty() {
                 self.r.error(
@@ -370,8 +382,23 @@ impl<'a, 's> Tbl<'a, 's> {
         let t = self.r.table(item, format!("`{key}` of {}", self.what))?;
         let mut out = Vec::new();
         for (k, v) in &t.entries {
+            let name = k.get();
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                self.r.error(
+                    k.span(),
+                    format!("invalid name `{name}` in `{key}` of {}: environment variable names cannot be empty or contain '=' or NUL", self.what),
+                );
+                continue;
+            }
             match v.as_str() {
-                Some(s) => out.push((k.get().to_string(), s.to_string())),
+                Some(s) if s.contains('\0') => self.r.error(
+                    v.span(),
+                    format!(
+                        "invalid value of `{name}` in `{key}` of {}: contains a NUL character",
+                        self.what
+                    ),
+                ),
+                Some(s) => out.push((name.to_string(), s.to_string())),
                 None => self.r.error(
                     v.span(),
                     format!(

@@ -36,6 +36,43 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX runs_unit ON runs (unit, id);
      CREATE INDEX runs_state ON runs (state);",
+    // 2: heartbeats and resource samples
+    "CREATE TABLE heartbeats (
+        name      TEXT PRIMARY KEY,
+        last_ping INTEGER NOT NULL
+     );
+     CREATE TABLE samples (
+        unit    TEXT NOT NULL,
+        ts      INTEGER NOT NULL,
+        rss     INTEGER NOT NULL,
+        cpu_pct REAL NOT NULL,
+        fds     INTEGER NOT NULL,
+        threads INTEGER NOT NULL,
+        procs   INTEGER NOT NULL
+     );
+     CREATE INDEX samples_unit_ts ON samples (unit, ts);
+     CREATE TABLE samples_1m (
+        unit        TEXT NOT NULL,
+        ts          INTEGER NOT NULL,
+        n           INTEGER NOT NULL,
+        rss_min     INTEGER NOT NULL,
+        rss_avg     INTEGER NOT NULL,
+        rss_max     INTEGER NOT NULL,
+        cpu_avg     REAL NOT NULL,
+        cpu_max     REAL NOT NULL,
+        fds_max     INTEGER NOT NULL,
+        threads_max INTEGER NOT NULL,
+        PRIMARY KEY (unit, ts)
+     ) WITHOUT ROWID;
+     CREATE TABLE host_samples (
+        ts            INTEGER PRIMARY KEY,
+        mem_total     INTEGER NOT NULL,
+        mem_available INTEGER NOT NULL,
+        swap_total    INTEGER NOT NULL,
+        swap_free     INTEGER NOT NULL,
+        load1         REAL NOT NULL,
+        disk_used_pct REAL NOT NULL
+     );",
 ];
 
 pub fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

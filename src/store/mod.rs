@@ -12,6 +12,7 @@
 
 mod migrations;
 mod runs;
+mod samples;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +22,7 @@ use rusqlite::{params, Connection};
 use crate::event::{Event, EventKind};
 
 pub use runs::{NewRun, RunEnd, RunRecord, RunState};
+pub use samples::{HostSample, Rollup, Sample};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -78,11 +80,14 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Event>, StoreError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare(
+        // Following (`after` given): the oldest after the cursor, so none is
+        // skipped. Otherwise: the newest `limit`.
+        let order = if after.is_some() { "ASC" } else { "DESC" };
+        let mut stmt = conn.prepare(&format!(
             "SELECT id, ts, data FROM events
              WHERE (?1 IS NULL OR unit = ?1) AND id > ?2
-             ORDER BY id DESC LIMIT ?3",
-        )?;
+             ORDER BY id {order} LIMIT ?3"
+        ))?;
         let rows = stmt.query_map(params![unit, after.unwrap_or(0), limit], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -99,7 +104,9 @@ impl Store {
                 out.push(Event { id, ts, kind });
             }
         }
-        out.reverse();
+        if after.is_none() {
+            out.reverse();
+        }
         Ok(out)
     }
 }

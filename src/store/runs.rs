@@ -122,6 +122,15 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
+    /// Closes the log range of a run that was interrupted.
+    pub fn set_log_end(&self, id: i64, end: u64) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "UPDATE runs SET log_end = ?2 WHERE id = ?1 AND log_end IS NULL",
+            params![id, end as i64],
+        )?;
+        Ok(())
+    }
+
     pub fn set_run_pid(&self, id: i64, pid: i32) -> Result<(), StoreError> {
         self.conn()?
             .execute("UPDATE runs SET pid = ?2 WHERE id = ?1", params![id, pid])?;

@@ -19,7 +19,7 @@
 //! the data dir), so an agent restarted after a crash finds and kills what
 //! its predecessor left, and two agents on one host never touch each other's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -195,7 +195,8 @@ impl Enforcer {
             dir,
             v2: matches!(self.backend, Backend::Cgroup2 { .. }),
             run_id,
-            seen: Mutex::new(HashSet::new()),
+            seen: Mutex::new(HashMap::new()),
+            root_gone: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -206,9 +207,19 @@ impl Enforcer {
         }
         let snap = self.snapshot(max_age);
         let me = std::process::id() as i32;
-        let mut roots: Vec<i32> = vec![root];
+        // Once the root was reaped its pid may belong to someone else.
+        let mut roots: Vec<i32> = if group.root_gone() {
+            Vec::new()
+        } else {
+            vec![root]
+        };
         if let Ok(seen) = group.seen.lock() {
-            roots.extend(seen.iter().copied());
+            // A pid seen before counts only if it is still the same process.
+            roots.extend(
+                seen.iter()
+                    .filter(|(p, start)| snap.get(p).is_some_and(|s| s.start_ticks == **start))
+                    .map(|(p, _)| *p),
+            );
         }
         // Orphans re-parented to us: ours if their environment says so.
         if let Ok(mut orphans) = self.orphans.lock() {
@@ -227,8 +238,12 @@ impl Enforcer {
         }
         let found = proc::descendants(&snap, &roots);
         if let Ok(mut seen) = group.seen.lock() {
-            seen.retain(|p| snap.contains_key(p));
-            seen.extend(found.iter().copied());
+            seen.retain(|p, start| snap.get(p).is_some_and(|s| s.start_ticks == *start));
+            for p in &found {
+                if let Some(s) = snap.get(p) {
+                    seen.insert(*p, s.start_ticks);
+                }
+            }
         }
         found
     }
@@ -251,13 +266,19 @@ impl Enforcer {
     }
 
     /// Sends `sig` to every process of the run (and its process group).
+    /// Each process gets the signal once (a second SIGINT means "force quit"
+    /// to many programs), so the process group is only signalled for SIGKILL.
     pub fn signal_all(&self, group: &RunGroup, root: i32, sig: Signal) -> usize {
-        if sig == Signal::SIGKILL && group.v2 {
-            if let Some(dir) = &group.dir {
-                let _ = fs::write(dir.join("cgroup.kill"), "1");
+        if sig == Signal::SIGKILL {
+            if group.v2 {
+                if let Some(dir) = &group.dir {
+                    let _ = fs::write(dir.join("cgroup.kill"), "1");
+                }
+            }
+            if !group.root_gone() {
+                let _ = nix::sys::signal::killpg(Pid::from_raw(root), sig);
             }
         }
-        let _ = nix::sys::signal::killpg(Pid::from_raw(root), sig);
         let members = self.members(group, root, Duration::ZERO);
         for pid in &members {
             let _ = kill(Pid::from_raw(*pid), sig);
@@ -292,11 +313,24 @@ pub struct RunGroup {
     dir: Option<PathBuf>,
     v2: bool,
     run_id: i64,
-    /// Poll mode: every pid seen in the tree (so re-parented ones stay found).
-    seen: Mutex<HashSet<i32>>,
+    /// Poll mode: every pid seen in the tree with its start time (so
+    /// re-parented ones stay found, and a reused pid is not mistaken for one).
+    seen: Mutex<HashMap<i32, u64>>,
+    /// The run's first process has been reaped.
+    root_gone: std::sync::atomic::AtomicBool,
 }
 
 impl RunGroup {
+    /// Called once the root's exit has been received.
+    pub fn mark_root_gone(&self) {
+        self.root_gone
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn root_gone(&self) -> bool {
+        self.root_gone.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The file a new process writes "0" into to join the run's cgroup.
     pub fn procs_file(&self) -> Option<PathBuf> {
         self.dir.as_ref().map(|d| d.join("cgroup.procs"))
@@ -331,11 +365,13 @@ impl RunGroup {
         fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
     }
 
-    /// Removes the run's cgroup (after its processes are gone).
+    /// Removes the run's cgroup (after its processes are gone). Never
+    /// waits: a cgroup the kernel still holds is left for the agent's
+    /// start/shutdown cleanup.
     pub fn remove(&self) {
         if let Some(dir) = &self.dir {
-            if let Err(e) = remove_cgroup(dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "Could not remove a run's cgroup.");
+            if let Err(e) = fs::remove_dir(dir) {
+                tracing::debug!(dir = %dir.display(), error = %e, "Run cgroup left for cleanup.");
             }
         }
     }
@@ -446,13 +482,22 @@ fn cgroup2_root(agent_id: &str) -> Result<PathBuf, String> {
         ));
     }
     let subtree = fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
-    if !subtree.split_whitespace().any(|c| c == "memory") {
-        fs::write(base.join("cgroup.subtree_control"), "+memory").map_err(|e| {
-            format!(
-                "cannot enable the memory controller below {} ({e}); delegate a cgroup to mamori (systemd: Delegate=yes)",
-                base.display()
-            )
-        })?;
+    if !subtree.split_whitespace().any(|c| c == "memory")
+        && fs::write(base.join("cgroup.subtree_control"), "+memory").is_err()
+    {
+        // "No internal processes": a cgroup with processes in it cannot
+        // hand controllers to children. Move the agent into a leaf of its
+        // own first (what a delegated service is expected to do).
+        let leaf = base.join("mamori-agent");
+        fs::create_dir_all(&leaf)
+            .and_then(|_| fs::write(leaf.join("cgroup.procs"), "0"))
+            .and_then(|_| fs::write(base.join("cgroup.subtree_control"), "+memory"))
+            .map_err(|e| {
+                format!(
+                    "cannot enable the memory controller below {} ({e}); delegate a cgroup to mamori (systemd: Delegate=yes)",
+                    base.display()
+                )
+            })?;
     }
     let root = make_root(base, agent_id)?;
     fs::write(root.join("cgroup.subtree_control"), "+memory")

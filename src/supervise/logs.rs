@@ -84,7 +84,11 @@ impl LogSink {
             let room = (self.cfg.max_size - self.file_len) as usize;
             let n = data.len().min(room.max(1));
             if let Some(f) = self.file.as_mut() {
-                f.write_all(&data[..n])?;
+                if let Err(e) = f.write_all(&data[..n]) {
+                    // Part may have been written (disk full): keep offsets true.
+                    self.file_len = f.metadata().map(|m| m.len()).unwrap_or(self.file_len);
+                    return Err(e);
+                }
             }
             self.file_len += n as u64;
             data = &data[n..];
@@ -136,12 +140,26 @@ pub fn read_range(dir: &Path, from: u64, to: Option<u64>, max: usize) -> io::Res
             continue;
         }
         let want = ((limit - pos) as usize).min(max - out.len());
-        let mut f = File::open(path)?;
+        let mut f = match File::open(path) {
+            Ok(f) => f,
+            // Rotated away since we listed it: those bytes are gone.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         f.seek(SeekFrom::Start(pos - fstart))?;
         let got = f.take(want as u64).read_to_end(&mut out)?;
         pos += got as u64;
         if out.len() >= max {
             break;
+        }
+    }
+    // Do not cut a character in two: an incomplete one at the end is left
+    // for the next read.
+    if let Err(e) = std::str::from_utf8(&out) {
+        if e.error_len().is_none() {
+            let cut = out.len() - e.valid_up_to();
+            out.truncate(e.valid_up_to());
+            pos -= cut as u64;
         }
     }
     Ok(LogChunk {

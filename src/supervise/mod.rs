@@ -42,6 +42,7 @@ pub struct Ctx {
     pub logs_dir: PathBuf,
     pub poll_interval: Duration,
     pub sample_interval: Duration,
+    pub sampler: Arc<crate::probe::sampler::Sampler>,
 }
 
 struct Handle {
@@ -67,6 +68,9 @@ impl Supervisor {
     ) -> std::io::Result<Supervisor> {
         let mut units = BTreeMap::new();
         let mut order = Vec::new();
+        // Everything that can fail is prepared first, so that an error leaves
+        // no unit running.
+        let mut ready = Vec::new();
         for cfg in &config.units {
             let status = Arc::new(Mutex::new(UnitStatus::new(cfg)));
             if let Ok(Some(last)) = ctx.store.last_run(&cfg.name) {
@@ -77,9 +81,12 @@ impl Supervisor {
             }
             let (tx, rx) = mpsc::channel(64);
             let task = unit::UnitTask::new(cfg.clone(), ctx.clone(), status.clone())?;
-            tasks.spawn(task.run(rx, cancel.child_token()));
+            ready.push((task, rx));
             order.push(cfg.name.clone());
             units.insert(cfg.name.clone(), Handle { tx, status });
+        }
+        for (task, rx) in ready {
+            tasks.spawn(task.run(rx, cancel.child_token()));
         }
         Ok(Supervisor {
             units: Arc::new(units),

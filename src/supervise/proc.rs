@@ -19,6 +19,9 @@ pub struct ProcStat {
     pub rss: u64,
     /// `Z` for zombies (their memory is already gone).
     pub state: char,
+    pub threads: u64,
+    /// When the process started (clock ticks after boot): with the pid, its identity.
+    pub start_ticks: u64,
 }
 
 fn page_size() -> u64 {
@@ -61,6 +64,8 @@ pub fn parse_stat(text: &str, page: u64) -> Option<ProcStat> {
         pgrp: field(5)?.parse().ok()?,
         cpu_ticks: field(14)?.parse::<u64>().ok()? + field(15)?.parse::<u64>().ok()?,
         rss: field(24)?.parse::<i64>().ok()?.max(0) as u64 * page,
+        threads: field(20)?.parse().ok()?,
+        start_ticks: field(22)?.parse().ok()?,
     })
 }
 
@@ -106,13 +111,14 @@ pub fn descendants(snap: &HashMap<i32, ProcStat>, roots: &[i32]) -> Vec<i32> {
         children.entry(s.ppid).or_default().push(s.pid);
     }
     let mut out = Vec::new();
+    let mut done = std::collections::HashSet::new();
     let mut stack: Vec<i32> = roots
         .iter()
         .copied()
         .filter(|p| snap.contains_key(p))
         .collect();
     while let Some(p) = stack.pop() {
-        if out.contains(&p) {
+        if !done.insert(p) {
             continue;
         }
         out.push(p);
@@ -137,6 +143,8 @@ mod tests {
         assert_eq!(s.cpu_ticks, 10);
         assert_eq!(s.rss, 381 * 4096);
         assert_eq!(s.state, 'S');
+        assert_eq!(s.threads, 1);
+        assert_eq!(s.start_ticks, 31145);
     }
 
     #[test]

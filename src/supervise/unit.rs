@@ -59,6 +59,11 @@ pub struct UnitStatus {
     /// Resident memory of the whole tree at the last sample, bytes.
     pub memory: Option<u64>,
     pub cpu_ms: Option<u64>,
+    /// CPU use of the tree over the last sample interval (100 = one core).
+    pub cpu_pct: Option<f64>,
+    pub fds: Option<u64>,
+    pub threads: Option<u64>,
+    pub procs: Option<u64>,
     pub last_reason: Option<String>,
     pub last_exit_at: Option<i64>,
     pub limits: Limits,
@@ -82,6 +87,10 @@ impl UnitStatus {
             restarts: 0,
             memory: None,
             cpu_ms: None,
+            cpu_pct: None,
+            fds: None,
+            threads: None,
+            procs: None,
             last_reason: None,
             last_exit_at: None,
             limits: cfg.limits.clone(),
@@ -95,6 +104,14 @@ impl UnitStatus {
         if let Some(w) = &self.live {
             s.memory = Some(w.rss.load(Ordering::Relaxed));
             s.cpu_ms = Some(w.cpu_ms.load(Ordering::Relaxed));
+            if let Ok(last) = w.last.lock() {
+                if let Some(l) = *last {
+                    s.cpu_pct = Some(l.cpu_pct);
+                    s.fds = Some(l.fds);
+                    s.threads = Some(l.threads);
+                    s.procs = Some(l.procs);
+                }
+            }
         }
         if let Some(t) = s.started_at {
             s.uptime_ms = Some((now_ms() - t).max(0) as u64);
@@ -140,6 +157,7 @@ pub struct Watch {
     peak: AtomicU64,
     cpu_ms: AtomicU64,
     breach: Mutex<Option<String>>,
+    last: Mutex<Option<crate::store::Sample>>,
 }
 
 struct Live {
@@ -220,6 +238,7 @@ impl UnitTask {
                     }
                 };
                 tokio::select! {
+                    biased;
                     _ = cancel.cancelled() => Ev::Shutdown,
                     cmd = rx.recv() => cmd.map(Ev::Cmd).unwrap_or(Ev::Shutdown),
                     info = exit => Ev::Exited(info),
@@ -552,14 +571,17 @@ impl UnitTask {
         let enforcer = self.ctx.enforcer.clone();
         enforcer.signal_all(&live.group, live.pid, self.cfg.stop_signal);
         let info = match timeout(self.cfg.stop_timeout, &mut live.exit).await {
-            Ok(Ok(info)) => Some(info),
+            Ok(Ok(info)) => {
+                live.group.mark_root_gone();
+                Some(info)
+            }
             _ => None,
         };
         // The main process is gone (or will be killed): give the rest of the
         // tree what is left of the grace period.
         while Instant::now() < deadline
             && !enforcer
-                .measure(&live.group, live.pid, Duration::ZERO)
+                .measure(&live.group, live.pid, Duration::from_millis(100))
                 .is_empty()
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -588,6 +610,7 @@ impl UnitTask {
     /// drains its output, records how it ended.
     async fn finish(&mut self, live: Live, info: ExitInfo) -> (RunState, String) {
         live.watchdog.cancel();
+        live.group.mark_root_gone();
         self.ctx.enforcer.kill_tree(&live.group, live.pid).await;
         for p in live.pumps {
             let _ = timeout(Duration::from_secs(2), p).await;
@@ -658,6 +681,7 @@ impl UnitTask {
             ran_ms,
         });
         let is_job = self.cfg.kind == UnitKind::Job;
+        self.ctx.sampler.forget(&self.cfg.name);
         self.set(|s| {
             s.pid = None;
             s.started_at = None;
@@ -751,8 +775,8 @@ async fn watchdog(
     // Fast polling only where we enforce: CPU always, memory only when the
     // kernel does not (a kernel OOM kill of a non-main process is noticed at
     // the next 1 s sample; the main process's death is noticed at once).
-    let fast = limits.cpu.is_some()
-        || (limits.memory.is_some() && !ctx.enforcer.kernel_memory_limit());
+    let fast =
+        limits.cpu.is_some() || (limits.memory.is_some() && !ctx.enforcer.kernel_memory_limit());
     let period = if fast {
         ctx.poll_interval
     } else {
@@ -761,6 +785,8 @@ async fn watchdog(
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cpu_seen: HashMap<i32, u64> = HashMap::new();
+    // (when, cpu_ms) at the last recorded sample, for CPU %.
+    let mut last_sample: Option<(Instant, u64)> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -775,6 +801,31 @@ async fn watchdog(
         watch.rss.store(rss, Ordering::Relaxed);
         watch.peak.fetch_max(rss, Ordering::Relaxed);
         watch.cpu_ms.store(cpu_ms, Ordering::Relaxed);
+        let now = Instant::now();
+        if last_sample.is_none_or(|(t, _)| now - t + period / 2 >= ctx.sample_interval) {
+            let cpu_pct = match last_sample {
+                Some((t, c)) if now > t => {
+                    cpu_ms.saturating_sub(c) as f64 * 100.0 / (now - t).as_millis().max(1) as f64
+                }
+                _ => 0.0,
+            };
+            last_sample = Some((now, cpu_ms));
+            let sample = crate::store::Sample {
+                ts: now_ms(),
+                rss,
+                cpu_pct,
+                fds: stats
+                    .iter()
+                    .map(|s| crate::probe::sampler::count_fds(s.pid))
+                    .sum(),
+                threads: stats.iter().map(|s| s.threads).sum(),
+                procs: stats.len() as u64,
+            };
+            *lock(&watch.last) = Some(sample);
+            if !stats.is_empty() {
+                ctx.sampler.record(&unit, sample);
+            }
+        }
 
         let mut breach = None;
         if let Some(max) = limits.memory {

@@ -130,7 +130,7 @@ pub async fn logs(
             })?;
         from = Some(from.unwrap_or(run.log_start).max(run.log_start));
         to = run.log_end;
-        running = run.log_end.is_none();
+        running = run.state == crate::store::RunState::Running;
     }
     let dir = s.logs_dir.join(&name);
     let chunk =
@@ -142,7 +142,7 @@ pub async fn logs(
         })?;
     let mut v = json!(chunk);
     // `complete`: a run's range has been read to its end; nothing more will come.
-    v["complete"] = json!(to.is_some_and(|t| chunk.end >= t) && !running);
+    v["complete"] = json!(q.contains_key("run") && !running && to.is_none_or(|t| chunk.end >= t));
     Ok(Json(v))
 }
 
@@ -189,4 +189,114 @@ pub async fn run_job(
         StatusCode::ACCEPTED,
         Json(json!({ "unit": name, "run_id": run_id })),
     ))
+}
+
+pub async fn checks(State(s): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!(s.checks.statuses()))
+}
+
+pub async fn check(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    s.checks
+        .status(&name)
+        .map(|c| Json(json!(c)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no check named \"{name}\"")))
+}
+
+/// `POST /api/v1/heartbeats/{name}`: an outside job says it ran.
+pub async fn heartbeat(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    s.checks
+        .ping(&name)
+        .map(|c| Json(json!(c)))
+        .map_err(|(code, msg)| {
+            ApiError::new(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+                msg,
+            )
+        })
+}
+
+/// `GET /api/v1/host`: the latest host sample.
+pub async fn host(State(s): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({ "latest": s.sampler.latest_host() }))
+}
+
+/// `GET /api/v1/units/{name}/samples?since=MS&resolution=raw|1m&format=json|csv&limit=N`
+pub async fn samples(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Params,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    known(&s, &name)?;
+    let since = num::<i64>(&q, "since")?.unwrap_or(0);
+    let limit = num::<u32>(&q, "limit")?
+        .unwrap_or(100_000)
+        .clamp(1, 1_000_000);
+    let csv = match q.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "query parameter `format`: \"{other}\"; expected json or csv"
+            )))
+        }
+    };
+    let text = match q.get("resolution").map(String::as_str) {
+        None | Some("raw") => {
+            let rows = s.store.samples(&name, since, limit)?;
+            if csv {
+                let mut out = String::from("ts_ms,rss_bytes,cpu_pct,fds,threads,procs\n");
+                for r in rows {
+                    out.push_str(&format!(
+                        "{},{},{:.2},{},{},{}\n",
+                        r.ts, r.rss, r.cpu_pct, r.fds, r.threads, r.procs
+                    ));
+                }
+                out
+            } else {
+                return Ok(Json(json!(rows)).into_response());
+            }
+        }
+        Some("1m") => {
+            let rows = s.store.rollups(&name, since, limit)?;
+            if csv {
+                let mut out = String::from(
+                    "ts_ms,n,rss_min,rss_avg,rss_max,cpu_avg,cpu_max,fds_max,threads_max\n",
+                );
+                for r in rows {
+                    out.push_str(&format!(
+                        "{},{},{},{},{},{:.2},{:.2},{},{}\n",
+                        r.ts,
+                        r.n,
+                        r.rss_min,
+                        r.rss_avg,
+                        r.rss_max,
+                        r.cpu_avg,
+                        r.cpu_max,
+                        r.fds_max,
+                        r.threads_max
+                    ));
+                }
+                out
+            } else {
+                return Ok(Json(json!(rows)).into_response());
+            }
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "query parameter `resolution`: \"{other}\"; expected raw or 1m"
+            )))
+        }
+    };
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        text,
+    )
+        .into_response())
 }

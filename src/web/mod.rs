@@ -22,6 +22,8 @@ use crate::supervise::Supervisor;
 
 pub struct AppState {
     pub sup: Supervisor,
+    pub checks: crate::probe::checks::Checks,
+    pub sampler: std::sync::Arc<crate::probe::sampler::Sampler>,
     pub store: Store,
     pub token: String,
     pub logs_dir: std::path::PathBuf,
@@ -31,6 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mutating = Router::new()
         .route("/api/v1/units/{name}/{action}", post(api::unit_action))
         .route("/api/v1/jobs/{name}/run", post(api::run_job))
+        .route("/api/v1/heartbeats/{name}", post(api::heartbeat))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -43,6 +46,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/runs", get(api::runs))
         .route("/api/v1/runs/{id}", get(api::run))
         .route("/api/v1/events", get(api::events))
+        .route("/api/v1/units/{name}/samples", get(api::samples))
+        .route("/api/v1/checks", get(api::checks))
+        .route("/api/v1/checks/{name}", get(api::check))
+        .route("/api/v1/host", get(api::host))
         .merge(mutating)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::map_response(json_errors))

@@ -1,0 +1,158 @@
+//! Resource samples: each run's watchdog hands in one sample of its whole
+//! tree per `sample_interval` (RSS, CPU %, open fds, threads, processes); this
+//! task samples the host (MemAvailable, swap, load, disk of the data dir),
+//! writes everything in one transaction every 10 s (a crash loses at most
+//! that much of samples, never an event), and compacts old samples into
+//! per-minute rollups (retention in docs/operations.md).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{HostSample, Sample, Store};
+use crate::util::now_ms;
+
+const FLUSH_EVERY: Duration = Duration::from_secs(10);
+const COMPACT_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Full-resolution samples are kept this long.
+    pub raw: Duration,
+    /// Per-minute rollups (and host samples) this long.
+    pub rollup: Duration,
+}
+
+#[derive(Default)]
+pub struct Sampler {
+    pending: Mutex<Vec<(String, Sample)>>,
+    pending_host: Mutex<Vec<HostSample>>,
+    latest: Mutex<HashMap<String, Sample>>,
+    latest_host: Mutex<Option<HostSample>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Sampler {
+    /// A sample of a unit's tree, from its run's watchdog.
+    pub fn record(&self, unit: &str, s: Sample) {
+        lock(&self.pending).push((unit.to_string(), s));
+        lock(&self.latest).insert(unit.to_string(), s);
+    }
+
+    /// The run ended: no current figures for the unit.
+    pub fn forget(&self, unit: &str) {
+        lock(&self.latest).remove(unit);
+    }
+
+    pub fn latest(&self, unit: &str) -> Option<Sample> {
+        lock(&self.latest).get(unit).copied()
+    }
+
+    pub fn latest_host(&self) -> Option<HostSample> {
+        *lock(&self.latest_host)
+    }
+
+    fn flush(&self, store: &Store) {
+        let units = std::mem::take(&mut *lock(&self.pending));
+        let host = std::mem::take(&mut *lock(&self.pending_host));
+        if units.is_empty() && host.is_empty() {
+            return;
+        }
+        if let Err(e) = store.insert_samples(&units, &host) {
+            tracing::error!(error = %e, count = units.len(), "Could not store samples.");
+        }
+    }
+
+    /// Samples the host every `interval`, flushes and compacts, until cancelled
+    /// (then flushes once more).
+    pub async fn run(
+        self: Arc<Self>,
+        store: Store,
+        data_dir: PathBuf,
+        interval: Duration,
+        retention: Retention,
+        cancel: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        let mut compact = tokio::time::interval(COMPACT_EVERY);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    self.flush(&store);
+                    return;
+                }
+                _ = tick.tick() => {
+                    if let Some(h) = host_sample(&data_dir) {
+                        lock(&self.pending_host).push(h);
+                        *lock(&self.latest_host) = Some(h);
+                    }
+                }
+                _ = flush.tick() => self.flush(&store),
+                _ = compact.tick() => {
+                    let store = store.clone();
+                    let raw = retention.raw.as_millis() as i64;
+                    let rollup = retention.rollup.as_millis() as i64;
+                    let r = tokio::task::spawn_blocking(move || store.compact_samples(now_ms(), raw, rollup)).await;
+                    if let Ok(Err(e)) = r {
+                        tracing::error!(error = %e, "Could not compact samples.");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads /proc/meminfo, /proc/loadavg and the data dir's filesystem.
+pub fn host_sample(data_dir: &std::path::Path) -> Option<HostSample> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |key: &str| -> u64 {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    let load1 = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0);
+    let disk_used_pct = nix::sys::statvfs::statvfs(data_dir)
+        .map(|st| {
+            let used = (st.blocks() - st.blocks_free()) as f64;
+            let avail = st.blocks_available() as f64;
+            if used + avail > 0.0 {
+                used * 100.0 / (used + avail)
+            } else {
+                0.0
+            }
+        })
+        .unwrap_or(0.0);
+    Some(HostSample {
+        ts: now_ms(),
+        mem_total: kib("MemTotal:"),
+        mem_available: kib("MemAvailable:"),
+        swap_total: kib("SwapTotal:"),
+        swap_free: kib("SwapFree:"),
+        load1,
+        disk_used_pct,
+    })
+}
+
+/// Open file descriptors of a process (0 when it cannot be read).
+pub fn count_fds(pid: i32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0)
+}

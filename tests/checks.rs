@@ -1,0 +1,402 @@
+//! Checks with real processes and servers: http down when its server dies and
+//! up after `rise`; an exec check that cannot start is down; log, heartbeat,
+//! disk and tcp checks; `on_unhealthy = "restart"`; samples and `top`.
+
+mod common;
+
+use common::{free_port, wait_for, Agent};
+use serde_json::Value;
+
+fn check(a: &Agent, name: &str) -> Value {
+    a.get(&format!("/api/v1/checks/{name}"))
+}
+
+fn wait_status(a: &Agent, name: &str, status: &str) -> Value {
+    wait_for(&format!("check {name} {status}"), || {
+        let c = check(a, name);
+        (c["status"] == status).then_some(c)
+    })
+}
+
+fn events_of(a: &Agent, subject: &str, kind: &str) -> Vec<Value> {
+    a.get(&format!("/api/v1/events?unit={subject}&limit=1000"))
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
+
+#[test]
+fn http_check_goes_down_with_its_server_and_up_after_rise() {
+    let port = free_port();
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[service]]
+name = "web"
+command = ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
+health = {{ kind = "http", url = "http://127.0.0.1:{port}/", interval = "200ms", timeout = "1s", fall = 2, rise = 3 }}
+"#
+        ),
+    );
+    wait_status(&a, "web", "up");
+    let out = a.cli(&["stop", "web"]);
+    assert!(out.status.success());
+    let c = wait_status(&a, "web", "down");
+    let reason = c["last_reason"].as_str().unwrap();
+    assert!(reason.to_lowercase().contains("connect"), "{reason}");
+    assert_eq!(c["unit"], "web");
+    let out = a.cli(&["start", "web"]);
+    assert!(out.status.success());
+    wait_status(&a, "web", "up");
+    // Edge-triggered: one event per flip, not one per failed probe.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(events_of(&a, "web", "check.down").len(), 1);
+    let downs = events_of(&a, "web", "check.down");
+    assert!(downs[0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_lowercase()
+        .contains("connect"));
+    assert!(events_of(&a, "web", "check.up").len() >= 2);
+}
+
+#[test]
+fn http_check_reports_status_and_body_mismatches() {
+    let port = free_port();
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[service]]
+name = "web"
+command = ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
+
+[[check]]
+name = "missing-page"
+kind = "http"
+url = "http://127.0.0.1:{port}/nope.html"
+interval = "200ms"
+fall = 1
+
+[[check]]
+name = "wrong-body"
+kind = "http"
+url = "http://127.0.0.1:{port}/"
+body = "this text is not in a directory listing"
+interval = "200ms"
+fall = 1
+"#
+        ),
+    );
+    // Until the server listens the reason is "connection refused"; then it is the page.
+    wait_for("the 404 reason", || {
+        let c = check(&a, "missing-page");
+        (c["status"] == "down" && c["last_reason"] == "HTTP 404 (expected 2xx)").then_some(())
+    });
+    wait_for("the body reason", || {
+        let c = check(&a, "wrong-body");
+        (c["status"] == "down"
+            && c["last_reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("HTTP 200 but the body does not contain")))
+        .then_some(())
+    });
+}
+
+#[test]
+fn exec_check_whose_command_does_not_exist_is_down_with_that_reason() {
+    let a = Agent::start(
+        "",
+        r#"[[check]]
+name = "probe"
+kind = "exec"
+command = ["/nonexistent/check-script"]
+interval = "200ms"
+fall = 1
+
+[[check]]
+name = "slow"
+kind = "exec"
+command = "sleep 5"
+interval = "300ms"
+timeout = "200ms"
+fall = 1
+
+[[check]]
+name = "failing"
+kind = "exec"
+command = "echo 'replica lag 42s'; exit 2"
+interval = "200ms"
+fall = 1
+"#,
+    );
+    let c = wait_status(&a, "probe", "down");
+    let reason = c["last_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("cannot start /nonexistent/check-script"),
+        "{reason}"
+    );
+    assert!(reason.contains("No such file"), "{reason}");
+    let c = wait_status(&a, "slow", "down");
+    assert!(
+        c["last_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("timed out after 200ms"),
+        "{c}"
+    );
+    let c = wait_status(&a, "failing", "down");
+    assert_eq!(c["last_reason"], "exit 2: replica lag 42s");
+    // The timed-out probe's process is not left behind.
+    wait_for("no leftover sleep 5", || {
+        common::procs_with("sleep 5").is_empty().then_some(())
+    });
+}
+
+#[test]
+fn log_check_fires_on_a_line_written_by_a_unit() {
+    let a = Agent::start(
+        "",
+        r#"[[service]]
+name = "db"
+command = "echo starting; sleep 1; echo 'kernel: EDAC MC0: 1 CE memory error on DIMM_A1'; sleep 1000"
+
+[[check]]
+name = "hw-memory"
+kind = "log"
+unit = "db"
+pattern = "(?i)(memory error|ECC|Out of memory)"
+clear_after = "1h"
+"#,
+    );
+    let c = wait_status(&a, "hw-memory", "down");
+    assert!(
+        c["last_reason"]
+            .as_str()
+            .unwrap()
+            .contains("1 CE memory error on DIMM_A1"),
+        "{c}"
+    );
+    let matched = events_of(&a, "hw-memory", "check.log_matched");
+    assert_eq!(matched.len(), 1, "{matched:?}");
+    assert_eq!(
+        matched[0]["line"],
+        "kernel: EDAC MC0: 1 CE memory error on DIMM_A1"
+    );
+    assert_eq!(matched[0]["source"], "unit db");
+}
+
+#[test]
+fn log_check_on_a_file_being_appended_to() {
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("app.log");
+    std::fs::write(&path, "FATAL but old, before the agent looked\n").unwrap();
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[check]]
+name = "syslog"
+kind = "log"
+file = "{}"
+pattern = "FATAL"
+clear_after = "500ms"
+"#,
+            path.display()
+        ),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        check(&a, "syslog")["status"],
+        "up",
+        "old lines are not news"
+    );
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    writeln!(f, "2026-11-23 FATAL disk controller reset").unwrap();
+    let c = wait_status(&a, "syslog", "down");
+    assert!(c["last_reason"]
+        .as_str()
+        .unwrap()
+        .contains("disk controller reset"));
+    wait_status(&a, "syslog", "up");
+}
+
+#[test]
+fn heartbeat_goes_late_and_a_ping_or_job_success_brings_it_back() {
+    let a = Agent::start(
+        "",
+        r#"[[job]]
+name = "nightly"
+command = "true"
+
+[[check]]
+name = "nightly-ran"
+kind = "heartbeat"
+period = "1s"
+grace = "500ms"
+job = "nightly"
+
+[[check]]
+name = "outside-cron"
+kind = "heartbeat"
+period = "1s"
+grace = "500ms"
+"#,
+    );
+    let c = wait_status(&a, "outside-cron", "down");
+    assert!(
+        c["last_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("late: no ping since the agent started"),
+        "{c}"
+    );
+    let out = a.cli(&["ping", "outside-cron"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(check(&a, "outside-cron")["status"], "up");
+    let c = wait_status(&a, "outside-cron", "down");
+    assert!(
+        c["last_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("late: last ping at"),
+        "{c}"
+    );
+
+    wait_status(&a, "nightly-ran", "down");
+    let out = a.cli(&["run", "nightly", "--wait"]);
+    assert!(out.status.success());
+    wait_status(&a, "nightly-ran", "up");
+
+    // Pings need the token; an unknown heartbeat is a 404.
+    let (status, _) =
+        common::http(a.port, "POST", "/api/v1/heartbeats/outside-cron", None).unwrap();
+    assert_eq!(status, 401);
+    let (status, body) = a.post("/api/v1/heartbeats/nope");
+    assert_eq!(status, 404, "{body}");
+}
+
+#[test]
+fn disk_and_tcp_checks() {
+    let port = free_port();
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[check]]
+name = "root-ok"
+kind = "disk"
+path = "/"
+max_used = "100%"
+interval = "200ms"
+rise = 1
+
+[[check]]
+name = "root-full"
+kind = "disk"
+path = "/"
+max_used = 0
+interval = "200ms"
+fall = 1
+
+[[check]]
+name = "nobody-home"
+kind = "tcp"
+address = "127.0.0.1:{port}"
+interval = "200ms"
+fall = 1
+"#
+        ),
+    );
+    wait_status(&a, "root-ok", "up");
+    let c = wait_status(&a, "root-full", "down");
+    assert!(
+        c["last_reason"]
+            .as_str()
+            .unwrap()
+            .contains("% full (limit 0%)"),
+        "{c}"
+    );
+    let c = wait_status(&a, "nobody-home", "down");
+    assert!(
+        c["last_reason"].as_str().unwrap().contains("refused"),
+        "{c}"
+    );
+}
+
+#[test]
+fn unhealthy_service_is_restarted_when_asked_to() {
+    let work = tempfile::tempdir().unwrap();
+    let flag = work.path().join("healthy");
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[service]]
+name = "api"
+command = "touch {flag}; exec sleep 1000"
+on_unhealthy = "restart"
+health = {{ kind = "exec", command = "test -f {flag}", interval = "200ms", fall = 2, rise = 1 }}
+"#,
+            flag = flag.display()
+        ),
+    );
+    wait_status(&a, "api", "up");
+    std::fs::remove_file(&flag).unwrap();
+    // The service recreates the file when it restarts; so it is healthy again.
+    let first = wait_for("the first run stopped for health", || {
+        a.runs("api").into_iter().find(|r| r["state"] == "stopped")
+    });
+    assert_eq!(first["reason"], "restart");
+    wait_status(&a, "api", "up");
+    assert_eq!(a.unit("api")["state"], "running");
+    let requested = events_of(&a, "api", "unit.start_requested");
+    assert!(
+        requested.iter().any(|e| e["by"] == "health check \"api\""),
+        "{requested:?}"
+    );
+}
+
+#[test]
+fn samples_are_recorded_and_top_shows_live_figures() {
+    let a = Agent::start(
+        "sample_interval = \"200ms\"",
+        r#"[[service]]
+name = "busy"
+command = ["python3", "-c", "import time\nx = bytearray(30 << 20)\nwhile True:\n    time.sleep(0.05)\n"]
+"#,
+    );
+    let top = wait_for("top with memory", || {
+        let out = a.cli(&["top", "--once"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (text.contains("host: memory")
+            && text
+                .lines()
+                .any(|l| l.starts_with("busy") && l.contains("MiB")))
+        .then_some(text)
+    });
+    assert!(top.contains("THREADS"), "{top}");
+    // Samples are written in batches every 10 s.
+    let csv = wait_for("stored samples", || {
+        let out = a.cli(&["samples", "busy", "--csv", "--since", "5m"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (text.lines().count() >= 3).then_some(text)
+    });
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("ts_ms,rss_bytes,cpu_pct,fds,threads,procs")
+    );
+    let row: Vec<&str> = lines.last().unwrap().split(',').collect();
+    let rss: u64 = row[1].parse().unwrap();
+    assert!(rss > 30 << 20, "rss {rss} includes the 30 MiB buffer");
+    assert!(row[3].parse::<u64>().unwrap() >= 3, "fds");
+    assert!(row[4].parse::<u64>().unwrap() >= 1, "threads");
+}
