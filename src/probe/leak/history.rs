@@ -121,18 +121,17 @@ impl History {
     }
 
     /// The highest memory in `[from_ms, to_ms)` and the deepest fall from a
-    /// running high to a later low (how far the memory comes back down: the
-    /// saw-tooth amplitude, or the noise), same buckets as `min_max`.
+    /// high to a later low (how far memory comes back down: the saw-tooth
+    /// amplitude, or the noise), same buckets as `min_max`.
     pub fn high_and_fall(&self, from_ms: u64, to_ms: u64) -> Option<(u64, u64)> {
         let level = self.level_from(from_ms);
-        level
-            .range(from_ms, to_ms)
-            .filter(|b| b.start_ms.saturating_add(level.width_ms) <= to_ms)
-            .fold(None, |acc, b| {
-                let (high, fall) = acc.unwrap_or((b.max, 0));
-                let high = high.max(b.max);
-                Some((high, fall.max(high - b.min)))
-            })
+        let inside = || {
+            level
+                .range(from_ms, to_ms)
+                .filter(|b| b.start_ms.saturating_add(level.width_ms) <= to_ms)
+        };
+        let high = inside().map(|b| b.max).max()?;
+        Some((high, super::window::deepest_fall(inside().copied())))
     }
 
     #[cfg(test)]

@@ -2,7 +2,7 @@
 //! and whether that adds up to a leak (step 3 of the module doc of `leak`).
 
 use super::fit::{kendall_tau, theil_sen, Point};
-use super::history::History;
+use super::history::{Bucket, History};
 use super::{ms, LeakConfig, MB};
 
 /// Segments (floor points) per window, and the fewest that make a fit.
@@ -12,10 +12,47 @@ const MIN_POINTS: usize = 5;
 const MAX_STEP_SHARE: f64 = 0.5;
 /// The later half of the window must rise at least this fast, relative to the whole.
 const MIN_RECENT_SHARE: f64 = 0.4;
-/// A short window must climb out of the range of this many floor windows before it.
+/// The reference range of a short window: this many floor windows before it.
 const REFERENCE_FLOOR_WINDOWS: u64 = 4;
 /// Without a limit, the evidence is a window at least this long.
 const NO_LIMIT_MIN_WINDOW_MS: u64 = 3_600_000;
+
+/// The deepest fall from a high of an earlier bucket to the low of a later
+/// one (within one bucket the order of its low and high is unknown).
+pub(super) fn deepest_fall(buckets: impl Iterator<Item = Bucket>) -> u64 {
+    let mut high: Option<u64> = None;
+    let mut fall = 0;
+    for b in buckets {
+        if let Some(h) = high {
+            fall = fall.max(h.saturating_sub(b.min));
+        }
+        high = Some(high.map_or(b.max, |h| h.max(b.max)));
+    }
+    fall
+}
+
+/// A window whose runs are shorter than `floor_window` may be looking at one
+/// saw-tooth ramp. It counts only if its runs each hold a fall of at least
+/// half the deepest fall of the reference before it (each run spans a whole
+/// cycle, so its minimum is a floor), or if it left the known range: the last
+/// floor point is above the highest memory of the reference by half the
+/// window's rise and by that deepest fall (a ramp that climbs higher than
+/// before still falls back by its amplitude; a leak does not).
+fn short_window_ok(
+    history: &History,
+    fw: u64,
+    from: u64,
+    last: f64,
+    rise: f64,
+    run_falls: &[u64],
+) -> bool {
+    let reference = from.saturating_sub(REFERENCE_FLOOR_WINDOWS * fw);
+    let Some((high, fall)) = history.high_and_fall(reference, from) else {
+        return false;
+    };
+    let cycles = fall > 0 && run_falls.iter().all(|f| f * 2 >= fall);
+    cycles || last - high as f64 >= (rise / 2.0).max(fall as f64)
+}
 
 /// What one window showed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,8 +98,10 @@ pub(super) fn window(
     let segments = n.min(SEGMENTS as usize);
     let half = level.width_ms as f64 / 2.0;
     let mut points = Vec::with_capacity(segments);
+    let mut run_falls = Vec::with_capacity(segments);
     for j in 0..segments {
         let run = &buckets[j * n / segments..(j + 1) * n / segments];
+        run_falls.push(deepest_fall(run.iter().map(|b| **b)));
         let t = run.iter().map(|b| b.start_ms as f64 + half).sum::<f64>() / run.len() as f64;
         points.push(Point {
             t: (t - from as f64) / 1000.0,
@@ -91,10 +130,7 @@ pub(super) fn window(
         && biggest_step <= MAX_STEP_SHARE * rise
         && recent >= MIN_RECENT_SHARE * slope
         && enough
-        && (!short
-            || history
-                .high_and_fall(from.saturating_sub(REFERENCE_FLOOR_WINDOWS * fw), from)
-                .is_some_and(|(high, fall)| last.v - high as f64 >= (rise / 2.0).max(fall as f64)));
+        && (!short || short_window_ok(history, fw, from, last.v, rise, &run_falls));
     Some(Window {
         from_ms: from,
         len_ms: len,
