@@ -6,7 +6,7 @@
 # traces/leak/UNIT.csv as `t_seconds,rss_bytes` (t from the first sample, which
 # is taken within a second of the process start).
 #
-#   scripts/bench/leak_record.sh            # about 14 minutes of real time
+#   scripts/bench/leak_record.sh            # about 15 minutes of real time
 #   MINUTES=8 scripts/bench/leak_record.sh  # shorter
 #
 # The leaking programs start leaking 5.5 min after they start (after mamori's
@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
-minutes=${MINUTES:-14}
+minutes=${MINUTES:-15}
 leak_after=330
 cargo build --quiet --release --bin mamori
 work=$(mktemp -d)
@@ -33,13 +33,13 @@ sample_retention = "2h"
 [[service]]
 name = "py-cache-clear"
 command = ["python3", "$root/scripts/bench/leak_programs/py_cache.py", "--seed", "1"]
-limits = { memory = "512MiB" }
+limits = { memory = "384MiB" }
 restart = "never"
 
 [[service]]
 name = "py-leak"
-command = ["python3", "$root/scripts/bench/leak_programs/py_cache.py", "--seed", "2", "--leak-after", "$leak_after", "--leak-mib-per-s", "0.65"]
-limits = { memory = "512MiB" }
+command = ["python3", "$root/scripts/bench/leak_programs/py_cache.py", "--seed", "2", "--leak-after", "$leak_after", "--leak-mib-per-s", "0.5"]
+limits = { memory = "384MiB" }
 restart = "never"
 
 [[service]]
@@ -50,7 +50,7 @@ restart = "never"
 
 [[service]]
 name = "java-leak"
-command = ["java", $java_opts, "-cp", "$work", "JavaHeap", "$leak_after", "1100"]
+command = ["java", $java_opts, "-cp", "$work", "JavaHeap", "$leak_after", "1000"]
 limits = { memory = "768MiB" }
 restart = "never"
 EOF

@@ -1,10 +1,11 @@
 // A Java service for the leak benchmark's real traces (OpenJDK 17, G1).
 //
 // Every 100 ms it builds part of a batch (3 MiB, kept until the batch is done,
-// 75-150 MiB) and some short-lived garbage; run with a heap that gives memory
-// back (-XX:MaxHeapFreeRatio=10 -XX:G1PeriodicGCInterval=5000), its RSS
-// saw-tooths as the batches come and go. No leak, unless started with
-//     java JavaHeap LEAK_AFTER_SECONDS LEAK_KIB_PER_SECOND
+// BATCH_MIN..BATCH_MAX MiB, default 40-80) and some short-lived garbage; run
+// with a heap that gives memory back (-XX:MaxHeapFreeRatio=10
+// -XX:G1PeriodicGCInterval=5000), its RSS saw-tooths as the batches come and
+// go. No leak, unless started with
+//     java JavaHeap LEAK_AFTER_SECONDS LEAK_KIB_PER_SECOND [BATCH_MIN BATCH_MAX]
 // then from then on it also keeps 64 KiB chunks in a static list forever
 // (a session map nobody expires). Compressed time: reaches its limit in minutes.
 import java.util.ArrayList;
@@ -17,10 +18,12 @@ public class JavaHeap {
     public static void main(String[] args) throws Exception {
         double leakAfter = args.length > 0 ? Double.parseDouble(args[0]) : Double.MAX_VALUE;
         double leakKiBPerS = args.length > 1 ? Double.parseDouble(args[1]) : 0;
+        int batchMin = args.length > 3 ? Integer.parseInt(args[2]) * 4 : 160;
+        int batchMax = args.length > 3 ? Integer.parseInt(args[3]) * 4 : 320;
         Random r = new Random(1);
         List<byte[]> batch = new ArrayList<>();
         List<byte[]> garbage = new ArrayList<>();
-        int cap = 300 + r.nextInt(300);
+        int cap = batchMin + r.nextInt(batchMax - batchMin);
         long t0 = System.nanoTime();
         double carry = 0;
         for (long tick = 1; ; tick++) {
@@ -29,7 +32,7 @@ public class JavaHeap {
             if (garbage.size() > 64) garbage.clear();
             if (batch.size() >= cap) {
                 batch.clear();
-                cap = 300 + r.nextInt(300);
+                cap = batchMin + r.nextInt(batchMax - batchMin);
             }
             double now = (System.nanoTime() - t0) / 1e9;
             if (now >= leakAfter) {

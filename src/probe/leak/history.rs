@@ -120,18 +120,35 @@ impl History {
             })
     }
 
-    /// The highest memory in `[from_ms, to_ms)` and the deepest fall from a
-    /// high to a later low (how far memory comes back down: the saw-tooth
-    /// amplitude, or the noise), same buckets as `min_max`.
-    pub fn high_and_fall(&self, from_ms: u64, to_ms: u64) -> Option<(u64, u64)> {
-        let level = self.level_from(from_ms);
-        let inside = || {
-            level
-                .range(from_ms, to_ms)
-                .filter(|b| b.start_ms.saturating_add(level.width_ms) <= to_ms)
-        };
-        let high = inside().map(|b| b.max).max()?;
-        Some((high, super::window::deepest_fall(inside().copied())))
+    /// The buckets that lie within `[from_ms, to_ms)`, oldest first, each
+    /// stretch of time from the finest level that still holds it (so the
+    /// recent part is fine-grained and the old part coarse).
+    pub fn within(&self, from_ms: u64, to_ms: u64) -> Vec<Bucket> {
+        let mut out: Vec<Bucket> = Vec::new();
+        // From the finest level back: each level adds what is older than
+        // what the finer ones hold.
+        let mut covered_from = to_ms;
+        for l in &self.levels {
+            let Some(front) = l.buckets.front() else {
+                continue;
+            };
+            if front.start_ms >= covered_from {
+                continue;
+            }
+            let older: Vec<Bucket> = l
+                .range(from_ms, covered_from)
+                .filter(|b| b.start_ms.saturating_add(l.width_ms) <= covered_from)
+                .copied()
+                .collect();
+            if let Some(first) = older.first() {
+                covered_from = first.start_ms;
+                out.splice(0..0, older);
+            }
+            if !l.evicted || covered_from <= from_ms {
+                break;
+            }
+        }
+        out
     }
 
     #[cfg(test)]
@@ -183,5 +200,21 @@ mod tests {
         assert_eq!(young.min_max(0, 10_000), Some((5, 7)));
         // A bucket reaching past the end of the range is left out.
         assert_eq!(young.min_max(0, 1_000), None);
+    }
+
+    #[test]
+    fn within_reads_recent_time_fine_and_old_time_coarse() {
+        let mut h = History::new(24 * 3_600_000);
+        for s in 0..3600u64 {
+            h.push(s * 1000, s);
+        }
+        let b = h.within(0, 3_600_000);
+        assert!(b.windows(2).all(|w| w[0].start_ms < w[1].start_ms));
+        // The last 96 s come in 2 s buckets, the first ones in coarse buckets.
+        assert_eq!(b[b.len() - 1].start_ms, 3_598_000);
+        assert_eq!(b[b.len() - 2].start_ms, 3_596_000);
+        assert!(b[1].start_ms - b[0].start_ms >= 64_000, "{:?}", &b[..2]);
+        assert!(b[0].start_ms < 200_000, "{:?}", b[0]);
+        assert!(b.len() < 48 * 8, "{}", b.len());
     }
 }

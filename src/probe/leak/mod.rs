@@ -10,42 +10,46 @@
 //!    *floor* the drops return to. The detector keeps only the minimum and
 //!    maximum of each time bucket (`history.rs`: 2 s, 4 s, 8 s, … buckets up
 //!    to `max_window`, 48 per level, ≈ 16 KiB per detector whatever the
-//!    uptime) and sees a window through the minima of its segments.
+//!    uptime) and sees a window through the minima of its runs of buckets.
 //! 2. **Every time scale.** Leaks of 10 MiB/s and of 1 MiB/h differ by four
 //!    orders of magnitude, so every window length on a √2 ladder from 10 s to
 //!    `max_window` (none reaching back into the warm-up) is tested; long ones
 //!    are re-tested every 1/16 of their length. A window's buckets are cut
-//!    into 8 runs; the floor points are the runs' minima; the line is the
-//!    Theil–Sen fit (median of pairwise slopes, robust to an odd point) and
-//!    the confidence is Kendall's τ (share of point pairs where the later is
-//!    higher, minus the share where it is lower).
+//!    into up to 8 runs of at least 2 buckets; the floor points are the runs'
+//!    minima; the line is the Theil–Sen fit (median of pairwise slopes, robust
+//!    to an odd point) and the confidence is Kendall's τ (share of point pairs
+//!    where the later is higher, minus the share where it is lower).
 //! 3. **A window shows a leak** (`window.rs`) when all of these hold:
 //!    - slope ≥ `min_slope_mb_per_hour` and τ ≥ `min_confidence`;
-//!    - the rise is spread out: no step between neighbouring points carries
-//!      more than half of it, and the later half still rises at ≥ 40 % of
-//!      the window's slope (a step after a deploy is not a leak);
+//!    - the rise comes in several steps (at least 3 steps between
+//!      neighbouring points carry 1/8 of it each), and each half of the
+//!      window rises at ≥ 40 % of the window's slope: a step after a deploy
+//!      (flat, a jump, flat) is not a leak;
 //!    - **evidence in proportion to the claim**: the floor has already risen
 //!      by `min_rise` (1/8) of the headroom left below the limit. Noise and
 //!      slow wander make short steep-looking trends all the time; projecting
 //!      them far ahead is what makes `predict_linear` rules misfire. On a real
 //!      leak this costs ≈ 1/9 of its time to the limit. (No limit known:
 //!      the window must be ≥ 1 h instead.)
-//!    - windows whose runs are shorter than `floor_window` cannot see through
-//!      a saw-tooth with their minima, so they must show memory *leaving its
-//!      known range*: the floor of the last run is above the highest memory of
-//!      the 4 floor windows before the window by more than half the window's
-//!      rise, and by more than the deepest fall seen there (a saw-tooth that
-//!      climbs higher than before still falls back by its amplitude; a fast
-//!      leak leaves its range in seconds).
+//!    - the runs see through the saw-tooth: they are at least `floor_window`
+//!      long, or at least as long as the saw-tooth cycle measured on the
+//!      samples (the second longest of the last 16 intervals between
+//!      *returns*, falls of a third of the recent range). Otherwise a window
+//!      may be looking at one saw-tooth ramp, and counts only if it *left the
+//!      known range*: its last floor point is above the highest memory of the
+//!      4 floor windows before it by half its rise and by the deepest fall
+//!      seen there (a ramp that climbs higher than before still falls back by
+//!      its amplitude; a fast leak leaves its range in seconds).
 //! 4. **Confirmation.** The steepest window that shows a leak must go on
-//!    showing one for `confirm` (cut to 1/20 of the predicted time to the
-//!    limit for fast leaks, never below 30 s), and meanwhile the moment its
-//!    floor line reaches the limit must not recede by more than 10 % of the
-//!    time that was left, comparing windows of the same length: a leak's
-//!    exhaustion time stays put, a cache that fills and slows down keeps
-//!    pushing it later. Then `Suspected`; `Cleared` once no window has shown
-//!    a leak for `max(confirm, floor_window)`, or with the first sample after
-//!    a [`Detector::reset`].
+//!    showing one (gaps of up to 15 s allowed) for `confirm`, cut to 1/20 of
+//!    the predicted time to the limit for fast leaks but never below 30 s.
+//!    When the limit is more than 10 min away, the moment the floor line
+//!    reaches it must meanwhile not recede by more than 10 % of the time that
+//!    was left (windows of the same length compared): a leak's exhaustion
+//!    time stays put, a cache that fills and slows down keeps pushing it
+//!    later. Then `Suspected`; `Cleared` once no window has shown a leak for
+//!    `max(confirm, floor_window)`, or with the first sample after a
+//!    [`Detector::reset`].
 //! 5. **Time to the limit** = (limit − highest memory of the last
 //!    `floor_window`) / slope: a saw-tooth reaches the limit with its peaks.
 //!    For the host, the limit is the memory usable.
@@ -89,9 +93,9 @@ pub struct LeakConfig {
     /// No window starts before this long after a (re)start: start-up and
     /// cache warm-up growth are not leaks.
     pub warmup: Duration,
-    /// The longest saw-tooth period (GC cycle, cache purge) the floor must see
-    /// through: shorter windows must also leave the range of the last
-    /// `floor_window` before them.
+    /// Floor points over runs this long are trusted to see through any
+    /// saw-tooth (GC cycle, cache purge) whatever its measured cycle; it is
+    /// also the span of the floor, the ceiling and the recent range.
     pub floor_window: Duration,
     /// Slower growth is never reported (MiB per hour).
     pub min_slope_mb_per_hour: f64,
@@ -161,9 +165,14 @@ const MIN_WINDOW_MS: u64 = 10_000;
 const MIN_CONFIRM_MS: u64 = 30_000;
 /// Confirmation is cut to this share of the predicted time to the limit.
 const CONFIRM_SHARE_OF_TTL: f64 = 1.0 / 20.0;
+/// A confirmation survives evaluations without a leak window for this long.
+const PENDING_GRACE_MS: u64 = 15_000;
 /// During the confirmation, the predicted exhaustion of the floor line may
 /// move later by at most this share of the time that was left.
 const MAX_RECEDE: f64 = 0.1;
+/// The recession test is for slow growth: when the limit is predicted
+/// closer than this, even slowing growth is reported.
+const RECEDE_MIN_LEFT_MS: f64 = 600_000.0;
 
 #[derive(Debug, Clone)]
 struct Scale {
@@ -193,8 +202,55 @@ pub struct Detector {
     /// The longest window that showed a leak lately; the longest window at all.
     best: Option<Window>,
     trend: Option<Window>,
+    /// Saw-tooth cycles seen lately.
+    cycles: Cycles,
+    /// When a window last showed a leak.
+    leak_seen_ms: u64,
     /// A suspected leak was forgotten by `reset`: say `Cleared` at the next sample.
     cleared_by_reset: Option<LeakStatus>,
+}
+
+/// The saw-tooth cycle, measured on the samples as they come: a *return* is
+/// memory falling from its high since the previous return by a third of the
+/// range of the last `floor_window` (a collection, a purge); the cycle is the
+/// second longest time between returns among the last `CYCLES_KEPT`.
+#[derive(Debug, Clone, Default)]
+struct Cycles {
+    high: u64,
+    last_return_ms: Option<u64>,
+    lengths: std::collections::VecDeque<u64>,
+}
+
+/// Return-to-return intervals remembered.
+const CYCLES_KEPT: usize = 16;
+/// Intervals needed before the cycle length is trusted.
+const MIN_CYCLES: usize = 3;
+
+impl Cycles {
+    fn sample(&mut self, now: u64, v: u64, lo: u64, hi: u64) {
+        self.high = self.high.max(v);
+        let third = hi.saturating_sub(lo) / 3;
+        if third > 0 && self.high.saturating_sub(v) >= third {
+            self.high = v;
+            if let Some(prev) = self.last_return_ms.replace(now) {
+                if self.lengths.len() == CYCLES_KEPT {
+                    self.lengths.pop_front();
+                }
+                self.lengths.push_back(now - prev);
+            }
+        }
+    }
+
+    /// The second longest of the intervals kept (one odd long interval, a
+    /// missed collection, does not set the cycle).
+    fn longest(&self) -> Option<u64> {
+        if self.lengths.len() < MIN_CYCLES {
+            return None;
+        }
+        let mut l: Vec<u64> = self.lengths.iter().copied().collect();
+        l.sort_unstable();
+        Some(l[l.len() - 2])
+    }
 }
 
 fn ms(d: Duration) -> u64 {
@@ -229,6 +285,8 @@ impl Detector {
             quiet_since: None,
             best: None,
             trend: None,
+            cycles: Cycles::default(),
+            leak_seen_ms: 0,
             cleared_by_reset: None,
         }
     }
@@ -247,6 +305,7 @@ impl Detector {
             self.cleared_by_reset = Some(st);
         }
         self.history.clear();
+        self.cycles = Cycles::default();
         for s in &mut self.scales {
             s.next_ms = 0;
             s.last = None;
@@ -277,6 +336,9 @@ impl Detector {
         self.start_ms.get_or_insert(now);
         self.last_ms = Some(now);
         self.history.push(now, rss_bytes);
+        if let (Some(lo), Some(hi)) = (self.floor, self.ceiling) {
+            self.cycles.sample(now, rss_bytes, lo, hi);
+        }
         if let Some(st) = self.cleared_by_reset.take() {
             return Some(Verdict::Cleared(st));
         }
@@ -298,13 +360,14 @@ impl Detector {
             (Some(l), Some(c)) => Some(l.saturating_sub(c) as f64),
             _ => None,
         };
+        let cycle = self.cycles.longest();
         for s in &mut self.scales {
             if s.len_ms > available {
                 s.last = None;
                 continue;
             }
             if now >= s.next_ms {
-                s.last = window(&self.history, &self.cfg, headroom, now, s.len_ms);
+                s.last = window(&self.history, &self.cfg, headroom, cycle, now, s.len_ms);
                 s.next_ms = now + (s.len_ms / 16).max(BASE_MS);
             }
         }
@@ -317,6 +380,7 @@ impl Detector {
         self.trend = self.scales.iter().rev().find_map(|s| s.last);
         if let Some(w) = leak {
             self.best = Some(w);
+            self.leak_seen_ms = now;
             self.quiet_since = None;
             if self.suspected {
                 return None;
@@ -334,14 +398,15 @@ impl Detector {
             // A leak's predicted exhaustion stays put; a cache filling up and
             // slowing down pushes it later and later. Compare windows of the
             // same length, now and when the confirmation began.
-            if let (Some(limit), Some(e0)) = (self.limit, eta0) {
+            let left = eta0.map_or(0.0, |e0| e0 - since as f64);
+            if let (Some(limit), Some(e0), true) = (self.limit, eta0, left >= RECEDE_MIN_LEFT_MS) {
                 let same = self
                     .scales
                     .iter()
                     .find(|s| s.len_ms == len)
                     .and_then(|s| s.last)
                     .and_then(|w| w.eta_ms(limit));
-                let receded = same.is_none_or(|e| e - e0 > MAX_RECEDE * (e0 - since as f64));
+                let receded = same.is_none_or(|e| e - e0 > MAX_RECEDE * left);
                 if receded {
                     self.leak_since = Some((now, w.len_ms, eta));
                     return None;
@@ -351,9 +416,13 @@ impl Detector {
             self.leak_since = None;
             return Some(Verdict::Suspected(self.status()));
         }
-        self.leak_since = None;
         if !self.suspected {
-            self.best = None;
+            // A staircase or a noisy floor may miss an evaluation or two; the
+            // confirmation starts over only after a real pause.
+            if now.saturating_sub(self.leak_seen_ms) > PENDING_GRACE_MS {
+                self.leak_since = None;
+                self.best = None;
+            }
             return None;
         }
         let since = *self.quiet_since.get_or_insert(now);

@@ -197,6 +197,16 @@ fn a_step_up_after_a_deploy_is_not_a_leak() {
 }
 
 #[test]
+fn a_step_sampled_every_second_is_not_a_leak() {
+    // The same deploy step as above, seen at the production sample rate.
+    let (_, flips) = run(Some(mib(1024.0)), 1.0, 8.0 * HOUR, |t, r| {
+        let step = ((t - 2.0 * HOUR) / 20.0).clamp(0.0, 1.0);
+        300.0 * MIB + 120.0 * MIB * step + r.noise(2.0 * MIB)
+    });
+    assert!(flips.is_empty(), "{flips:?}");
+}
+
+#[test]
 fn noisy_flat_memory_with_gaps_raises_nothing() {
     // One sample per second, but a third of them lost (a busy host).
     let (_, flips) = run(Some(mib(1024.0)), 1.0, 6.0 * HOUR, |t, r| {
@@ -356,5 +366,36 @@ async fn driven_by_tokio_time_a_fast_leak_is_flagged_within_a_minute() {
             now < leak_at + Duration::from_secs(72),
             "not flagged before the limit"
         );
+    }
+}
+
+/// `TRACE=name [AT=secs] cargo test --lib debug_trace -- --ignored --nocapture`:
+/// the verdicts of one shipped trace (a tool for tuning, not a test).
+#[test]
+#[ignore]
+fn debug_trace() {
+    let name = std::env::var("TRACE").unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("traces/leak");
+    let traces = replay::load_traces(&dir).unwrap();
+    let t = traces.iter().find(|t| t.name == name).unwrap();
+    let mut d = Detector::new(LeakConfig::default(), Some(t.limit));
+    d.reset(t.samples[0].0);
+    for &(at, v) in &t.samples {
+        let v = d.observe(at, v);
+        if std::env::var("PENDING").is_ok() && (d.leak_since.is_some() || d.suspected) {
+            let b = d
+                .best
+                .map(|w| (w.len_ms / 1000, (w.slope * 3600.0 / MB) as i64));
+            println!(
+                "{:>7}s since {:?} best {b:?} ttl {:?} cycle {:?}",
+                at.as_secs(),
+                d.leak_since.map(|l| (l.0 / 1000, l.1 / 1000)),
+                d.ttl_ms().map(|t| t / 1000),
+                d.cycles.longest().map(|c| c / 1000)
+            );
+        }
+        if let Some(v) = v {
+            println!("{:>7}s {v:?}", at.as_secs());
+        }
     }
 }

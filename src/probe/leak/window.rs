@@ -8,10 +8,13 @@ use super::{ms, LeakConfig, MB};
 /// Segments (floor points) per window, and the fewest that make a fit.
 const SEGMENTS: u64 = 8;
 const MIN_POINTS: usize = 5;
-/// No single segment step may carry more than this share of the rise.
-const MAX_STEP_SHARE: f64 = 0.5;
-/// The later half of the window must rise at least this fast, relative to the whole.
-const MIN_RECENT_SHARE: f64 = 0.4;
+/// At least `MIN_STEPS` of the steps between neighbouring floor points must
+/// each carry `MIN_STEP_SHARE` of the rise, and none more than `MAX_STEP_SHARE`.
+const MIN_STEPS: usize = 3;
+const MIN_STEP_SHARE: f64 = 1.0 / 8.0;
+const MAX_STEP_SHARE: f64 = 1.0;
+/// Each half of the window must rise at least this fast, relative to the whole.
+const MIN_HALF_SHARE: f64 = 0.4;
 /// The reference range of a short window: this many floor windows before it.
 const REFERENCE_FLOOR_WINDOWS: u64 = 4;
 /// Without a limit, the evidence is a window at least this long.
@@ -31,30 +34,25 @@ pub(super) fn deepest_fall(buckets: impl Iterator<Item = Bucket>) -> u64 {
     fall
 }
 
-/// A window whose runs are shorter than `floor_window` may be looking at one
-/// saw-tooth ramp. It counts only if its runs each hold a fall of at least
-/// half the deepest fall of the reference before it (each run spans a whole
-/// cycle, so its minimum is a floor), or if it left the known range: the last
-/// floor point is above the highest memory of the reference by half the
-/// window's rise and by that deepest fall (a ramp that climbs higher than
-/// before still falls back by its amplitude; a leak does not).
-fn short_window_ok(
-    history: &History,
-    fw: u64,
-    from: u64,
-    last: f64,
-    rise: f64,
-    run_falls: &[u64],
-) -> bool {
-    let reference = from.saturating_sub(REFERENCE_FLOOR_WINDOWS * fw);
-    let Some((high, fall)) = history.high_and_fall(reference, from) else {
-        return false;
-    };
-    let cycles = fall > 0 && run_falls.iter().all(|f| f * 2 >= fall);
-    cycles || last - high as f64 >= (rise / 2.0).max(fall as f64)
+/// What the memory did before a short window (its reference range): how
+/// high it went, and how deep it fell back from a high (the saw-tooth
+/// amplitude, or the noise).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Reference {
+    high: u64,
+    fall: u64,
 }
 
-/// What one window showed.
+impl Reference {
+    fn of(buckets: &[Bucket]) -> Option<Reference> {
+        Some(Reference {
+            high: buckets.iter().map(|b| b.max).max()?,
+            fall: deepest_fall(buckets.iter().copied()),
+        })
+    }
+}
+
+/// What one window showed./// What one window showed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Window {
     pub from_ms: u64,
@@ -81,6 +79,7 @@ pub(super) fn window(
     history: &History,
     cfg: &LeakConfig,
     headroom: Option<f64>,
+    cycle_ms: Option<u64>,
     now: u64,
     len: u64,
 ) -> Option<Window> {
@@ -91,11 +90,30 @@ pub(super) fn window(
     // The buckets of the window, cut into (at most) SEGMENTS runs of equal
     // count; each run gives one floor point: its minimum, at its mean time.
     let buckets: Vec<_> = level.range(from, u64::MAX).collect();
+    // At least two buckets per run, so a floor point is a minimum of
+    // something, not one sample (at 10 s sampling, one burst).
     let n = buckets.len();
-    if n < MIN_POINTS {
+    if n < 2 * MIN_POINTS {
         return None;
     }
-    let segments = n.min(SEGMENTS as usize);
+    // A short window (runs shorter than `floor_window`) may be looking at a
+    // saw-tooth ramp. It sees through the saw-tooth when its runs are as
+    // long as the longest recent cycle (then each run's minimum is a floor).
+    let reference = if short {
+        let r0 = from.saturating_sub(REFERENCE_FLOOR_WINDOWS * fw);
+        Some(Reference::of(&history.within(r0, from))?)
+    } else {
+        None
+    };
+    let mut segments = (n / 2).min(SEGMENTS as usize);
+    let mut sees_through = !short;
+    if let (true, Some(cycle)) = (short, cycle_ms) {
+        let runs = (len / cycle.max(1)) as usize;
+        if runs >= MIN_POINTS {
+            segments = segments.min(runs);
+            sees_through = true;
+        }
+    }
     let half = level.width_ms as f64 / 2.0;
     let mut points = Vec::with_capacity(segments);
     let mut run_falls = Vec::with_capacity(segments);
@@ -116,21 +134,34 @@ pub(super) fn window(
     let first = points[0];
     let last = points[points.len() - 1];
     let rise = slope * (last.t - first.t);
-    let biggest_step = points
-        .windows(2)
-        .map(|p| p[1].v - p[0].v)
-        .fold(f64::MIN, f64::max);
-    let recent = theil_sen(&points[points.len() / 2..]).map_or(0.0, |(_, s)| s);
+    // The rise must come in several steps, not one (a deploy, a reload).
+    let gaps: Vec<f64> = points.windows(2).map(|p| p[1].v - p[0].v).collect();
+    let steps = gaps.iter().filter(|g| **g >= rise * MIN_STEP_SHARE).count();
+    let biggest_step = gaps.iter().copied().fold(f64::MIN, f64::max);
+    // Both halves rise: not flat, then a jump, then flat again.
+    let half_slope = |p: &[Point]| theil_sen(p).map_or(0.0, |(_, s)| s);
+    let early = half_slope(&points[..points.len().div_ceil(2)]);
+    let recent = half_slope(&points[points.len() / 2..]);
     let enough = match headroom {
         Some(h) => rise >= cfg.min_rise * h,
         None => len >= NO_LIMIT_MIN_WINDOW_MS,
     };
     let leak = slope * 3600.0 / MB >= cfg.min_slope_mb_per_hour
         && tau >= cfg.min_confidence
+        && steps >= MIN_STEPS
         && biggest_step <= MAX_STEP_SHARE * rise
-        && recent >= MIN_RECENT_SHARE * slope
+        && early.min(recent) >= MIN_HALF_SHARE * slope
         && enough
-        && (!short || short_window_ok(history, fw, from, last.v, rise, &run_falls));
+        && (sees_through
+            || reference.is_some_and(|r| {
+                // Every run holds a fall of half the amplitude (each spans a
+                // whole cycle), or the window left the known range: its last
+                // floor is above the old high by half its rise and by the
+                // amplitude (a ramp that climbs higher than before still
+                // falls back by its amplitude; a leak does not).
+                (r.fall > 0 && run_falls.iter().all(|f| f * 2 >= r.fall))
+                    || last.v - r.high as f64 >= (rise / 2.0).max(r.fall as f64)
+            }));
     Some(Window {
         from_ms: from,
         len_ms: len,
