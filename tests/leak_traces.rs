@@ -1,0 +1,80 @@
+//! The leak benchmark's targets, as a test: every trace in `traces/leak/`
+//! replayed through the detector with the default settings (the same replay
+//! as `benches/leak_replay.rs`). No false alarm on a trace that does not leak
+//! (nor before a leak starts), and every leak flagged within 25 % of its time
+//! to the limit, or within 60 s when that is shorter.
+
+use std::path::Path;
+
+use mamori::probe::leak::replay::{deadline, load_traces, replay_mamori, score};
+use mamori::probe::leak::LeakConfig;
+
+#[test]
+fn every_shipped_trace_meets_the_targets() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("traces/leak");
+    let traces = load_traces(&dir).expect("traces/leak/traces.toml");
+    assert!(traces.len() >= 11, "{} traces", traces.len());
+    let mut failures = Vec::new();
+    for t in &traces {
+        let alarms = replay_mamori(t, &LeakConfig::default());
+        let s = score(t, &alarms);
+        if s.false_alarms > 0 {
+            failures.push(format!(
+                "{}: {} false alarm(s), first at {:?}",
+                t.name, s.false_alarms, alarms.raised[0]
+            ));
+        }
+        if let Some(ttl) = t.time_to_limit {
+            match s.flagged_after {
+                Some(d) if d <= deadline(ttl) => {}
+                Some(d) => failures.push(format!(
+                    "{}: flagged after {d:?}, {:.1} % of the time to the limit ({ttl:?}), deadline {:?}",
+                    t.name,
+                    d.as_secs_f64() / ttl.as_secs_f64() * 100.0,
+                    deadline(ttl)
+                )),
+                None => failures.push(format!("{}: the leak was never flagged", t.name)),
+            }
+        }
+        assert_eq!(
+            s.meets_targets,
+            !failures.iter().any(|f| f.starts_with(&t.name))
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_listed_trace_is_described_and_small() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("traces/leak");
+    let mut total = 0;
+    for t in load_traces(&dir).unwrap() {
+        assert!(!t.description.is_empty(), "{}: no description", t.name);
+        assert!(!t.source.is_empty(), "{}: no source", t.name);
+        assert!(
+            t.samples.len() > 100,
+            "{}: {} samples",
+            t.name,
+            t.samples.len()
+        );
+        assert!(
+            t.samples.windows(2).all(|w| w[0].0 <= w[1].0),
+            "{}: time goes back",
+            t.name
+        );
+        if let (Some(start), Some(ttl)) = (t.leak_start, t.time_to_limit) {
+            let end = t.samples.last().unwrap().0;
+            assert!(
+                start + ttl <= end + std::time::Duration::from_secs(60),
+                "{}",
+                t.name
+            );
+        }
+    }
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let len = e.unwrap().metadata().unwrap().len();
+        assert!(len < 300 * 1024, "a trace file of {len} bytes");
+        total += len;
+    }
+    assert!(total < 3 * 1024 * 1024, "traces/leak holds {total} bytes");
+}
