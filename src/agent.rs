@@ -151,7 +151,14 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .context("cannot start alerting")?;
     let logs_dir = a.data_dir.join("logs");
-    let sampler = Arc::new(crate::probe::sampler::Sampler::default());
+    let sampler = Arc::new(crate::probe::sampler::Sampler::new(
+        Some(bus.clone()),
+        config
+            .units
+            .iter()
+            .filter_map(|u| Some((u.name.clone(), (u.leak.clone()?, u.limits.memory))))
+            .collect(),
+    ));
     tasks.spawn(sampler.clone().run(
         store.clone(),
         a.data_dir.clone(),
@@ -174,6 +181,22 @@ pub async fn run(config: Config) -> Result<()> {
     });
     let sup = Supervisor::start(&config, ctx.clone(), cancel.clone(), &mut tasks)
         .context("cannot start the units")?;
+    // on_leak = "restart": the sampler asks, the unit restarts gracefully.
+    let (leak_tx, mut leak_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    sampler.on_leak_restart(leak_tx);
+    let leak_sup = sup.clone();
+    tasks.spawn(async move {
+        while let Some((unit, why)) = leak_rx.recv().await {
+            tracing::warn!(%unit, %why, "Restarting before the leak exhausts memory.");
+            let by = why.clone();
+            let _ = leak_sup
+                .ask(&unit, |reply| crate::supervise::Command::Restart {
+                    by,
+                    reply,
+                })
+                .await;
+        }
+    });
     let checks = crate::probe::checks::Checks::start(
         &config,
         Arc::new(crate::probe::checks::ProbeCtx {

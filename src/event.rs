@@ -117,6 +117,23 @@ pub enum EventKind {
         flow_run: i64,
         reason: String,
     },
+    /// The memory floor of a service (or of the host, `unit = "host"`) rises
+    /// like a leak: how fast, how sure, and when it reaches its limit.
+    #[serde(rename = "leak.suspected")]
+    LeakSuspected {
+        unit: String,
+        slope_mb_per_hour: f64,
+        confidence: f64,
+        time_to_limit_ms: Option<u64>,
+        limit: Option<u64>,
+        floor: Option<u64>,
+    },
+    #[serde(rename = "leak.cleared")]
+    LeakCleared {
+        unit: String,
+        slope_mb_per_hour: f64,
+        confidence: f64,
+    },
     /// A job has not finished by its `must_finish_by` deadline.
     #[serde(rename = "job.late")]
     JobLate {
@@ -244,6 +261,8 @@ impl EventKind {
             | JobHeld { job, .. }
             | JobSkipped { job, .. }
             | JobLate { job, .. }
+            | LeakSuspected { unit: job, .. }
+            | LeakCleared { unit: job, .. }
             | JobLong { job, .. } => Some(job),
             FlowStarted { flow, .. }
             | FlowFinished { flow, .. }

@@ -281,6 +281,7 @@ fn unit(mut t: Tbl, kind: UnitKind, agent: &AgentConfig, base: &Path) -> Option<
     let mut restart = RestartConfig::default();
     let mut autostart = false;
     let mut job_spec = None;
+    let mut leak = None;
     let mut on_unhealthy = OnUnhealthy::None;
     let mut health = None;
     let mut after = Vec::new();
@@ -289,6 +290,10 @@ fn unit(mut t: Tbl, kind: UnitKind, agent: &AgentConfig, base: &Path) -> Option<
         UnitKind::Service => {
             autostart = t.bool("autostart").unwrap_or(true);
             restart = restart_config(&t);
+            leak = Some(match t.table("leak") {
+                Some(l) => leak_config(&l),
+                None => crate::probe::leak::LeakConfig::default(),
+            });
             if let Some(h) = t.get("health") {
                 let span = t.key_span("health");
                 let service = name.as_ref().map(|(n, _)| n.as_str()).unwrap_or("?");
@@ -359,6 +364,7 @@ fn unit(mut t: Tbl, kind: UnitKind, agent: &AgentConfig, base: &Path) -> Option<
         after,
         on_unhealthy,
         job: job_spec,
+        leak,
     };
     Some(Parsed {
         unit,
@@ -753,4 +759,62 @@ fn flows(r: &Reader, units: &[Parsed]) -> Vec<std::sync::Arc<crate::schedule::fl
         }
     }
     out
+}
+
+/// `[service.leak]`: the leak detector's tunables (docs/config.md).
+fn leak_config(t: &Tbl) -> crate::probe::leak::LeakConfig {
+    use crate::probe::leak::{LeakConfig, OnLeak};
+    let mut c = LeakConfig::default();
+    if let Some(b) = t.bool("enabled") {
+        c.enabled = b;
+    }
+    if let Some(d) = t.duration("warmup") {
+        c.warmup = d;
+    }
+    if let Some(d) = t.duration("floor_window") {
+        c.floor_window = d;
+    }
+    if let Some(d) = t.duration("confirm") {
+        c.confirm = d;
+    }
+    if let Some(d) = t.duration("max_window") {
+        c.max_window = d;
+    }
+    for (key, slot, lo, hi) in [
+        (
+            "min_slope_mb_per_hour",
+            &mut c.min_slope_mb_per_hour as &mut f64,
+            0.0,
+            1e9,
+        ),
+        ("min_confidence", &mut c.min_confidence, 0.0, 1.0),
+    ] {
+        if let Some(item) = t.get(key) {
+            match item
+                .as_float()
+                .or_else(|| item.as_integer().map(|i| i as f64))
+            {
+                Some(v) if (lo..=hi).contains(&v) => *slot = v,
+                _ => t.reader().error(
+                    item.span(),
+                    format!(
+                        "invalid `{key}` in {}: expected a number from {lo} to {hi}",
+                        t.what
+                    ),
+                ),
+            }
+        }
+    }
+    if let Some(o) = t.choice("on_leak", &["none", "restart"]) {
+        c.on_leak = if o == "restart" {
+            OnLeak::Restart
+        } else {
+            OnLeak::None
+        };
+    }
+    if let Some(d) = t.duration("restart_before") {
+        c.restart_before = d;
+    }
+    t.finish();
+    c
 }

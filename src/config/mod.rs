@@ -194,6 +194,8 @@ pub struct UnitConfig {
     pub on_unhealthy: OnUnhealthy,
     /// Jobs: schedule, retries, ok codes, overlap and catch-up rules.
     pub job: Option<jobs::JobSpec>,
+    /// Services: the memory-leak detector (`[service.leak]`; on by default).
+    pub leak: Option<crate::probe::leak::LeakConfig>,
 }
 
 impl UnitConfig {

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::leak::{Detector, LeakConfig, LeakStatus, Verdict};
+use crate::event::{Bus, EventKind};
 use crate::store::{HostSample, Sample, Store};
 use crate::util::now_ms;
 
@@ -26,12 +28,31 @@ pub struct Retention {
     pub rollup: Duration,
 }
 
-#[derive(Default)]
 pub struct Sampler {
     pending: Mutex<Vec<(String, Sample)>>,
     pending_host: Mutex<Vec<HostSample>>,
     latest: Mutex<HashMap<String, Sample>>,
     latest_host: Mutex<Option<HostSample>>,
+    /// One leak detector per service, fed with every sample of its tree.
+    leaks: Mutex<HashMap<String, LeakEntry>>,
+    host_leak: Mutex<Detector>,
+    epoch: std::time::Instant,
+    bus: Option<Bus>,
+    /// Where `on_leak = "restart"` requests go (the agent restarts the unit).
+    restarts: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>>,
+}
+
+struct LeakEntry {
+    detector: Detector,
+    /// The unit's memory limit; without one, the host's headroom is the limit.
+    limit: Option<u64>,
+    restart_asked: bool,
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Sampler::new(None, HashMap::new())
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -42,10 +63,118 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Sampler {
+    /// `leaks`: the services to watch for leaks, with their config and memory limit.
+    pub fn new(bus: Option<Bus>, leaks: HashMap<String, (LeakConfig, Option<u64>)>) -> Sampler {
+        Sampler {
+            pending: Mutex::default(),
+            pending_host: Mutex::default(),
+            latest: Mutex::default(),
+            latest_host: Mutex::default(),
+            leaks: Mutex::new(
+                leaks
+                    .into_iter()
+                    .filter(|(_, (cfg, _))| cfg.enabled)
+                    .map(|(u, (cfg, limit))| {
+                        (
+                            u,
+                            LeakEntry {
+                                detector: Detector::new(cfg, limit),
+                                limit,
+                                restart_asked: false,
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+            host_leak: Mutex::new(Detector::new(LeakConfig::default(), None)),
+            epoch: std::time::Instant::now(),
+            bus,
+            restarts: Mutex::new(None),
+        }
+    }
+
+    pub fn on_leak_restart(&self, tx: tokio::sync::mpsc::UnboundedSender<(String, String)>) {
+        *lock(&self.restarts) = Some(tx);
+    }
+
+    /// A new run of the unit started: its detector starts over (warm-up).
+    pub fn run_started(&self, unit: &str) {
+        let t = self.epoch.elapsed();
+        if let Some(e) = lock(&self.leaks).get_mut(unit) {
+            e.detector.reset(t);
+            e.restart_asked = false;
+        }
+    }
+
+    pub fn leak_status(&self, unit: &str) -> Option<LeakStatus> {
+        if unit == "host" {
+            return Some(lock(&self.host_leak).status());
+        }
+        lock(&self.leaks).get(unit).map(|e| e.detector.status())
+    }
+
     /// A sample of a unit's tree, from its run's watchdog.
     pub fn record(&self, unit: &str, s: Sample) {
         lock(&self.pending).push((unit.to_string(), s));
         lock(&self.latest).insert(unit.to_string(), s);
+        let headroom = self.latest_host().map(|h| h.mem_available);
+        let mut leaks = lock(&self.leaks);
+        let Some(e) = leaks.get_mut(unit) else { return };
+        if e.limit.is_none() {
+            // No limit: it runs out when the host does.
+            e.detector.set_limit(headroom.map(|h| s.rss + h));
+        }
+        let verdict = e.detector.observe(self.epoch.elapsed(), s.rss);
+        self.announce(unit, verdict);
+        if e.detector.should_restart() && !e.restart_asked {
+            e.restart_asked = true;
+            let st = e.detector.status();
+            let why = format!(
+                "leak: {:.1} MB/h, predicted to reach its limit in {}",
+                st.slope_mb_per_hour,
+                st.time_to_limit_ms
+                    .map(|ms| crate::config::units::format_duration(
+                        std::time::Duration::from_millis(ms)
+                    ))
+                    .unwrap_or_else(|| "?".into())
+            );
+            if let Some(tx) = lock(&self.restarts).as_ref() {
+                let _ = tx.send((unit.to_string(), why));
+            }
+        }
+    }
+
+    fn announce(&self, unit: &str, verdict: Option<Verdict>) {
+        let (Some(bus), Some(v)) = (&self.bus, verdict) else {
+            return;
+        };
+        match v {
+            Verdict::Suspected(st) => {
+                tracing::warn!(
+                    unit,
+                    slope_mb_per_hour = st.slope_mb_per_hour,
+                    confidence = st.confidence,
+                    time_to_limit_ms = st.time_to_limit_ms,
+                    "Memory leak suspected."
+                );
+                bus.emit(EventKind::LeakSuspected {
+                    unit: unit.to_string(),
+                    slope_mb_per_hour: (st.slope_mb_per_hour * 10.0).round() / 10.0,
+                    confidence: (st.confidence * 100.0).round() / 100.0,
+                    time_to_limit_ms: st.time_to_limit_ms,
+                    limit: st.limit,
+                    floor: st.floor,
+                });
+            }
+            Verdict::Cleared(st) => {
+                tracing::info!(unit, "Memory leak no longer suspected.");
+                bus.emit(EventKind::LeakCleared {
+                    unit: unit.to_string(),
+                    slope_mb_per_hour: (st.slope_mb_per_hour * 10.0).round() / 10.0,
+                    confidence: (st.confidence * 100.0).round() / 100.0,
+                });
+            }
+        }
     }
 
     /// The run ended: no current figures for the unit.
@@ -96,6 +225,12 @@ impl Sampler {
                     if let Some(h) = host_sample(&data_dir) {
                         lock(&self.pending_host).push(h);
                         *lock(&self.latest_host) = Some(h);
+                        let verdict = {
+                            let mut d = lock(&self.host_leak);
+                            d.set_limit(Some(h.mem_total));
+                            d.observe(self.epoch.elapsed(), h.mem_total.saturating_sub(h.mem_available))
+                        };
+                        self.announce("host", verdict);
                     }
                 }
                 _ = flush.tick() => self.flush(&store),

@@ -383,6 +383,7 @@ impl UnitTask {
         match self.spawn(run_id) {
             Ok(live) => {
                 self.record_context(run_id);
+                self.ctx.sampler.run_started(&self.cfg.name);
                 let pid = live.pid;
                 if let Err(e) = self.ctx.store.set_run_pid(run_id, pid) {
                     tracing::warn!(unit = %self.cfg.name, error = %e, "Could not record the pid.");

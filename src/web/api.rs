@@ -65,6 +65,7 @@ pub async fn unit(
     let runs = s.store.runs(Some(&name), 10)?;
     let mut v = json!(status);
     v["recent_runs"] = json!(runs);
+    v["leak"] = json!(s.sampler.leak_status(&name));
     Ok(Json(v))
 }
 
@@ -230,7 +231,7 @@ pub async fn heartbeat(
 
 /// `GET /api/v1/host`: the latest host sample.
 pub async fn host(State(s): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({ "latest": s.sampler.latest_host() }))
+    Json(json!({ "latest": s.sampler.latest_host(), "leak": s.sampler.leak_status("host") }))
 }
 
 /// `GET /api/v1/units/{name}/samples?since=MS&resolution=raw|1m&format=json|csv&limit=N`
