@@ -185,8 +185,16 @@ pub async fn run(config: Config) -> Result<()> {
     let (leak_tx, mut leak_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     sampler.on_leak_restart(leak_tx);
     let leak_sup = sup.clone();
+    let leak_cancel = cancel.child_token();
     tasks.spawn(async move {
-        while let Some((unit, why)) = leak_rx.recv().await {
+        loop {
+            let (unit, why) = tokio::select! {
+                _ = leak_cancel.cancelled() => return,
+                next = leak_rx.recv() => match next {
+                    Some(x) => x,
+                    None => return,
+                },
+            };
             tracing::warn!(%unit, %why, "Restarting before the leak exhausts memory.");
             let by = why.clone();
             let _ = leak_sup
