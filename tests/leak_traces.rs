@@ -2,7 +2,9 @@
 //! replayed through the detector with the default settings (the same replay
 //! as `benches/leak_replay.rs`). No false alarm on a trace that does not leak
 //! (nor before a leak starts), and every leak flagged within 25 % of its time
-//! to the limit, or within 60 s when that is shorter.
+//! to the limit, or within 60 s when that is shorter. A trace marked
+//! `expect_miss` in traces.toml (a known miss, reported as such) must still
+//! have no false alarm and a flag before the limit, and must still miss.
 
 use std::path::Path;
 
@@ -18,8 +20,9 @@ fn every_shipped_trace_meets_the_targets() {
     for t in &traces {
         let alarms = replay_mamori(t, &LeakConfig::default());
         let s = score(t, &alarms);
+        let mut missed = Vec::new();
         if s.false_alarms > 0 {
-            failures.push(format!(
+            missed.push(format!(
                 "{}: {} false alarm(s), first at {:?}",
                 t.name, s.false_alarms, alarms.raised[0]
             ));
@@ -27,19 +30,35 @@ fn every_shipped_trace_meets_the_targets() {
         if let Some(ttl) = t.time_to_limit {
             match s.flagged_after {
                 Some(d) if d <= deadline(ttl) => {}
-                Some(d) => failures.push(format!(
+                Some(d) => missed.push(format!(
                     "{}: flagged after {d:?}, {:.1} % of the time to the limit ({ttl:?}), deadline {:?}",
                     t.name,
                     d.as_secs_f64() / ttl.as_secs_f64() * 100.0,
                     deadline(ttl)
                 )),
-                None => failures.push(format!("{}: the leak was never flagged", t.name)),
+                None => missed.push(format!("{}: the leak was never flagged", t.name)),
             }
         }
-        assert_eq!(
-            s.meets_targets,
-            !failures.iter().any(|f| f.starts_with(&t.name))
-        );
+        assert_eq!(s.meets_targets, missed.is_empty(), "{}", t.name);
+        match &t.expect_miss {
+            None => failures.extend(missed),
+            // A known miss (listed with its reason in traces.toml and in
+            // docs/benchmarks-leak.md) must still raise no false alarm and
+            // flag its leak before the limit; once it meets the targets, the
+            // mark must go.
+            Some(why) => {
+                assert!(!why.is_empty(), "{}: expect_miss needs a reason", t.name);
+                if s.meets_targets {
+                    failures.push(format!(
+                        "{}: meets the targets now: remove expect_miss",
+                        t.name
+                    ));
+                }
+                if s.false_alarms > 0 || (t.leak && s.flagged_after.is_none()) {
+                    failures.extend(missed);
+                }
+            }
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -159,8 +159,9 @@ pub enum Verdict {
     Cleared(LeakStatus),
 }
 
-/// Shortest window tested.
+/// Shortest window tested, and the ratio between successive lengths.
 const MIN_WINDOW_MS: u64 = 10_000;
+const SCALE_STEP: f64 = std::f64::consts::SQRT_2;
 /// The shortest confirmation, however near the limit.
 const MIN_CONFIRM_MS: u64 = 30_000;
 /// Confirmation is cut to this share of the predicted time to the limit.
@@ -268,7 +269,7 @@ impl Detector {
                 next_ms: 0,
                 last: None,
             });
-            len *= std::f64::consts::SQRT_2;
+            len *= SCALE_STEP;
         }
         let history = History::new(max_ms + ms(cfg.floor_window));
         Detector {
@@ -386,39 +387,13 @@ impl Detector {
                 return None;
             }
             let eta = self.limit.and_then(|l| w.eta_ms(l));
-            let (since, len, eta0) = *self.leak_since.get_or_insert((now, w.len_ms, eta));
-            let confirm = match self.ttl_ms() {
-                Some(ttl) => ((ttl as f64 * CONFIRM_SHARE_OF_TTL) as u64).max(MIN_CONFIRM_MS),
-                None => u64::MAX,
-            }
-            .min(ms(self.cfg.confirm));
-            if now - since < confirm {
-                return None;
-            }
-            // A leak's predicted exhaustion stays put; a cache filling up and
-            // slowing down pushes it later and later. Compare windows of the
-            // same length, now and when the confirmation began.
-            let left = eta0.map_or(0.0, |e0| e0 - since as f64);
-            if let (Some(limit), Some(e0), true) = (self.limit, eta0, left >= RECEDE_MIN_LEFT_MS) {
-                let same = self
-                    .scales
-                    .iter()
-                    .find(|s| s.len_ms == len)
-                    .and_then(|s| s.last)
-                    .and_then(|w| w.eta_ms(limit));
-                let receded = same.is_none_or(|e| e - e0 > MAX_RECEDE * left);
-                if receded {
-                    self.leak_since = Some((now, w.len_ms, eta));
-                    return None;
-                }
-            }
-            self.suspected = true;
-            self.leak_since = None;
-            return Some(Verdict::Suspected(self.status()));
+            self.leak_since.get_or_insert((now, w.len_ms, eta));
+            return self.confirm(now);
         }
         if !self.suspected {
             // A staircase or a noisy floor may miss an evaluation or two; the
-            // confirmation starts over only after a real pause.
+            // confirmation starts over only after a real pause (and ends only
+            // while a window shows the leak).
             if now.saturating_sub(self.leak_seen_ms) > PENDING_GRACE_MS {
                 self.leak_since = None;
                 self.best = None;
@@ -434,6 +409,43 @@ impl Detector {
             return Some(Verdict::Cleared(st));
         }
         None
+    }
+
+    /// A leak is being confirmed: report it once it has been seen for long
+    /// enough and its predicted exhaustion did not recede.
+    fn confirm(&mut self, now: u64) -> Option<Verdict> {
+        let (since, len, eta0) = self.leak_since?;
+        let confirm = match self.ttl_ms() {
+            Some(ttl) => ((ttl as f64 * CONFIRM_SHARE_OF_TTL) as u64).max(MIN_CONFIRM_MS),
+            None => u64::MAX,
+        }
+        .min(ms(self.cfg.confirm));
+        if now - since < confirm {
+            return None;
+        }
+        // A leak's predicted exhaustion stays put; a cache filling up and
+        // slowing down pushes it later and later. Compare windows of the
+        // same length, now and when the confirmation began.
+        let left = eta0.map_or(0.0, |e0| e0 - since as f64);
+        let far = self
+            .ttl_ms()
+            .is_some_and(|t| t as f64 >= RECEDE_MIN_LEFT_MS);
+        if let (Some(limit), Some(e0), true) = (self.limit, eta0, far) {
+            let same = self
+                .scales
+                .iter()
+                .find(|s| s.len_ms == len)
+                .and_then(|s| s.last)
+                .and_then(|w| w.eta_ms(limit));
+            if same.is_none_or(|e| e - e0 > MAX_RECEDE * left) {
+                let best = self.best?;
+                self.leak_since = Some((now, best.len_ms, best.eta_ms(limit)));
+                return None;
+            }
+        }
+        self.suspected = true;
+        self.leak_since = None;
+        Some(Verdict::Suspected(self.status()))
     }
 
     /// Predicted time to the limit at the slope of the reported window.
