@@ -43,7 +43,7 @@ fn every_shipped_trace_meets_the_targets() {
         match &t.expect_miss {
             None => failures.extend(missed),
             // A known miss (listed with its reason in traces.toml and in
-            // docs/benchmarks-leak.md) must still raise no false alarm and
+            // docs/benchmarks.md ("Leak detection")) must still raise no false alarm and
             // flag its leak before the limit; once it meets the targets, the
             // mark must go.
             Some(why) => {

@@ -3,10 +3,10 @@
 # leak detector (default settings) and through the Prometheus rule
 # `predict_linear(mem[1h], 4*3600) > limit`, with simulated time, and prints
 # per trace the detection delay (share of the time to the limit) and the
-# false alarms per 24 h, then the targets met. Results: docs/benchmarks-leak.md.
+# false alarms per 24 h, then the targets met. Results: docs/benchmarks.md ("Leak detection").
 #
 #   scripts/bench/leak.sh              # table for a terminal
-#   scripts/bench/leak.sh --markdown   # the table of docs/benchmarks-leak.md
+#   scripts/bench/leak.sh --markdown   # the table of docs/benchmarks.md ("Leak detection")
 #   scripts/bench/leak.sh --traces DIR # other traces (same traces.toml format)
 #
 # Rebuild the synthetic traces: python3 scripts/bench/gen_leak_traces.py

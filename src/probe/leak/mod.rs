@@ -56,7 +56,7 @@
 //!
 //! Samples of the warm-up after a (re)start count only as the "known range"
 //! of step 3. Measured on recorded and synthetic traces against the
-//! Prometheus rule: `docs/benchmarks-leak.md`.
+//! Prometheus rule: `docs/benchmarks.md ("Leak detection")`.
 
 mod fit;
 mod history;
