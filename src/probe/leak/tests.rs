@@ -372,7 +372,7 @@ async fn driven_by_tokio_time_a_fast_leak_is_flagged_within_a_minute() {
 /// `TRACE=name [AT=secs] cargo test --lib debug_trace -- --ignored --nocapture`:
 /// the verdicts of one shipped trace (a tool for tuning, not a test).
 #[test]
-#[ignore]
+#[ignore = "a tuning tool, not a test: run by hand with TRACE=name"]
 fn debug_trace() {
     let name = std::env::var("TRACE").unwrap();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("traces/leak");
