@@ -8,17 +8,9 @@ use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
 use super::client::Client;
+use super::show::{s, table};
 use crate::config::units::format_duration;
 use crate::util::format_ts;
-
-fn s(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        Some(Value::String(x)) if !x.is_empty() => x.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(_)) | Some(Value::Null) | None => "-".to_string(),
-        Some(other) => other.to_string(),
-    }
-}
 
 fn ago(v: &Value, key: &str) -> String {
     v.get(key)
@@ -35,30 +27,6 @@ fn ts(v: &Value, key: &str) -> String {
         .and_then(Value::as_i64)
         .map(format_ts)
         .unwrap_or_else(|| "-".into())
-}
-
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let mut out = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(c);
-            } else {
-                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        line(r);
-    }
 }
 
 fn who() -> String {

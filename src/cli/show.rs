@@ -10,11 +10,11 @@ use super::client::Client;
 use crate::config::units::{format_duration, format_size};
 use crate::util::format_ts;
 
-fn s(v: &Value, key: &str) -> String {
+pub(super) fn s(v: &Value, key: &str) -> String {
     match v.get(key) {
-        Some(Value::String(x)) => x.clone(),
+        Some(Value::String(x)) if !x.is_empty() => x.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        Some(Value::Null) | None => "-".to_string(),
+        Some(Value::String(_)) | Some(Value::Null) | None => "-".to_string(),
         Some(other) => other.to_string(),
     }
 }
@@ -34,7 +34,7 @@ fn dur_ms(v: &Value, key: &str) -> String {
 }
 
 /// Prints rows as aligned columns.
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
+pub(super) fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
