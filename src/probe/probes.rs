@@ -211,8 +211,9 @@ pub async fn exec(reaper: &Reaper, argv: &[String], timeout: Duration) -> Result
     }
 }
 
-/// The last 512 bytes of everything written to the pipe.
-async fn read_tail(fd: OwnedFd) -> String {
+/// The last 512 bytes of everything written to the pipe (also used by the
+/// alert command channel).
+pub(crate) async fn read_tail(fd: OwnedFd) -> String {
     let Ok(mut rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
         return String::new();
     };

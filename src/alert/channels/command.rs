@@ -9,12 +9,9 @@
 //! `waitpid`; `tokio::process` would race it).
 
 use std::io::Write;
-use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-use tokio::io::AsyncReadExt;
 
 use super::Notification;
 use crate::config::alerts::CommandConfig;
@@ -79,7 +76,7 @@ impl CommandChannel {
                 let _ = s.write_all(&json);
             }
         });
-        let reader = tokio::spawn(read_tail(read));
+        let reader = tokio::spawn(crate::probe::probes::read_tail(read));
         let result = tokio::time::timeout(self.timeout, exit).await;
         if result.is_err() {
             let _ = nix::sys::signal::killpg(
@@ -114,28 +111,4 @@ impl CommandChannel {
             Ok(Err(_)) => Err("the agent lost track of the command's process".into()),
         }
     }
-}
-
-/// The last 512 bytes the program wrote.
-async fn read_tail(fd: OwnedFd) -> String {
-    let Ok(mut rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
-        return String::new();
-    };
-    let mut tail: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match rx.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                tail.extend_from_slice(&buf[..n]);
-                if tail.len() > 4096 {
-                    tail.drain(..tail.len() - 512);
-                }
-            }
-        }
-    }
-    if tail.len() > 512 {
-        tail.drain(..tail.len() - 512);
-    }
-    String::from_utf8_lossy(&tail).trim().replace('\n', " ⏎ ")
 }
