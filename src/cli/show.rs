@@ -34,6 +34,14 @@ fn dur_ms(v: &Value, key: &str) -> String {
 }
 
 /// Prints rows as aligned columns.
+/// How long a run took, from its record ("-" while it runs).
+fn took(r: &Value) -> String {
+    match (r["started_at"].as_i64(), r["ended_at"].as_i64()) {
+        (Some(a), Some(b)) => format_duration(Duration::from_millis((b - a).max(0) as u64)),
+        _ => "-".into(),
+    }
+}
+
 pub(super) fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -133,14 +141,7 @@ pub async fn run(c: &Client, job: &str, wait: bool) -> Result<ExitCode> {
                 "{job}: run {id} {} ({}) after {}, peak memory {}, cpu {}",
                 s(&r, "state"),
                 s(&r, "reason"),
-                match (
-                    r.get("started_at").and_then(Value::as_i64),
-                    r.get("ended_at").and_then(Value::as_i64)
-                ) {
-                    (Some(a), Some(b)) =>
-                        format_duration(Duration::from_millis((b - a).max(0) as u64)),
-                    _ => "-".into(),
-                },
+                took(&r),
                 size(&r, "peak_rss"),
                 dur_ms(&r, "cpu_ms"),
             );
@@ -217,13 +218,7 @@ pub async fn runs(c: &Client, unit: Option<&str>, limit: u32, json: bool) -> Res
         .unwrap_or_default()
         .iter()
         .map(|r| {
-            let took = match (
-                r.get("started_at").and_then(Value::as_i64),
-                r.get("ended_at").and_then(Value::as_i64),
-            ) {
-                (Some(a), Some(b)) => format_duration(Duration::from_millis((b - a).max(0) as u64)),
-                _ => "-".into(),
-            };
+            let took = took(r);
             vec![
                 s(r, "id"),
                 s(r, "unit"),
@@ -595,10 +590,7 @@ pub fn next(config: &crate::config::Config, job: &str, n: usize) -> Result<ExitC
 pub async fn show_run(c: &Client, id: i64, tail: usize) -> Result<ExitCode> {
     let r = c.get(&format!("/api/v1/runs/{id}")).await?;
     let unit = s(&r, "unit");
-    let took = match (r["started_at"].as_i64(), r["ended_at"].as_i64()) {
-        (Some(a), Some(b)) => format_duration(Duration::from_millis((b - a).max(0) as u64)),
-        _ => "-".into(),
-    };
+    let took = took(&r);
     println!(
         "run {id} of {} \"{unit}\" ({})",
         s(&r, "kind"),

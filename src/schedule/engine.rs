@@ -560,21 +560,8 @@ impl Engine {
                         tracing::info!(%job, flow_run = id, delay_ms = delay.as_millis() as u64, "Job failed; retrying.");
                         self.retries.push((Instant::now() + delay, id, job));
                     }
-                    Action::Failed { job, reason } => {
-                        self.bus.emit(EventKind::JobFailed {
-                            job,
-                            flow: flow.clone(),
-                            flow_run: id,
-                            reason,
-                        });
-                    }
-                    Action::Held { job, reason } => {
-                        self.bus.emit(EventKind::JobHeld {
-                            job,
-                            flow: flow.clone(),
-                            flow_run: id,
-                            reason,
-                        });
+                    a @ (Action::Failed { .. } | Action::Held { .. }) => {
+                        self.announce(&flow, id, a);
                     }
                     Action::Recover { job, failed } => {
                         let by = format!("on_failure of {failed} (flow {flow} run {id})");
@@ -850,6 +837,30 @@ impl Engine {
         }
     }
 
+    /// The event for a job that failed for good or is held.
+    fn announce(&self, flow: &str, flow_run: i64, action: Action) {
+        let flow = flow.to_string();
+        match action {
+            Action::Failed { job, reason } => {
+                self.bus.emit(EventKind::JobFailed {
+                    job,
+                    flow,
+                    flow_run,
+                    reason,
+                });
+            }
+            Action::Held { job, reason } => {
+                self.bus.emit(EventKind::JobHeld {
+                    job,
+                    flow,
+                    flow_run,
+                    reason,
+                });
+            }
+            _ => {}
+        }
+    }
+
     /// Loads unfinished flow runs and holds after a restart.
     async fn recover(&mut self) {
         if let Ok(holds) = self.store.holds() {
@@ -867,25 +878,7 @@ impl Engine {
             let mut run = FlowRun::restore(def, saved);
             let actions = run.interrupted();
             for a in actions {
-                match a {
-                    Action::Failed { job, reason } => {
-                        self.bus.emit(EventKind::JobFailed {
-                            job,
-                            flow: rec.flow.clone(),
-                            flow_run: rec.id,
-                            reason,
-                        });
-                    }
-                    Action::Held { job, reason } => {
-                        self.bus.emit(EventKind::JobHeld {
-                            job,
-                            flow: rec.flow.clone(),
-                            flow_run: rec.id,
-                            reason,
-                        });
-                    }
-                    _ => {}
-                }
+                self.announce(&rec.flow, rec.id, a);
             }
             // Retries that were pending resume now.
             for (job, s) in &run.states {
