@@ -140,8 +140,10 @@ pub async fn run(config: Config) -> Result<()> {
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
     // --- alerts: subscribed before the units start ---
+    let http = crate::util::LazyHttp::default();
     let alerts = crate::alert::start(
         &config,
+        http.clone(),
         store.clone(),
         bus.clone(),
         reaper.clone(),
@@ -178,6 +180,7 @@ pub async fn run(config: Config) -> Result<()> {
         poll_interval: a.poll_interval,
         sample_interval: a.sample_interval,
         sampler: sampler.clone(),
+        tick_epoch: tokio::time::Instant::now(),
     });
     let sup = Supervisor::start(&config, ctx.clone(), cancel.clone(), &mut tasks)
         .context("cannot start the units")?;
@@ -211,11 +214,7 @@ pub async fn run(config: Config) -> Result<()> {
             bus: bus.clone(),
             store: store.clone(),
             reaper: ctx.reaper.clone(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .redirect(reqwest::redirect::Policy::limited(5))
-                .build()
-                .context("cannot build the HTTP client for checks")?,
+            http: http.clone(),
             logs_dir: logs_dir.clone(),
         }),
         sup.clone(),

@@ -19,3 +19,24 @@ pub fn format_ts(ms: i64) -> String {
         None => format!("{ms}ms"),
     }
 }
+
+/// The one HTTP client for http checks and webhook channels, built on first
+/// use. Building it loads the TLS root store and connection pool, which an
+/// agent with no http check and no webhook never needs (docs/benchmarks.md,
+/// M1: resident memory).
+#[derive(Clone, Default)]
+pub struct LazyHttp(std::sync::Arc<std::sync::OnceLock<reqwest::Client>>);
+
+impl LazyHttp {
+    pub fn get(&self) -> Result<&reqwest::Client, String> {
+        if let Some(c) = self.0.get() {
+            return Ok(c);
+        }
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(self.0.get_or_init(|| client))
+    }
+}

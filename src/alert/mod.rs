@@ -124,8 +124,10 @@ impl Alerts {
 
 /// Starts the engine and the outbox. Call before anything emits events
 /// that should raise alerts (the engine subscribes here).
+#[allow(clippy::too_many_arguments)] // the agent's wiring, called once
 pub fn start(
     config: &Config,
+    http: crate::util::LazyHttp,
     store: Store,
     bus: Bus,
     reaper: Reaper,
@@ -147,11 +149,6 @@ pub fn start(
         }
         format!("http://{addr}")
     });
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::limited(5))
-        .build()
-        .context("cannot build the HTTP client for webhooks")?;
     let mut channels = HashMap::new();
     for c in &config.alerts.channels {
         let ch = channels::Channel::build(c, &http, &reaper)

@@ -55,7 +55,7 @@ pub struct ProbeCtx {
     pub bus: Bus,
     pub store: Store,
     pub reaper: Reaper,
-    pub http: reqwest::Client,
+    pub http: crate::util::LazyHttp,
     pub logs_dir: std::path::PathBuf,
 }
 
@@ -312,7 +312,7 @@ impl Task {
                 body_regex,
             } => {
                 probes::http(
-                    &self.ctx.http,
+                    self.ctx.http.get()?,
                     url,
                     cfg.timeout,
                     expect,

@@ -284,10 +284,3 @@ pub fn host_sample(data_dir: &std::path::Path) -> Option<HostSample> {
         disk_used_pct,
     })
 }
-
-/// Open file descriptors of a process (0 when it cannot be read).
-pub fn count_fds(pid: i32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count() as u64)
-        .unwrap_or(0)
-}

@@ -43,7 +43,11 @@ enum Backend {
 }
 
 /// Every process on the machine, by pid, read at one moment.
-pub type Snapshot = std::sync::Arc<HashMap<i32, ProcStat>>;
+pub type Snapshot = std::sync::Arc<proc::ProcTable>;
+
+/// How often the poll watchdog reads every process on the machine rather
+/// than only new ones and the agent's tree (see `proc::snapshot_since`).
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
 
 /// The chosen enforcement for this agent.
 pub struct Enforcer {
@@ -52,6 +56,7 @@ pub struct Enforcer {
     /// Why this mode was chosen (and why better ones were not), for the log.
     pub detail: String,
     snapshot: Mutex<Option<(Instant, Snapshot)>>,
+    last_full_scan: Mutex<Option<Instant>>,
     /// Orphans re-parented to the agent: pid → run id (None: not ours).
     orphans: Mutex<HashMap<i32, Option<i64>>>,
 }
@@ -98,6 +103,7 @@ impl Enforcer {
             agent_id: agent_id.to_string(),
             detail,
             snapshot: Mutex::new(None),
+            last_full_scan: Mutex::new(None),
             orphans: Mutex::new(HashMap::new()),
         })
     }
@@ -126,7 +132,25 @@ impl Enforcer {
                 return snap.clone();
             }
         }
-        let snap = std::sync::Arc::new(proc::snapshot());
+        // A full read of every process at most once per FULL_SCAN_EVERY;
+        // between those, only new pids and the agent's own tree.
+        let me = std::process::id() as i32;
+        let full = self
+            .last_full_scan
+            .lock()
+            .map(|t| t.is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY))
+            .unwrap_or(true);
+        let prev = if full {
+            None
+        } else {
+            guard.as_ref().map(|(_, s)| s.clone())
+        };
+        let snap = std::sync::Arc::new(proc::snapshot_since(prev.as_deref(), me));
+        if prev.is_none() {
+            if let Ok(mut t) = self.last_full_scan.lock() {
+                *t = Some(Instant::now());
+            }
+        }
         *guard = Some((Instant::now(), snap.clone()));
         snap
     }
@@ -228,21 +252,13 @@ impl Enforcer {
             );
         }
         // Orphans re-parented to us: ours if their environment says so.
-        if let Ok(mut orphans) = self.orphans.lock() {
-            orphans.retain(|pid, _| snap.contains_key(pid));
-            for s in snap.values().filter(|s| s.ppid == me && s.pid != root) {
-                let owner = *orphans.entry(s.pid).or_insert_with(|| {
-                    proc::environ_var(s.pid, ENV_AGENT_ID)
-                        .filter(|id| id == &self.agent_id)
-                        .and_then(|_| proc::environ_var(s.pid, ENV_RUN_ID))
-                        .and_then(|r| r.parse().ok())
-                });
-                if owner == Some(group.run_id) {
-                    roots.push(s.pid);
-                }
-            }
+        let by_run = snap
+            .orphans_by_run
+            .get_or_init(|| self.classify_orphans(&snap, me));
+        if let Some(pids) = by_run.get(&group.run_id) {
+            roots.extend(pids.iter().filter(|p| **p != root));
         }
-        let found = proc::descendants(&snap, &roots);
+        let found = snap.descendants(&roots);
         if let Ok(mut seen) = group.seen.lock() {
             seen.retain(|p, start| snap.get(p).is_some_and(|s| s.start_ticks == *start));
             for p in &found {
@@ -252,6 +268,29 @@ impl Enforcer {
             }
         }
         found
+    }
+
+    /// The agent's direct children by the run they belong to (their
+    /// environment says; cached per pid, since it never changes), once per
+    /// snapshot rather than once per unit.
+    fn classify_orphans(&self, snap: &proc::ProcTable, me: i32) -> HashMap<i64, Vec<i32>> {
+        let mut out: HashMap<i64, Vec<i32>> = HashMap::new();
+        let Ok(mut owners) = self.orphans.lock() else {
+            return out;
+        };
+        owners.retain(|pid, _| snap.contains_key(pid));
+        for &pid in snap.children_of(me) {
+            let owner = *owners.entry(pid).or_insert_with(|| {
+                proc::environ_var(pid, ENV_AGENT_ID)
+                    .filter(|id| id == &self.agent_id)
+                    .and_then(|_| proc::environ_var(pid, ENV_RUN_ID))
+                    .and_then(|r| r.parse().ok())
+            });
+            if let Some(run) = owner {
+                out.entry(run).or_default().push(pid);
+            }
+        }
+        out
     }
 
     /// The processes of a run with their /proc stats (zombies left out).

@@ -16,8 +16,6 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::AsyncReadExt;
-
 use crate::config::LogConfig;
 
 const CHUNK: usize = 64 * 1024;
@@ -171,20 +169,26 @@ pub fn read_range(dir: &Path, from: u64, to: Option<u64>, max: usize) -> io::Res
 }
 
 /// Copies one pipe into the sink until the writer side closes.
-pub async fn pump(mut pipe: tokio::net::unix::pipe::Receiver, sink: Arc<Mutex<LogSink>>) {
-    let mut buf = vec![0u8; CHUNK];
+///
+/// The 64 KiB buffer exists only while output is flowing: it is allocated
+/// when the pipe becomes readable and given back once a read leaves nothing
+/// pending and did not fill it, so a quiet unit costs no buffer (two pipes
+/// per unit, hundreds of units: docs/benchmarks.md, M1).
+pub async fn pump(pipe: tokio::net::unix::pipe::Receiver, sink: Arc<Mutex<LogSink>>) {
+    let mut buf: Vec<u8> = Vec::new();
     let mut pending = 0usize;
     loop {
-        let n = match pipe.read(&mut buf[pending..]).await {
-            Ok(0) | Err(_) => 0,
+        if pipe.readable().await.is_err() {
+            break;
+        }
+        if buf.is_empty() {
+            buf = vec![0u8; CHUNK];
+        }
+        let n = match pipe.try_read(&mut buf[pending..]) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if n == 0 {
-            if pending > 0 {
-                write(&sink, &buf[..pending]);
-            }
-            return;
-        }
         pending += n;
         // Write whole lines; keep a partial line unless the buffer is full.
         let cut = match buf[..pending].iter().rposition(|b| *b == b'\n') {
@@ -195,6 +199,12 @@ pub async fn pump(mut pipe: tokio::net::unix::pipe::Receiver, sink: Arc<Mutex<Lo
         write(&sink, &buf[..cut]);
         buf.copy_within(cut..pending, 0);
         pending -= cut;
+        if pending == 0 && n < CHUNK / 2 {
+            buf = Vec::new();
+        }
+    }
+    if pending > 0 {
+        write(&sink, &buf[..pending]);
     }
 }
 

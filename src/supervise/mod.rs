@@ -44,6 +44,8 @@ pub struct Ctx {
     pub poll_interval: Duration,
     pub sample_interval: Duration,
     pub sampler: Arc<crate::probe::sampler::Sampler>,
+    /// Where the watchdogs' tick grid starts (see `unit::watchdog`).
+    pub tick_epoch: tokio::time::Instant,
 }
 
 struct Handle {

@@ -74,25 +74,173 @@ pub fn stat(pid: i32) -> Option<ProcStat> {
     parse_stat(&text, page_size())
 }
 
+/// The /proc files of one run's processes, kept open between samples.
+///
+/// Opening `/proc/PID/stat` every second costs a path walk, permission
+/// checks and a dentry revalidation, which perf showed as most of the
+/// sampling cost (docs/benchmarks.md, M1); re-reading an open file from
+/// offset 0 makes the kernel render it afresh without any of that. An open
+/// stat file also keeps naming the same process: once it has exited, reads
+/// fail instead of describing whoever reuses the pid.
+///
+/// Open descriptors are counted with one `fstat` of an open `/proc/PID/fd`
+/// (Linux 6.2 and later report the count as the directory's size); older
+/// kernels report 0 there, and then the directory is listed instead.
+#[derive(Default)]
+pub struct ProcFiles {
+    open: HashMap<i32, (fs::File, Option<fs::File>)>,
+}
+
+impl ProcFiles {
+    /// Stats of `pids` (zombies and vanished processes left out), with their
+    /// open descriptors; files of processes no longer listed are closed.
+    pub fn read(&mut self, pids: &[i32]) -> Vec<(ProcStat, u64)> {
+        use std::os::unix::fs::FileExt;
+        let page = page_size();
+        self.open.retain(|pid, _| pids.contains(pid));
+        let mut out = Vec::with_capacity(pids.len());
+        let mut buf = [0u8; 1024];
+        for &pid in pids {
+            let entry = match self.open.entry(pid) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let Ok(f) = fs::File::open(format!("/proc/{pid}/stat")) else {
+                        continue;
+                    };
+                    let fd = fs::File::open(format!("/proc/{pid}/fd")).ok();
+                    v.insert((f, fd))
+                }
+            };
+            let parsed = match entry.0.read_at(&mut buf, 0) {
+                Ok(n) if n > 0 => std::str::from_utf8(&buf[..n])
+                    .ok()
+                    .and_then(|t| parse_stat(t, page)),
+                _ => None,
+            };
+            let Some(st) = parsed else {
+                self.open.remove(&pid);
+                continue;
+            };
+            if st.state == 'Z' {
+                continue;
+            }
+            let fds = match &entry.1 {
+                Some(d) => match d.metadata() {
+                    Ok(m) if m.len() > 0 => m.len(),
+                    _ => count_fds(pid),
+                },
+                None => 0,
+            };
+            out.push((st, fds));
+        }
+        out
+    }
+}
+
+/// Open file descriptors of a process by listing `/proc/PID/fd` (0 when it
+/// cannot be read).
+pub fn count_fds(pid: i32) -> u64 {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0)
+}
+
+/// Every process on the machine at one moment, with the parent → children
+/// index built once (every watchdog walks it on every tick in poll mode).
+#[derive(Debug, Default)]
+pub struct ProcTable {
+    procs: HashMap<i32, ProcStat>,
+    children: HashMap<i32, Vec<i32>>,
+    /// Per-snapshot memo for the enforcer: orphans re-parented to the agent,
+    /// by the run they belong to.
+    pub orphans_by_run: std::sync::OnceLock<HashMap<i64, Vec<i32>>>,
+}
+
+impl ProcTable {
+    pub fn new(procs: HashMap<i32, ProcStat>) -> ProcTable {
+        let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+        for s in procs.values() {
+            children.entry(s.ppid).or_default().push(s.pid);
+        }
+        ProcTable {
+            procs,
+            children,
+            orphans_by_run: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Direct children of `pid`.
+    pub fn children_of(&self, pid: i32) -> &[i32] {
+        self.children.get(&pid).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Descendants of `roots` (the roots included).
+    pub fn descendants(&self, roots: &[i32]) -> Vec<i32> {
+        let mut out = Vec::new();
+        let mut done = std::collections::HashSet::new();
+        let mut stack: Vec<i32> = roots
+            .iter()
+            .copied()
+            .filter(|p| self.procs.contains_key(p))
+            .collect();
+        while let Some(p) = stack.pop() {
+            if !done.insert(p) {
+                continue;
+            }
+            out.push(p);
+            stack.extend(self.children_of(p));
+        }
+        out
+    }
+}
+
+impl std::ops::Deref for ProcTable {
+    type Target = HashMap<i32, ProcStat>;
+    fn deref(&self) -> &Self::Target {
+        &self.procs
+    }
+}
+
 /// Every process on the machine, by pid.
-pub fn snapshot() -> HashMap<i32, ProcStat> {
+pub fn snapshot() -> ProcTable {
+    snapshot_since(None, 0)
+}
+
+/// Like [`snapshot`], but re-reading only what can matter to `me`'s trees:
+/// processes `prev` did not have (new pids) and `me`'s descendants in `prev`.
+/// A process outside `me`'s tree never moves into it (orphans re-parent to
+/// the nearest subreaper above them, and `me` is not above them), so its
+/// line from `prev` is kept. The one miss is a pid that was reused between
+/// two scans by a new descendant; a full scan (`prev = None`) now and then
+/// bounds it. On a server with thousands of processes and a few dozen
+/// supervised ones this skips most of the reads.
+pub fn snapshot_since(prev: Option<&ProcTable>, me: i32) -> ProcTable {
     let page = page_size();
-    let mut out = HashMap::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return out;
+    let ours: std::collections::HashSet<i32> = match prev {
+        Some(p) => p.descendants(&[me]).into_iter().collect(),
+        None => Default::default(),
     };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) {
-            if let Some(s) = parse_stat(&text, page) {
-                out.insert(pid, s);
+    let mut out = HashMap::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            if let Some(old) = prev.and_then(|p| p.procs.get(&pid)) {
+                if !ours.contains(&pid) {
+                    out.insert(pid, *old);
+                    continue;
+                }
+            }
+            if let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) {
+                if let Some(s) = parse_stat(&text, page) {
+                    out.insert(pid, s);
+                }
             }
         }
     }
-    out
+    ProcTable::new(out)
 }
 
 /// The value of `key` in a process's initial environment.
@@ -102,31 +250,6 @@ pub fn environ_var(pid: i32, key: &str) -> Option<String> {
     data.split(|b| *b == 0)
         .find(|kv| kv.starts_with(prefix.as_bytes()))
         .map(|kv| String::from_utf8_lossy(&kv[prefix.len()..]).into_owned())
-}
-
-/// Descendants of `roots` (the roots included), from a snapshot.
-pub fn descendants(snap: &HashMap<i32, ProcStat>, roots: &[i32]) -> Vec<i32> {
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    for s in snap.values() {
-        children.entry(s.ppid).or_default().push(s.pid);
-    }
-    let mut out = Vec::new();
-    let mut done = std::collections::HashSet::new();
-    let mut stack: Vec<i32> = roots
-        .iter()
-        .copied()
-        .filter(|p| snap.contains_key(p))
-        .collect();
-    while let Some(p) = stack.pop() {
-        if !done.insert(p) {
-            continue;
-        }
-        out.push(p);
-        if let Some(c) = children.get(&p) {
-            stack.extend(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -148,12 +271,68 @@ mod tests {
     }
 
     #[test]
+    fn kept_files_follow_the_process_and_count_fds() {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let mut files = ProcFiles::default();
+        let first = files.read(&[pid]);
+        let listed = count_fds(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].0.pid, pid);
+        // The kept directory's count is the listing's (stdin, stdout,
+        // stderr and whatever the test runner let the child inherit).
+        assert!(listed >= 3, "{listed}");
+        assert_eq!(first[0].1, listed);
+        // Reaped: the kept stat file now fails, and is closed.
+        assert!(files.read(&[pid]).is_empty());
+        assert!(files.open.is_empty());
+        // Files of pids no longer asked for are closed too.
+        let me = std::process::id() as i32;
+        assert_eq!(files.read(&[me]).len(), 1);
+        assert!(files.read(&[]).is_empty());
+        assert!(files.open.is_empty());
+    }
+
+    #[test]
     fn own_process_is_visible() {
         let me = std::process::id() as i32;
         let s = stat(me).unwrap();
         assert_eq!(s.pid, me);
         assert!(s.rss > 0);
         let snap = snapshot();
-        assert!(descendants(&snap, &[me]).contains(&me));
+        assert!(snap.descendants(&[me]).contains(&me));
+    }
+
+    #[test]
+    fn incremental_snapshot_rereads_new_and_own_processes() {
+        use std::process::{Command, Stdio};
+        let me = std::process::id() as i32;
+        let first = snapshot();
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // A new pid is read even though the earlier snapshot lacked it...
+        let second = snapshot_since(Some(&first), me);
+        // ...and so is everything below `me` (the test process's tree).
+        let third = snapshot_since(Some(&second), me);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(second.get(&pid).map(|s| s.ppid), Some(me));
+        assert!(third.descendants(&[me]).contains(&pid));
+        // A process outside our tree keeps its earlier line: pid 1 was read
+        // in full by `snapshot` and is carried over unchanged.
+        assert_eq!(third.get(&1), first.get(&1));
     }
 }

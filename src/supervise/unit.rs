@@ -848,8 +848,12 @@ async fn watchdog(
     } else {
         ctx.sample_interval
     };
-    let mut tick = tokio::time::interval(period);
+    // Every watchdog with the same period ticks at the same instants (a grid
+    // from the agent's start): the timer wheel wakes them together, and in
+    // poll mode one /proc snapshot serves them all.
+    let mut tick = tokio::time::interval_at(aligned_start(ctx.tick_epoch, period), period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut files = super::proc::ProcFiles::default();
     let mut cpu_seen: HashMap<i32, u64> = HashMap::new();
     // (when, cpu_ms) at the last recorded sample, for CPU %.
     let mut last_sample: Option<(Instant, u64)> = None;
@@ -858,9 +862,10 @@ async fn watchdog(
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let stats = ctx.enforcer.measure(&group, root, period / 2);
-        let rss: u64 = stats.iter().map(|s| s.rss).sum();
-        for s in &stats {
+        let pids = ctx.enforcer.members(&group, root, period / 2);
+        let stats = files.read(&pids);
+        let rss: u64 = stats.iter().map(|(s, _)| s.rss).sum();
+        for (s, _) in &stats {
             cpu_seen.insert(s.pid, s.cpu_ticks);
         }
         let cpu_ms = super::proc::ticks_to_duration(cpu_seen.values().sum()).as_millis() as u64;
@@ -880,11 +885,8 @@ async fn watchdog(
                 ts: now_ms(),
                 rss,
                 cpu_pct,
-                fds: stats
-                    .iter()
-                    .map(|s| crate::probe::sampler::count_fds(s.pid))
-                    .sum(),
-                threads: stats.iter().map(|s| s.threads).sum(),
+                fds: stats.iter().map(|(_, fds)| fds).sum(),
+                threads: stats.iter().map(|(s, _)| s.threads).sum(),
                 procs: stats.len() as u64,
             };
             *lock(&watch.last) = Some(sample);
@@ -916,5 +918,41 @@ async fn watchdog(
             }
             return;
         }
+    }
+}
+
+/// The first instant of the grid `epoch + k * period` that is not in the past.
+fn aligned_start(epoch: Instant, period: Duration) -> Instant {
+    let now = Instant::now();
+    if now <= epoch || period.is_zero() {
+        return epoch.max(now);
+    }
+    let since = (now - epoch).as_nanos();
+    let p = period.as_nanos();
+    let steps = since.div_ceil(p);
+    epoch + Duration::from_nanos((steps * p).min(u64::MAX as u128) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn watchdogs_share_one_tick_grid() {
+        let epoch = Instant::now();
+        let period = Duration::from_millis(250);
+        assert_eq!(aligned_start(epoch, period), epoch);
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert_eq!(aligned_start(epoch, period), epoch + period);
+        tokio::time::advance(Duration::from_millis(240)).await;
+        assert_eq!(aligned_start(epoch, period), epoch + period);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(aligned_start(epoch, period), epoch + 2 * period);
+        // Two watchdogs started at different moments tick together.
+        let mut a = tokio::time::interval_at(aligned_start(epoch, period), period);
+        tokio::time::advance(Duration::from_millis(70)).await;
+        let mut b = tokio::time::interval_at(aligned_start(epoch, period), period);
+        assert_eq!(a.tick().await, b.tick().await);
+        assert_eq!(a.tick().await, b.tick().await);
     }
 }

@@ -92,7 +92,7 @@ pub enum Channel {
 impl Channel {
     pub fn build(
         c: &ChannelConfig,
-        http: &reqwest::Client,
+        http: &crate::util::LazyHttp,
         reaper: &Reaper,
     ) -> Result<Channel, String> {
         Ok(match &c.kind {

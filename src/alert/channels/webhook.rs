@@ -18,11 +18,11 @@ pub struct Webhook {
     format: WebhookFormat,
     headers: Vec<(String, String)>,
     timeout: Duration,
-    http: reqwest::Client,
+    http: crate::util::LazyHttp,
 }
 
 impl Webhook {
-    pub fn new(c: &WebhookConfig, http: reqwest::Client) -> Webhook {
+    pub fn new(c: &WebhookConfig, http: crate::util::LazyHttp) -> Webhook {
         Webhook {
             url: c.url.clone(),
             format: c.format,
@@ -35,6 +35,7 @@ impl Webhook {
     pub async fn send(&self, n: &Notification) -> Result<(), String> {
         let mut req = self
             .http
+            .get()?
             .post(&self.url)
             .timeout(self.timeout)
             .header("X-Mamori-Delivery", n.delivery_id.to_string())
