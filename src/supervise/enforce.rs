@@ -221,8 +221,22 @@ impl Enforcer {
                 Some(dir)
             }
         };
+        // Kept open so that the per-sample reads of this cgroup's files walk
+        // one path component instead of the whole /sys/fs/cgroup/... path
+        // (the walk and kernfs revalidation were most of a sample's cost).
+        let dir_fd = dir.as_ref().and_then(|d| {
+            nix::fcntl::open(
+                d.as_path(),
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ok()
+        });
         Ok(RunGroup {
             dir,
+            dir_fd,
             v2: matches!(self.backend, Backend::Cgroup2 { .. }),
             run_id,
             seen: Mutex::new(HashMap::new()),
@@ -232,8 +246,11 @@ impl Enforcer {
 
     /// The processes of a run now.
     pub fn members(&self, group: &RunGroup, root: i32, max_age: Duration) -> Vec<i32> {
-        if let Some(dir) = &group.dir {
-            return read_pids(&dir.join("cgroup.procs"));
+        if group.dir.is_some() {
+            return group
+                .read("cgroup.procs")
+                .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+                .unwrap_or_default();
         }
         let snap = self.snapshot(max_age);
         let me = std::process::id() as i32;
@@ -356,6 +373,8 @@ impl Enforcer {
 /// What the enforcer keeps for one run.
 pub struct RunGroup {
     dir: Option<PathBuf>,
+    /// `dir` opened with O_PATH, for `openat` of its files.
+    dir_fd: Option<std::os::fd::OwnedFd>,
     v2: bool,
     run_id: i64,
     /// Poll mode: every pid seen in the tree with its start time (so
@@ -383,14 +402,12 @@ impl RunGroup {
 
     /// How many processes the kernel killed for memory in this run's cgroup.
     pub fn oom_kills(&self) -> u64 {
-        let Some(dir) = &self.dir else { return 0 };
         let file = if self.v2 {
             "memory.events"
         } else {
             "memory.oom_control"
         };
-        fs::read_to_string(dir.join(file))
-            .ok()
+        self.read(file)
             .and_then(|text| {
                 text.lines()
                     .find_map(|l| l.strip_prefix("oom_kill "))
@@ -401,13 +418,32 @@ impl RunGroup {
 
     /// Peak memory the kernel charged to the cgroup (v1 only), bytes.
     pub fn kernel_peak(&self) -> Option<u64> {
-        let dir = self.dir.as_ref()?;
         let file = if self.v2 {
             "memory.peak"
         } else {
             "memory.max_usage_in_bytes"
         };
-        fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
+        self.read(file)?.trim().parse().ok()
+    }
+
+    /// Reads one of the run's cgroup files (None without a cgroup).
+    fn read(&self, name: &str) -> Option<String> {
+        use std::io::Read;
+        let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC;
+        let fd = match &self.dir_fd {
+            Some(dir) => {
+                nix::fcntl::openat(dir, name, flags, nix::sys::stat::Mode::empty()).ok()?
+            }
+            None => nix::fcntl::open(
+                self.dir.as_ref()?.join(name).as_path(),
+                flags,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ok()?,
+        };
+        let mut text = String::new();
+        fs::File::from(fd).read_to_string(&mut text).ok()?;
+        Some(text)
     }
 
     /// Removes the run's cgroup (after its processes are gone). Never
