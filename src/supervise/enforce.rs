@@ -310,6 +310,28 @@ impl Enforcer {
         out
     }
 
+    /// The processes of a run with their stats and open descriptors: read
+    /// through `files` under a cgroup, taken from the shared snapshot
+    /// otherwise (which has just read them).
+    pub fn sample(
+        &self,
+        group: &RunGroup,
+        root: i32,
+        max_age: Duration,
+        files: &mut proc::ProcFiles,
+    ) -> Vec<(ProcStat, u64)> {
+        let pids = self.members(group, root, max_age);
+        if group.dir.is_some() {
+            return files.read(&pids);
+        }
+        let snap = self.snapshot(max_age);
+        files.fds_for(
+            pids.into_iter()
+                .filter_map(|p| snap.get(&p).copied())
+                .collect(),
+        )
+    }
+
     /// The processes of a run with their /proc stats (zombies left out).
     pub fn measure(&self, group: &RunGroup, root: i32, max_age: Duration) -> Vec<ProcStat> {
         let stats: Vec<ProcStat> = if group.dir.is_some() {

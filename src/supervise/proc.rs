@@ -89,6 +89,8 @@ pub fn stat(pid: i32) -> Option<ProcStat> {
 #[derive(Default)]
 pub struct ProcFiles {
     open: HashMap<i32, (fs::File, Option<fs::File>)>,
+    /// Poll mode: just the fd directories, by pid and start time.
+    fd_dirs: HashMap<i32, (u64, Option<fs::File>)>,
 }
 
 impl ProcFiles {
@@ -124,16 +126,44 @@ impl ProcFiles {
             if st.state == 'Z' {
                 continue;
             }
-            let fds = match &entry.1 {
-                Some(d) => match d.metadata() {
-                    Ok(m) if m.len() > 0 => m.len(),
-                    _ => count_fds(pid),
-                },
-                None => 0,
-            };
+            let fds = fd_count(entry.1.as_ref(), pid);
             out.push((st, fds));
         }
         out
+    }
+}
+
+impl ProcFiles {
+    /// Open descriptors for stats already read (poll mode reads every stat
+    /// of the agent's tree in its snapshot, so reading them again here would
+    /// double the cost); fd directories of other processes are closed.
+    pub fn fds_for(&mut self, stats: Vec<ProcStat>) -> Vec<(ProcStat, u64)> {
+        self.fd_dirs.retain(|pid, (start, _)| {
+            stats
+                .iter()
+                .any(|s| s.pid == *pid && s.start_ticks == *start)
+        });
+        stats
+            .into_iter()
+            .filter(|s| s.state != 'Z')
+            .map(|s| {
+                let (_, dir) = self.fd_dirs.entry(s.pid).or_insert_with(|| {
+                    (
+                        s.start_ticks,
+                        fs::File::open(format!("/proc/{}/fd", s.pid)).ok(),
+                    )
+                });
+                (s, fd_count(dir.as_ref(), s.pid))
+            })
+            .collect()
+    }
+}
+
+fn fd_count(dir: Option<&fs::File>, pid: i32) -> u64 {
+    match dir.map(|d| d.metadata()) {
+        Some(Ok(m)) if m.len() > 0 => m.len(),
+        Some(_) => count_fds(pid),
+        None => 0,
     }
 }
 
@@ -284,6 +314,8 @@ mod tests {
         let mut files = ProcFiles::default();
         let first = files.read(&[pid]);
         let listed = count_fds(pid);
+        let snap = snapshot();
+        let from_snapshot = files.fds_for(snap.get(&pid).copied().into_iter().collect());
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(first.len(), 1);
@@ -292,6 +324,13 @@ mod tests {
         // stderr and whatever the test runner let the child inherit).
         assert!(listed >= 3, "{listed}");
         assert_eq!(first[0].1, listed);
+        assert_eq!(from_snapshot.len(), 1);
+        assert_eq!(from_snapshot[0].1, listed);
+        assert_eq!(files.fds_for(Vec::new()).len(), 0);
+        assert!(
+            files.fd_dirs.is_empty(),
+            "fd dirs of unlisted pids are closed"
+        );
         // Reaped: the kept stat file now fails, and is closed.
         assert!(files.read(&[pid]).is_empty());
         assert!(files.open.is_empty());

@@ -862,8 +862,7 @@ async fn watchdog(
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let pids = ctx.enforcer.members(&group, root, period / 2);
-        let stats = files.read(&pids);
+        let stats = ctx.enforcer.sample(&group, root, period / 2, &mut files);
         let rss: u64 = stats.iter().map(|(s, _)| s.rss).sum();
         for (s, _) in &stats {
             cpu_seen.insert(s.pid, s.cpu_ticks);
