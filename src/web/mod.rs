@@ -148,12 +148,15 @@ async fn json_errors(resp: Response<Body>) -> Response<Body> {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    let is_json = resp
+    // Only the framework's own answers (plain text or no body type) are
+    // rewritten; JSON already is, and an HTML page (the acknowledge link's
+    // 403) stays a page for the browser that asked for it.
+    let framework_text = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .is_none_or(|v| v.starts_with("text/plain"));
+    if !framework_text {
         return resp;
     }
     let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
