@@ -896,3 +896,20 @@ fn leak_config(t: &Tbl) -> crate::probe::leak::LeakConfig {
     t.finish();
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates() {
+        let r = |s| parse_rate(s).unwrap().unwrap();
+        assert_eq!(r("20/s").per_sec, 20.0);
+        assert_eq!(r("600/m").per_sec, 10.0);
+        assert_eq!(r(" 36/h ").per_sec, 0.01);
+        assert_eq!(parse_rate("off").unwrap(), None);
+        for bad in ["20", "0/s", "-1/s", "1.5/s", "20/d", "x/s", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+}
