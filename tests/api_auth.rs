@@ -175,6 +175,18 @@ fn rate_limit_answers_429_with_retry_after_then_lets_the_client_back() {
     wait_for("the rate limit to let the client back", || {
         (status_of(&raw(a.port, "GET", "/api/v1/units", None, "")) == 200).then_some(())
     });
+    // The refusals are counted.
+    let metrics = wait_for("a /metrics answer", || {
+        let r = raw(a.port, "GET", "/metrics", None, "");
+        (status_of(&r) == 200).then(|| body_of(&r).to_string())
+    });
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mamori_api_rate_limited_total "))
+        .expect("mamori_api_rate_limited_total")
+        .parse()
+        .unwrap();
+    assert!(refused >= 2.0, "{refused}");
 }
 
 #[test]

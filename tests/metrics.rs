@@ -160,7 +160,8 @@ fn metrics_pass_promtool_and_tell_what_happened_across_restarts() {
                 && m.contains_key("mamori_check_down_total{check=\"always-down\"}")
                 && m.get("mamori_notification_deliveries_total{channel=\"log\",result=\"ok\"}")
                     .is_some_and(|n| *n >= 2.0)
-                && m.contains_key("mamori_unit_memory_bytes{unit=\"web\"}");
+                && m.contains_key("mamori_unit_memory_bytes{unit=\"web\"}")
+                && m.contains_key("mamori_check_latency_seconds{check=\"always-up\"}");
             ready.then_some(text)
         },
     );

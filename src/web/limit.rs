@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -146,14 +147,17 @@ pub struct Limiter {
     rate: RateLimit,
     loopback_too: bool,
     buckets: Mutex<Buckets>,
+    /// Requests refused, for `/metrics` (since the agent started).
+    refused: Arc<AtomicU64>,
 }
 
 impl Limiter {
-    pub fn new(rate: RateLimit, loopback_too: bool) -> Limiter {
+    pub fn new(rate: RateLimit, loopback_too: bool, refused: Arc<AtomicU64>) -> Limiter {
         Limiter {
             rate,
             loopback_too,
             buckets: Mutex::new(Buckets::new(rate, MAX_CLIENTS)),
+            refused,
         }
     }
 
@@ -184,6 +188,7 @@ pub async fn limit(State(l): State<Arc<Limiter>>, req: Request, next: Next) -> R
     match l.check(ip) {
         Decision::Allow => next.run(req).await,
         Decision::Deny(wait) => {
+            l.refused.fetch_add(1, Ordering::Relaxed);
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             let mut r = (
                 StatusCode::TOO_MANY_REQUESTS,

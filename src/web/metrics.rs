@@ -90,6 +90,9 @@ struct Tail {
 #[derive(Clone, Default)]
 pub struct Metrics {
     tail: Arc<Mutex<Tail>>,
+    /// API requests refused by the rate limiter since the agent started
+    /// (the only process-lifetime counter: refusals are not stored).
+    pub rate_limited: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
@@ -503,6 +506,18 @@ pub fn render(s: &AppState) -> Result<String, StoreError> {
             *n as f64,
         );
     }
+    o.family(
+        "mamori_api_rate_limited_total",
+        "counter",
+        "API requests refused with 429 since the agent started.",
+    );
+    o.sample(
+        "mamori_api_rate_limited_total",
+        &[],
+        s.metrics
+            .rate_limited
+            .load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
     Ok(o.0)
 }
 

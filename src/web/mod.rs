@@ -102,7 +102,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(mutating)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") });
     if let Some(rate) = state.access.rate_limit {
-        let limiter = Arc::new(limit::Limiter::new(rate, state.access.rate_limit_loopback));
+        let limiter = Arc::new(limit::Limiter::new(
+            rate,
+            state.access.rate_limit_loopback,
+            state.metrics.rate_limited.clone(),
+        ));
         app = app.layer(axum::middleware::from_fn_with_state(limiter, limit::limit));
     }
     app.layer(axum::middleware::map_response(json_errors))
