@@ -70,6 +70,8 @@ def main():
     ap.add_argument("--down", type=int, default=50, help="checks of the total that are down")
     ap.add_argument("--jobs", type=int, default=50)
     ap.add_argument("--scrapes", type=int, default=200)
+    ap.add_argument("--history", type=int, default=0,
+                    help="events to add to the store before the measured start (a long-lived data dir)")
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/release/mamori"))
     args = ap.parse_args()
     args.bin = os.path.abspath(args.bin)
@@ -95,9 +97,29 @@ def main():
         with open(f"{work}/mamori.toml", "w") as f:
             f.write("\n".join(lines))
         log = open(f"{work}/agent.log", "w")
-        agent = subprocess.Popen([args.bin, "-c", f"{work}/mamori.toml", "agent", "--log-format", "json"],
-                                 stdout=log, stderr=log, cwd=work)
+        start = lambda: subprocess.Popen([args.bin, "-c", f"{work}/mamori.toml", "agent", "--log-format", "json"],
+                                         stdout=log, stderr=log, cwd=work)
+        agent = start()
         wait("the agent", lambda: _ok(api, "/healthz"))
+        if args.history:
+            # A long-lived data dir: stop, append job runs' events as the
+            # agent writes them, start again.
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(timeout=120)
+            agent = None
+            import sqlite3
+            db = sqlite3.connect(f"{work}/data/mamori.db")
+            now = int(time.time() * 1000)
+            rows = ((now - args.history + i, "unit.exited", f"job{i % max(1, args.jobs)}",
+                     json.dumps({"kind": "unit.exited", "unit": f"job{i % max(1, args.jobs)}", "run_id": i,
+                                 "state": "succeeded" if i % 7 else "failed", "reason": "exit:0",
+                                 "exit_code": 0, "signal": None, "ran_ms": i % 5000}))
+                    for i in range(args.history))
+            db.executemany("INSERT INTO events (ts, kind, unit, data) VALUES (?, ?, ?, ?)", rows)
+            db.commit()
+            db.close()
+            agent = start()
+            wait("the agent again", lambda: _ok(api, "/healthz"))
         token = open(f"{work}/data/token").read().strip()
         for i in range(args.jobs):
             status, body = request(api, f"/api/v1/jobs/job{i}/run", "POST", token)
@@ -125,8 +147,9 @@ def main():
             assert status == 200
         text = body.decode()
         series = sum(1 for l in text.splitlines() if l and not l.startswith("#"))
-        events = len(json.loads(request(api, "/api/v1/events?limit=10000")[1]))
-        print(f"units={args.units} checks={args.checks} (down {args.down}) jobs={args.jobs} events>={events}")
+        last = json.loads(request(api, "/api/v1/events?limit=1")[1])
+        events = last[0]["id"] if last else 0
+        print(f"units={args.units} checks={args.checks} (down {args.down}) jobs={args.jobs} events in the store={events}")
         print(f"first scrape (reads the event history): {first_ms:.1f} ms")
         print(f"{args.scrapes} scrapes: p50 {statistics.median(times):.2f} ms, p99 {pct(times, 99):.2f} ms, max {max(times):.2f} ms")
         print(f"answer: {len(body) / 1024:.0f} KiB, {series} series; agent RSS {rss_mib(agent.pid):.1f} MiB")
