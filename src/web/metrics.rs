@@ -332,12 +332,7 @@ pub fn render(s: &AppState) -> Result<String, StoreError> {
             );
         }
     }
-    o.family(
-        "mamori_unit_leak_slope_bytes_per_second",
-        "gauge",
-        "Growth of the unit's memory floor fitted by the leak detector.",
-    );
-    o.family_deferred_leaks(s, &units);
+    leaks(&mut o, s, &units);
 
     // --- checks (live) ---
     o.family(
@@ -521,46 +516,49 @@ pub fn render(s: &AppState) -> Result<String, StoreError> {
     Ok(o.0)
 }
 
-impl Out {
-    /// The leak families; the slope's header is already written.
-    fn family_deferred_leaks(&mut self, s: &AppState, units: &[crate::supervise::UnitStatus]) {
-        let leaks: Vec<_> = units
-            .iter()
-            .filter(|u| u.kind == UnitKind::Service)
-            .filter_map(|u| Some((u.name.as_str(), s.sampler.leak_status(&u.name)?)))
-            .collect();
-        for (name, l) in &leaks {
-            self.sample(
-                "mamori_unit_leak_slope_bytes_per_second",
-                &[("unit", name)],
-                l.slope_mb_per_hour * crate::probe::leak::MB / 3600.0,
-            );
-        }
-        self.family(
+/// The leak detector's view of each service.
+fn leaks(o: &mut Out, s: &AppState, units: &[crate::supervise::UnitStatus]) {
+    let leaks: Vec<_> = units
+        .iter()
+        .filter(|u| u.kind == UnitKind::Service)
+        .filter_map(|u| Some((u.name.as_str(), s.sampler.leak_status(&u.name)?)))
+        .collect();
+    o.family(
+        "mamori_unit_leak_slope_bytes_per_second",
+        "gauge",
+        "Growth of the unit's memory floor fitted by the leak detector.",
+    );
+    for (name, l) in &leaks {
+        o.sample(
+            "mamori_unit_leak_slope_bytes_per_second",
+            &[("unit", name)],
+            l.slope_mb_per_hour * crate::probe::leak::MB / 3600.0,
+        );
+    }
+    o.family(
+        "mamori_unit_leak_suspected",
+        "gauge",
+        "1 while the leak detector suspects a leak in the unit.",
+    );
+    for (name, l) in &leaks {
+        o.sample(
             "mamori_unit_leak_suspected",
-            "gauge",
-            "1 while the leak detector suspects a leak in the unit.",
+            &[("unit", name)],
+            if l.suspected { 1.0 } else { 0.0 },
         );
-        for (name, l) in &leaks {
-            self.sample(
-                "mamori_unit_leak_suspected",
+    }
+    o.family(
+        "mamori_unit_leak_time_to_limit_seconds",
+        "gauge",
+        "Predicted time until the unit's memory reaches its limit at the fitted slope.",
+    );
+    for (name, l) in &leaks {
+        if let Some(ms) = l.time_to_limit_ms {
+            o.sample(
+                "mamori_unit_leak_time_to_limit_seconds",
                 &[("unit", name)],
-                if l.suspected { 1.0 } else { 0.0 },
+                ms as f64 / 1000.0,
             );
-        }
-        self.family(
-            "mamori_unit_leak_time_to_limit_seconds",
-            "gauge",
-            "Predicted time until the unit's memory reaches its limit at the fitted slope.",
-        );
-        for (name, l) in &leaks {
-            if let Some(ms) = l.time_to_limit_ms {
-                self.sample(
-                    "mamori_unit_leak_time_to_limit_seconds",
-                    &[("unit", name)],
-                    ms as f64 / 1000.0,
-                );
-            }
         }
     }
 }
