@@ -414,6 +414,8 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         ])
         .arg(&report)
         .env("SCHEMATHESIS_HOOKS", "")
+        // Its cache (`.schemathesis/`) goes to the temp dir, not the repo.
+        .current_dir(a.dir.path())
         .output()
         .expect("run schemathesis");
     let text = format!(
