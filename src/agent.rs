@@ -105,6 +105,13 @@ pub async fn run(config: Config) -> Result<()> {
             a.token_file.display()
         )
     })?;
+    let read_token =
+        match &a.read_token_file {
+            None => None,
+            Some(f) => Some(web::load_token(f).with_context(|| {
+                format!("cannot read or create read_token_file {}", f.display())
+            })?),
+        };
     let reaper = Reaper::start().context("cannot become a child subreaper")?;
     let id = agent_id(&a.data_dir);
     let enforcer = Arc::new(Enforcer::detect(a.enforcement, &id).map_err(|e| {
@@ -239,12 +246,23 @@ pub async fn run(config: Config) -> Result<()> {
         token,
         logs_dir,
         alerts,
+        access: web::Access {
+            read_auth: a.read_auth,
+            read_token,
+            rate_limit: a.rate_limit,
+            rate_limit_loopback: a.rate_limit_loopback,
+        },
+        metrics: web::metrics::Metrics::new(),
     }));
     let http_cancel = cancel.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_cancel.cancelled().await })
-            .await
+        // The peer address feeds read auth (loopback) and the rate limiter.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_cancel.cancelled().await })
+        .await
     });
     tracing::info!(listen = %a.listen, units = config.units.len(), config = %config.path.display(), "Agent running.");
 

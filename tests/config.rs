@@ -71,7 +71,7 @@ name = "extract"
     let (code, _, err) = check(text);
     assert_eq!(code, 1, "{err}");
     let expected = [
-        "FILE:3:1: unknown key `enforcment` in [agent]; did you mean `enforcement`? (expected one of: data_dir, enforcement, listen, log, poll_interval, rollup_retention, sample_interval, sample_retention, shutdown_timeout, token_file)",
+        "FILE:3:1: unknown key `enforcment` in [agent]; did you mean `enforcement`? (expected one of: data_dir, enforcement, listen, log, poll_interval, rate_burst, rate_limit, rate_limit_loopback, read_auth, read_token_file, rollup_retention, sample_interval, sample_retention, shutdown_timeout, token_file)",
         "FILE:8:11: invalid `restart` in [[service]] \"web\": \"sometimes\"; expected one of \"always\", \"on-failure\", \"never\"",
         "FILE:9:16: invalid duration \"10 sex\": unknown unit \"sex\"; expected one of ms, s, m, h, d (e.g. \"10s\") (in `stop_timeout` of [[service]] \"web\")",
         "FILE:10:12: unknown key `memroy` in `limits` of [[service]] \"web\"; did you mean `memory`? (expected one of: cpu, memory, open_files, wall)",

@@ -41,10 +41,20 @@ impl Client {
         Ok(t.trim().to_string())
     }
 
+    /// A GET, with the token when this user can read it: reads may need it
+    /// (`[agent] read_auth`), but one who cannot read the token file can
+    /// still read an agent whose reads are open to them.
+    fn read(&self, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.get(format!("{}{path}", self.base));
+        match self.token() {
+            Ok(t) => req.bearer_auth(t),
+            Err(_) => req,
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value> {
         let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
+            .read(path)
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
@@ -54,8 +64,7 @@ impl Client {
     /// A GET whose successful answer is text (CSV), not JSON.
     pub async fn get_text(&self, path: &str) -> Result<String> {
         let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
+            .read(path)
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;

@@ -13,7 +13,7 @@ use super::checks::{self, CheckConfig};
 use super::walk::{Reader, Source, Tbl};
 use super::{
     AgentConfig, Config, ConfigError, ConfigErrors, Enforcement, Limits, LogConfig, OnUnhealthy,
-    RestartConfig, RestartMode, UnitConfig, UnitKind,
+    RateLimit, ReadAuth, RestartConfig, RestartMode, UnitConfig, UnitKind,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -133,6 +133,13 @@ fn agent_defaults(base: &Path) -> AgentConfig {
         sample_retention: Duration::from_secs(3600),
         rollup_retention: Duration::from_secs(7 * 86_400),
         log: LogConfig::default(),
+        read_auth: ReadAuth::Loopback,
+        read_token_file: None,
+        rate_limit: Some(RateLimit {
+            per_sec: 20.0,
+            burst: 40,
+        }),
+        rate_limit_loopback: false,
     }
 }
 
@@ -194,8 +201,79 @@ fn agent(t: &Tbl, base: &Path) -> AgentConfig {
     if let Some(l) = t.table("log") {
         a.log = log_config(&l, a.log);
     }
+    if let Some(m) = t.choice("read_auth", &["loopback", "token", "none"]) {
+        a.read_auth = match m.as_str() {
+            "token" => ReadAuth::Token,
+            "none" => ReadAuth::None,
+            _ => ReadAuth::Loopback,
+        };
+    }
+    if let Some(f) = t.string("read_token_file") {
+        a.read_token_file = Some(base.join(f));
+    }
+    let mut burst_set = false;
+    if let Some((s, span)) = t.str("rate_limit") {
+        match parse_rate(&s) {
+            Ok(r) => a.rate_limit = r,
+            Err(e) => t
+                .reader()
+                .error(span, format!("invalid `rate_limit` in [agent]: {e}")),
+        }
+    }
+    if let Some(b) = t.uint("rate_burst") {
+        if b == 0 || b > 1_000_000 {
+            t.reader().error(
+                t.key_span("rate_burst"),
+                format!("invalid `rate_burst` in [agent]: {b}; expected 1 to 1000000 requests"),
+            );
+        } else {
+            burst_set = true;
+            if let Some(r) = a.rate_limit.as_mut() {
+                r.burst = b as u32;
+            }
+        }
+    }
+    if !burst_set {
+        // Default burst: two seconds' worth, at least one request.
+        if let Some(r) = a.rate_limit.as_mut() {
+            r.burst = (r.per_sec * 2.0).ceil().clamp(1.0, 1_000_000.0) as u32;
+        }
+    }
+    if let Some(b) = t.bool("rate_limit_loopback") {
+        a.rate_limit_loopback = b;
+    }
     t.finish();
     a
+}
+
+/// `"20/s"`, `"600/m"`, `"1000/h"` or `"off"`.
+fn parse_rate(s: &str) -> Result<Option<RateLimit>, String> {
+    let s = s.trim();
+    if s == "off" {
+        return Ok(None);
+    }
+    let expected = "expected requests per time like \"20/s\", \"600/m\", \"1000/h\", or \"off\"";
+    let Some((n, per)) = s.split_once('/') else {
+        return Err(format!("\"{s}\"; {expected}"));
+    };
+    let n: f64 = match n.trim().parse::<u32>() {
+        Ok(n) if n > 0 => n as f64,
+        _ => {
+            return Err(format!(
+                "\"{s}\": the count must be a whole number above 0; {expected}"
+            ))
+        }
+    };
+    let secs = match per.trim() {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("\"{s}\": unknown period \"{other}\"; {expected}")),
+    };
+    Ok(Some(RateLimit {
+        per_sec: n / secs,
+        burst: 1,
+    }))
 }
 
 fn log_config(t: &Tbl, defaults: LogConfig) -> LogConfig {
@@ -817,4 +895,21 @@ fn leak_config(t: &Tbl) -> crate::probe::leak::LeakConfig {
     }
     t.finish();
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates() {
+        let r = |s| parse_rate(s).unwrap().unwrap();
+        assert_eq!(r("20/s").per_sec, 20.0);
+        assert_eq!(r("600/m").per_sec, 10.0);
+        assert_eq!(r(" 36/h ").per_sec, 0.01);
+        assert_eq!(parse_rate("off").unwrap(), None);
+        for bad in ["20", "0/s", "-1/s", "1.5/s", "20/d", "x/s", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
 }

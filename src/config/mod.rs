@@ -66,6 +66,34 @@ pub struct AgentConfig {
     pub rollup_retention: Duration,
     /// Defaults for units that do not say otherwise.
     pub log: LogConfig,
+    /// Who may call the read endpoints of the API without the token.
+    pub read_auth: ReadAuth,
+    /// A second, read-only token (`read_token_file`); `None`: no such token.
+    pub read_token_file: Option<PathBuf>,
+    /// Per-client request limit of the HTTP API; `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
+    /// Whether clients on loopback are rate limited too (default: exempt).
+    pub rate_limit_loopback: bool,
+}
+
+/// `[agent] read_auth`: who may call read (GET) endpoints without a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAuth {
+    /// Open to clients on 127.0.0.0/8 and ::1; the others need a token.
+    Loopback,
+    /// Every read needs a token (the read-only token or the full one).
+    Token,
+    /// Open to everyone (behind a proxy that does its own authentication).
+    None,
+}
+
+/// `[agent] rate_limit = "20/s"` with `rate_burst`: a token bucket per client IP.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_sec: f64,
+    /// Requests a client may send at once after being idle.
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

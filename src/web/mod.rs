@@ -7,8 +7,12 @@ mod alerts;
 mod api;
 mod auth;
 mod flows;
+pub mod limit;
+pub mod metrics;
+pub mod openapi;
 
 pub use auth::load_or_create_token as load_token;
+pub use auth::Access;
 
 use std::sync::Arc;
 
@@ -31,6 +35,10 @@ pub struct AppState {
     pub token: String,
     pub logs_dir: std::path::PathBuf,
     pub alerts: crate::alert::Alerts,
+    /// Read auth, the read-only token and the rate limit (`[agent]`).
+    pub access: Access,
+    /// Counters and gauges for `/metrics`.
+    pub metrics: metrics::Metrics,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -59,8 +67,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::require_token,
         ));
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+    // Reads: open on loopback or not, per `[agent] read_auth` (auth.rs).
+    let reads = Router::new()
+        .route("/metrics", get(metrics::scrape))
         .route("/api/v1/units", get(api::units))
         .route("/api/v1/units/{name}", get(api::unit))
         .route("/api/v1/units/{name}/logs", get(api::logs))
@@ -78,13 +87,29 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/alerts/{id}", get(alerts::show))
         .route("/api/v1/silences", get(alerts::silences))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_read,
+        ));
+    let mut app = Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route(
             "/ack/{id}/{token}",
             get(alerts::link_page).post(alerts::link_ack),
         )
+        .merge(reads)
         .merge(mutating)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(axum::middleware::map_response(json_errors))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") });
+    if let Some(rate) = state.access.rate_limit {
+        let limiter = Arc::new(limit::Limiter::new(
+            rate,
+            state.access.rate_limit_loopback,
+            state.metrics.rate_limited.clone(),
+        ));
+        app = app.layer(axum::middleware::from_fn_with_state(limiter, limit::limit));
+    }
+    app.layer(axum::middleware::map_response(json_errors))
         .with_state(state)
 }
 
@@ -127,12 +152,15 @@ async fn json_errors(resp: Response<Body>) -> Response<Body> {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    let is_json = resp
+    // Only the framework's own answers (plain text or no body type) are
+    // rewritten; JSON already is, and an HTML page (the acknowledge link's
+    // 403) stays a page for the browser that asked for it.
+    let framework_text = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .is_none_or(|v| v.starts_with("text/plain"));
+    if !framework_text {
         return resp;
     }
     let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
