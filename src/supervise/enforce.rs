@@ -463,9 +463,20 @@ impl RunGroup {
             )
             .ok()?,
         };
-        let mut text = String::new();
-        fs::File::from(fd).read_to_string(&mut text).ok()?;
-        Some(text)
+        // A plain read loop: `read_to_string` on a File first asks for its
+        // size (statx + lseek), two wasted syscalls on a pseudo-file.
+        let mut f = fs::File::from(fd);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        String::from_utf8(out).ok()
     }
 
     /// Removes the run's cgroup (after its processes are gone). Never
