@@ -857,11 +857,17 @@ async fn watchdog(
     let mut cpu_seen: HashMap<i32, u64> = HashMap::new();
     // (when, cpu_ms) at the last recorded sample, for CPU %.
     let mut last_sample: Option<(Instant, u64)> = None;
+    // The first sample is taken at once (status and /metrics show a new
+    // run's memory without waiting for the grid), the rest on the grid.
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
+        if !first {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
         }
+        first = false;
         let stats = ctx.enforcer.sample(&group, root, period / 2, &mut files);
         let rss: u64 = stats.iter().map(|(s, _)| s.rss).sum();
         for (s, _) in &stats {
