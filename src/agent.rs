@@ -231,6 +231,14 @@ pub async fn run(config: Config) -> Result<()> {
         cancel.child_token(),
         &mut tasks,
     );
+    // --- incidents: reminders and auto-open ---
+    let incidents = crate::incident::start(
+        &config,
+        store.clone(),
+        bus.clone(),
+        cancel.child_token(),
+        &mut tasks,
+    );
     let app = web::router(Arc::new(AppState {
         flows,
         sup,
@@ -240,6 +248,8 @@ pub async fn run(config: Config) -> Result<()> {
         token,
         logs_dir,
         alerts,
+        incidents,
+        ui: web::ui::UiState::new(&config),
     }));
     let http_cancel = cancel.clone();
     let server = tokio::spawn(async move {

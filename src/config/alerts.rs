@@ -123,6 +123,9 @@ pub const KNOWN_KINDS: &[&str] = &[
     "leak.cleared",
     "ingest.firing",
     "ingest.resolved",
+    "incident.opened",
+    "incident.updated",
+    "incident.update_due",
 ];
 
 fn valid_name(name: &str) -> bool {

@@ -7,6 +7,9 @@ mod alerts;
 mod api;
 mod auth;
 mod flows;
+// --- dashboard, status page, incidents ---
+mod incidents;
+pub mod ui;
 
 pub use auth::load_or_create_token as load_token;
 
@@ -31,6 +34,9 @@ pub struct AppState {
     pub token: String,
     pub logs_dir: std::path::PathBuf,
     pub alerts: crate::alert::Alerts,
+    // --- dashboard, status page, incidents ---
+    pub incidents: crate::incident::Incidents,
+    pub ui: ui::UiState,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -55,6 +61,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/silences", post(alerts::add_silence))
         .route("/api/v1/silences/{id}/expire", post(alerts::expire_silence))
         .route("/api/v1/channels/{name}/test", post(alerts::test_channel))
+        // --- incidents, dashboard ---
+        .route("/api/v1/incidents", post(incidents::open))
+        .route("/api/v1/incidents/{id}/updates", post(incidents::update))
+        .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
+        .route(
+            "/api/v1/dashboard/login-link",
+            post(ui::actions::login_link_api),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -82,6 +96,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/ack/{id}/{token}",
             get(alerts::link_page).post(alerts::link_ack),
         )
+        // --- incidents, dashboard, status page ---
+        .route("/api/v1/incidents", get(incidents::list))
+        .route("/api/v1/incidents/{id}", get(incidents::show))
+        .merge(ui::routes())
         .merge(mutating)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::middleware::map_response(json_errors))
@@ -132,7 +150,13 @@ async fn json_errors(resp: Response<Body>) -> Response<Body> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+    // Dashboard pages carry their own HTML error pages.
+    let is_html = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if is_json || is_html {
         return resp;
     }
     let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
