@@ -102,11 +102,7 @@ impl Driver {
             "WebDriver {method} {path} -> {}: {v}",
             r.status
         );
-        if path == "/session" {
-            v["value"].clone()
-        } else {
-            v["value"].clone()
-        }
+        v["value"].clone()
     }
 
     fn s(&self, rest: &str) -> String {
