@@ -518,3 +518,34 @@ pub async fn login_link(
     );
     html(StatusCode::OK, page("Login link", &n, &body, false))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_windows_are_merged_into_buckets_keeping_min_and_max() {
+        let from = 0;
+        let now = 30 * 86_400_000;
+        let pts: Vec<Point> = (0..43_200)
+            .map(|m| Point {
+                ts: m * 60_000,
+                lo: 10,
+                avg: 20 + (m % 7) as u64,
+                hi: if m == 1234 { 999 } else { 30 },
+            })
+            .collect();
+        let b = bucket(pts, from, now);
+        assert!(b.len() <= MAX_POINTS, "{}", b.len());
+        assert!(b.len() >= MAX_POINTS - 1);
+        assert_eq!(b.iter().map(|p| p.hi).max(), Some(999), "a spike survives");
+        assert!(b.iter().all(|p| p.lo == 10 && (20..=26).contains(&p.avg)));
+        let few = vec![Point {
+            ts: 1,
+            lo: 1,
+            avg: 1,
+            hi: 1,
+        }];
+        assert_eq!(bucket(few, 0, 10).len(), 1);
+    }
+}

@@ -277,9 +277,12 @@ pub fn view(s: &AppState) -> StatusView {
 fn public(mut r: Response, content_type: &'static str) -> Response {
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Revalidated every time: a posted update shows at once.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Public data: other sites may embed the JSON or the feed.
     h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=15"),
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
     );
     h.insert(
         "x-content-type-options",
