@@ -154,9 +154,10 @@ fn flow_buttons_rerun_from_failed_and_release() {
         (f["latest"]["status"] == "succeeded").then_some(f)
     });
     // From the failed job on: `extract` was not run again; `load` and `report` were.
-    // (Read from the runs: the flow view's job states of a finished run are
-    // stale in this build, see the report of the ui branch.)
     assert_eq!(f["latest"]["status"], "succeeded");
+    for j in ["extract", "load", "report"] {
+        assert_eq!(f["latest"]["jobs"][j]["state"], "succeeded", "{j}: {f}");
+    }
     assert_eq!(a.runs("extract").len(), 1);
     assert_eq!(a.wait_run_end("load")["state"], "succeeded");
     assert_eq!(a.wait_run_end("report")["state"], "succeeded");
@@ -182,6 +183,8 @@ fn flow_buttons_rerun_from_failed_and_release() {
         (f["latest"]["status"] == "succeeded").then_some(f)
     });
     assert_eq!(f["latest"]["status"], "succeeded");
+    assert_eq!(f["latest"]["jobs"]["load"]["state"], "released");
+    assert_eq!(f["latest"]["jobs"]["load"]["by"], "dashboard");
     let events = a.get("/api/v1/events?limit=1000");
     let released = events.as_array().unwrap().iter().any(|e| {
         e["kind"] == "flow.action"
