@@ -89,6 +89,14 @@ pub fn html(status: StatusCode, body: String) -> Response {
     r
 }
 
+/// Whether the request carries a live dashboard session: for the read rule
+/// of non-loopback listeners (a browser cannot send the bearer token, so the
+/// dashboard's GET pages should accept a session too; `/login*` and
+/// `/status*` stay open).
+pub fn has_session(s: &AppState, headers: &HeaderMap) -> bool {
+    session::current(&s.ui.sessions, headers).is_some()
+}
+
 /// The right side of the header: who is logged in, or a login link.
 pub fn nav(s: &AppState, headers: &HeaderMap) -> (String, Option<session::Session>) {
     match session::current(&s.ui.sessions, headers) {
