@@ -48,9 +48,11 @@ def pct(values, p):
     return values[k]
 
 
-def wait_http(port, path, deadline=120):
+def wait_http(port, path, deadline=120, proc=None, log=None):
     end = time.time() + deadline
     while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the agent exited: {open(log).read()[-3000:] if log else ''}")
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             c.request("GET", path)
@@ -72,9 +74,9 @@ def config(api, units, checks, closed):
         port = closed if i % 20 == 19 else api
         out.append(f'[[check]]\nname = "chk-{i}"\nkind = "tcp"\naddress = "127.0.0.1:{port}"\n'
                    f'interval = "10s"\n')
-    comps = 50
+    comps = max(1, min(50, checks, units))
     for c in range(comps):
-        cks = ", ".join(f'"chk-{i}"' for i in range(c, checks, comps))
+        cks = ", ".join(f'"chk-{i}"' for i in range(c, checks, comps))  # noqa
         uns = ", ".join(f'"svc-{i}"' for i in range(c, units, comps))
         out.append(f'[[component]]\nname = "Component {c}"\ndescription = "Part {c} of the service"\n'
                    f'checks = [{cks}]\nunits = [{uns}]\n')
@@ -116,6 +118,7 @@ def fill(db, units, checks, days):
     ev.sort()
     con.executemany("INSERT INTO events (ts, kind, unit, data) VALUES (?,?,?,?)", ev)
     # Incidents.
+    comps = max(1, min(50, checks, units))
     for k in range(20):
         opened = now - (20 - k) * DAY // 3
         resolved = None if k >= 18 else opened + 3_600_000
@@ -123,7 +126,7 @@ def fill(db, units, checks, days):
             "INSERT INTO incidents (title, state, impact, owner, opened_at, opened_by, last_update_at, resolved_at) VALUES (?,?,?,?,?,?,?,?)",
             (f"Incident {k}", "resolved" if resolved else "identified", "partial_outage", "ops", opened, "bench", opened + 1_800_000, resolved))
         iid = cur.lastrowid
-        con.execute("INSERT INTO incident_components VALUES (?, ?)", (iid, f"Component {k % 50}"))
+        con.execute("INSERT INTO incident_components VALUES (?, ?)", (iid, f"Component {k % comps}"))
         for j, st in enumerate(["investigating", "identified", "resolved" if resolved else "monitoring"]):
             con.execute("INSERT INTO incident_updates (incident_id, ts, state, message, by) VALUES (?,?,?,?,?)",
                         (iid, opened + j * 1_800_000, st, f"Update {j} of incident {k}: what we know and what users should expect.", "bench"))
@@ -176,12 +179,12 @@ def main():
         log = open(f"{work}/agent.log", "w")
         # First start: the agent creates the store (and its schema).
         agent = subprocess.Popen([args.bin, "-c", f"{work}/mamori.toml", "agent"], stdout=log, stderr=log)
-        wait_http(api, "/healthz")
+        wait_http(api, "/healthz", proc=agent, log=f"{work}/agent.log")
         stop()
         print("writing history…", file=sys.stderr)
         fill(f"{work}/data/mamori.db", args.units, args.checks, args.days)
         agent = subprocess.Popen([args.bin, "-c", f"{work}/mamori.toml", "agent"], stdout=log, stderr=log)
-        wait_http(api, "/healthz")
+        wait_http(api, "/healthz", proc=agent, log=f"{work}/agent.log")
         # Let every unit start and the checks settle.
         end = time.time() + 120
         while time.time() < end:
@@ -204,7 +207,7 @@ def main():
         print(f"agent RSS after: {rss_mib(agent.pid):.1f} MiB")
     finally:
         stop()
-        if args.keep:
+        if args.keep or os.environ.get("KEEP"):
             print(f"kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
