@@ -97,6 +97,23 @@ fn pages_show_units_checks_runs_and_escape_output() {
         assert!(up.contains("class=\"chart\"") && up.contains("class=\"limit\""));
         assert!(up.contains("limit 128.0 MiB"));
     }
+    // Incident pages.
+    let token = a.token();
+    let r = request(
+        a.port,
+        "POST",
+        "/api/v1/incidents",
+        &[("Authorization", &format!("Bearer {token}"))],
+        br#"{"title": "Pages <slow>", "message": "Looking"}"#,
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (st, list) = common::http(a.port, "GET", "/ui/incidents", None).unwrap();
+    assert_eq!(st, 200);
+    assert!(list.contains("Pages &lt;slow&gt;"));
+    let (st, one) = common::http(a.port, "GET", "/ui/incidents/1", None).unwrap();
+    assert_eq!(st, 200);
+    assert!(one.contains("Looking") && one.contains("investigating"));
     // Unknown things: HTML 404 pages; unknown paths: JSON.
     let (st, nf) = common::http(a.port, "GET", "/ui/units/nope", None).unwrap();
     assert_eq!(st, 404);
