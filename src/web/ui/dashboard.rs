@@ -176,12 +176,12 @@ fn render(
             esc(last.map(|u| u.message.as_str()).unwrap_or(""))
         );
         if let Some(sess) = sess {
-            b.push_str(&super::pages::update_form(sess, back, i.id, &i.state));
+            b.push_str(&super::incidents::update_form(sess, back, i.id, &i.state));
         }
         b.push_str("</div>");
     }
     if let Some(sess) = sess {
-        b.push_str(&super::pages::open_form(
+        b.push_str(&super::incidents::open_form(
             sess,
             back,
             &s.incidents.config.components,
@@ -204,7 +204,7 @@ fn render(
                 "<div><h3><a href=\"/ui/units/{}\">{}</a></h3>{}</div>",
                 url(&u.name),
                 esc(&u.name),
-                super::pages::memory_chart(s, &u.name, u.limits.memory, 3600 * 1000, now)
+                super::unit::memory_chart(s, &u.name, u.limits.memory, 3600 * 1000, now)
             );
         }
         b.push_str("</div></section>");

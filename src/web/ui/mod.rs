@@ -4,19 +4,23 @@
 //! is read in-process (the same functions the API uses), never over HTTP.
 //!
 //! Files by concept: `html` (escaping, page shell), `session` (login,
-//! cookie, CSRF), `dashboard` (the overview), `pages` (unit, run, incident
-//! and login pages), `chart` (memory SVG), `flowgraph` (flow SVG),
-//! `actions` (form POSTs), `status` (status page, JSON, Atom feed).
+//! cookie, CSRF), `dashboard` (the overview), `unit` (unit and run pages),
+//! `incidents` (incident pages and forms), `login`, `chart` (memory SVG),
+//! `flowgraph` (flow SVG),
+//! `actions` (form POSTs), `status` (status page and JSON), `feed` (Atom).
 //! See docs/dashboard.md.
 
 pub mod actions;
 pub mod chart;
 pub mod dashboard;
+pub mod feed;
 pub mod flowgraph;
 pub mod html;
-pub mod pages;
+pub mod incidents;
+pub mod login;
 pub mod session;
 pub mod status;
+pub mod unit;
 
 use std::sync::Arc;
 
@@ -26,6 +30,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::AppState;
+use html::esc;
 
 /// What the dashboard keeps between requests.
 #[derive(Default)]
@@ -49,14 +54,14 @@ impl UiState {
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(dashboard::page))
-        .route("/ui/units/{name}", get(pages::unit))
-        .route("/ui/runs/{id}", get(pages::run))
-        .route("/ui/incidents", get(pages::incidents))
-        .route("/ui/incidents/{id}", get(pages::incident))
-        .route("/login", get(pages::login_form).post(actions::login))
+        .route("/ui/units/{name}", get(unit::unit))
+        .route("/ui/runs/{id}", get(unit::run))
+        .route("/ui/incidents", get(incidents::incidents))
+        .route("/ui/incidents/{id}", get(incidents::incident))
+        .route("/login", get(login::login_form).post(actions::login))
         .route(
             "/login/{code}",
-            get(pages::login_link).post(actions::login_link),
+            get(login::login_link).post(actions::login_link),
         )
         .route("/logout", post(actions::logout))
         .route("/ui/alerts/{id}/{action}", post(actions::alert))
@@ -67,7 +72,24 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/ui/incidents/{id}/update", post(actions::update_incident))
         .route("/status", get(status::page))
         .route("/status.json", get(status::json))
-        .route("/status/feed.atom", get(status::atom))
+        .route("/status/feed.atom", get(feed::atom))
+}
+
+/// A page saying what was not found (404).
+pub fn not_found(s: &AppState, headers: &HeaderMap, what: &str) -> Response {
+    let (n, _) = nav(s, headers);
+    html(
+        StatusCode::NOT_FOUND,
+        html::page(
+            "Not found",
+            &n,
+            &format!(
+                "<section><h2>{}</h2><p><a href=\"/\">Back to the dashboard</a></p></section>",
+                esc(what)
+            ),
+            false,
+        ),
+    )
 }
 
 /// An HTML answer that is never cached and never framed by another site.
