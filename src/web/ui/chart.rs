@@ -113,9 +113,9 @@ pub fn memory_svg(
         let yy = y(l as f64);
         let _ = write!(
             s,
-            "<line class=\"limit\" x1=\"{PAD_L}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#cf222e\" stroke-dasharray=\"6 4\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#cf222e\">limit {}</text>",
+            "<line class=\"limit\" x1=\"{PAD_L}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#cf222e\" stroke-dasharray=\"6 4\"/><text x=\"{}\" y=\"{:.1}\" fill=\"#cf222e\">limit {}</text>",
             W - PAD_R,
-            W - PAD_R - 2.0,
+            PAD_L + 4.0,
             yy - 4.0,
             esc(&bytes(l))
         );
@@ -133,12 +133,16 @@ pub fn memory_svg(
         );
         if let Some(lat) = t.limit_at.filter(|l| *l <= x_end) {
             let xx = x(lat);
+            // Below the limit line (whose label is on the left), inside the plot.
+            let ly = limit
+                .map_or(PAD_T + 12.0, |l| y(l as f64) + 14.0)
+                .min(H - PAD_B - 4.0);
             let _ = write!(
                 s,
-                "<line class=\"exhaustion\" x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{PAD_T}\" y2=\"{}\" stroke=\"#cf222e\"/><text x=\"{:.1}\" y=\"{}\" text-anchor=\"end\" fill=\"#cf222e\">limit reached ≈ {}</text>",
+                "<line class=\"exhaustion\" x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{PAD_T}\" y2=\"{}\" stroke=\"#cf222e\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#cf222e\">limit reached ≈ {}</text>",
                 H - PAD_B,
                 xx - 3.0,
-                PAD_T + 12.0,
+                ly,
                 esc(&when(lat))
             );
         }
