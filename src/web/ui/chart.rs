@@ -44,6 +44,11 @@ pub fn memory_svg(
     // The time axis reaches the predicted exhaustion when it is near enough
     // to matter (within one more window).
     let window = (now - from).max(1);
+    // The axis starts at the first sample when the window reaches further
+    // back than the data (a service started ten minutes ago, seen over 1 h).
+    let from = points
+        .first()
+        .map_or(from, |p| p.ts.min(now - 60_000).max(from));
     let x_end = match trend.and_then(|t| t.limit_at) {
         Some(at) if at > now && at - now <= window => at,
         _ => now,
