@@ -270,6 +270,8 @@ fn a_critical_alert_opens_an_incident_when_configured() {
         a.get("/api/v1/incidents").as_array()?.first().cloned()
     });
     assert_eq!(inc["opened_by"], "auto");
+    // Its title is public: the component, not the alert's internals.
+    assert_eq!(inc["title"], "Disruption of Mail");
     assert_eq!(inc["components"], json!(["Mail"]));
     assert_eq!(inc["impact"], "major_outage");
     let alert_id = inc["alerts"][0].as_i64().expect("a linked alert");

@@ -270,8 +270,16 @@ impl Incidents {
             self.store.link_incident(open.id, &[], &[*alert_id])?;
             return Ok(());
         }
+        // The title is public (status page): it names components, never the
+        // alert's text (unit names, reasons, numbers).
+        let public_title = if components.is_empty() {
+            "Service disruption".to_string()
+        } else {
+            format!("Disruption of {}", components.join(", "))
+        };
+        tracing::debug!(alert = %title, "Auto-opening an incident.");
         let i = self.open(OpenRequest {
-            title: title.clone(),
+            title: public_title,
             message: "We are aware of a problem and are investigating.".into(),
             impact: Some("major_outage".into()),
             components,

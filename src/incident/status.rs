@@ -167,6 +167,21 @@ pub fn member_keys(c: &crate::config::status::Component) -> HashSet<String> {
         .collect()
 }
 
+/// Whether an open `[[maintenance]]` window covers a component: it has no
+/// matchers (everything), or a `subject` pattern matching one of the
+/// component's checks or units. Windows that only match other labels
+/// (rule, severity) are about alerts, not components.
+pub fn window_covers(matchers: &[(String, String)], c: &crate::config::status::Component) -> bool {
+    matchers.is_empty()
+        || matchers.iter().any(|(label, pat)| {
+            label == "subject"
+                && c.checks
+                    .iter()
+                    .chain(c.units.iter())
+                    .any(|n| crate::alert::rules::glob(pat, n))
+        })
+}
+
 /// The worst level across components (the page's headline).
 pub fn worst(levels: &HashMap<String, Level>) -> Level {
     levels.values().copied().max().unwrap_or(Level::Operational)
@@ -189,6 +204,22 @@ mod tests {
             level(&[Up], &[Level::Degraded, Level::PartialOutage], false),
             Level::PartialOutage
         );
+    }
+
+    #[test]
+    fn maintenance_covers_a_component_by_subject() {
+        let c = crate::config::status::Component {
+            name: "Mail".into(),
+            description: String::new(),
+            checks: vec!["smtp".into()],
+            units: vec!["postfix".into()],
+        };
+        let m = |l: &str, p: &str| vec![(l.to_string(), p.to_string())];
+        assert!(window_covers(&[], &c));
+        assert!(window_covers(&m("subject", "post*"), &c));
+        assert!(window_covers(&m("subject", "smtp"), &c));
+        assert!(!window_covers(&m("subject", "web*"), &c));
+        assert!(!window_covers(&m("severity", "info"), &c));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! a minute, so a new outage shows in the bars up to a minute late (the
 //! level itself is live).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
@@ -187,13 +187,9 @@ pub fn view(s: &AppState) -> StatusView {
             .filter(|i| i.resolved_at.is_none() && i.components.contains(&c.name))
             .map(|i| Level::from_impact(&i.impact))
             .collect();
-        let names: HashSet<&String> = c.checks.iter().chain(c.units.iter()).collect();
-        let in_maintenance = open_windows.iter().any(|w| {
-            w.matchers.is_empty()
-                || w.matchers.iter().any(|(label, pat)| {
-                    label == "subject" && names.iter().any(|n| crate::alert::rules::glob(pat, n))
-                })
-        });
+        let in_maintenance = open_windows
+            .iter()
+            .any(|w| calc::window_covers(&w.matchers, c));
         let level = calc::level(&members, &impacts, in_maintenance);
         let days = bars.get(&c.name).cloned().unwrap_or_default();
         components.push(ComponentView {
