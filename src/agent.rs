@@ -237,6 +237,14 @@ pub async fn run(config: Config) -> Result<()> {
         cancel.child_token(),
         &mut tasks,
     );
+    // --- incidents: reminders and auto-open ---
+    let incidents = crate::incident::start(
+        &config,
+        store.clone(),
+        bus.clone(),
+        cancel.child_token(),
+        &mut tasks,
+    );
     let app = web::router(Arc::new(AppState {
         flows,
         sup,
@@ -253,6 +261,8 @@ pub async fn run(config: Config) -> Result<()> {
             rate_limit_loopback: a.rate_limit_loopback,
         },
         metrics: web::metrics::Metrics::new(),
+        incidents,
+        ui: web::ui::UiState::new(&config),
     }));
     let http_cancel = cancel.clone();
     let server = tokio::spawn(async move {

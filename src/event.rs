@@ -225,6 +225,35 @@ pub enum EventKind {
         key: String,
         name: String,
     },
+    // --- incidents (src/incident/) ---
+    /// An incident was opened (by a person, or from an alert: `by` = `auto`).
+    #[serde(rename = "incident.opened")]
+    IncidentOpened {
+        incident_id: i64,
+        /// `incident-ID`: the subject of the reminder alert.
+        key: String,
+        title: String,
+        by: String,
+    },
+    /// An update was posted; `state` = `resolved` closes the incident.
+    #[serde(rename = "incident.updated")]
+    IncidentUpdated {
+        incident_id: i64,
+        key: String,
+        state: String,
+        by: String,
+    },
+    /// An open incident has had no update for `[status] update_every`.
+    #[serde(rename = "incident.update_due")]
+    IncidentUpdateDue {
+        incident_id: i64,
+        key: String,
+        title: String,
+        owner: String,
+        /// RFC 3339 (UTC), for alert templates.
+        last_update: String,
+        due: String,
+    },
 }
 
 impl EventKind {
@@ -273,7 +302,10 @@ impl EventKind {
             | AlertResolved { .. }
             | DeliveryFailed { .. }
             | IngestFiring { .. }
-            | IngestResolved { .. } => None,
+            | IngestResolved { .. }
+            | IncidentOpened { .. }
+            | IncidentUpdated { .. }
+            | IncidentUpdateDue { .. } => None,
             AgentStarted { .. } | AgentStopping { .. } | LeftoversKilled { .. } => None,
         }
     }

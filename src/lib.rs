@@ -9,6 +9,7 @@ pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod incident;
 pub mod probe;
 pub mod schedule;
 pub mod store;

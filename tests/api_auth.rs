@@ -86,10 +86,27 @@ fn read_auth_token_asks_every_reader_but_not_healthz_or_the_document() {
         let (status, body) = http(a.port, "GET", path, Some(&token)).unwrap();
         assert_eq!(status, 200, "GET {path}: {body}");
     }
-    for path in ["/healthz", "/api/v1/openapi.json"] {
+    for path in [
+        "/healthz",
+        "/api/v1/openapi.json",
+        "/status",
+        "/status.json",
+        "/login",
+    ] {
         let (status, body) = http(a.port, "GET", path, None).unwrap();
         assert_eq!(status, 200, "GET {path}: {body}");
     }
+    // Dashboard pages follow the read rule too; a browser without a token
+    // or session is sent to the login page, and comes back where it was.
+    let resp = raw(a.port, "GET", "/ui/units/web?x=1", None, "");
+    assert_eq!(status_of(&resp), 303, "{resp}");
+    assert_eq!(
+        header(&resp, "location"),
+        Some("/login?next=%2Fui%2Funits%2Fweb%3Fx%3D1"),
+        "{resp}"
+    );
+    let (status, body) = http(a.port, "GET", "/", Some(&token)).unwrap();
+    assert_eq!(status, 200, "GET / with the token: {body}");
     // The CLI sends the token, so it still works.
     let out = a.cli(&["status"]);
     assert!(

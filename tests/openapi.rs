@@ -19,7 +19,58 @@ use serde_json::Value;
 
 /// Routes the router serves that the document leaves out on purpose, with why.
 /// (Browser pages belong here, or in the document; nothing is here today.)
-const NOT_DOCUMENTED: &[(&str, &str, &str)] = &[];
+const NOT_DOCUMENTED: &[(&str, &str, &str)] = &[
+    ("GET", "/", "dashboard HTML page (docs/dashboard.md)"),
+    ("GET", "/ui/units/{name}", "dashboard HTML page"),
+    ("GET", "/ui/runs/{id}", "dashboard HTML page"),
+    ("GET", "/ui/incidents", "dashboard HTML page"),
+    ("GET", "/ui/incidents/{id}", "dashboard HTML page"),
+    ("GET", "/login", "dashboard login form (HTML)"),
+    (
+        "POST",
+        "/login",
+        "dashboard login form post (sets a session cookie)",
+    ),
+    ("GET", "/login/{code}", "one-time login link page (HTML)"),
+    (
+        "POST",
+        "/login/{code}",
+        "one-time login link (sets a session cookie)",
+    ),
+    ("POST", "/logout", "dashboard form (session + CSRF)"),
+    (
+        "POST",
+        "/ui/alerts/{id}/{action}",
+        "dashboard form (session + CSRF)",
+    ),
+    (
+        "POST",
+        "/ui/units/{name}/{action}",
+        "dashboard form (session + CSRF)",
+    ),
+    (
+        "POST",
+        "/ui/flows/{name}/rerun",
+        "dashboard form (session + CSRF)",
+    ),
+    (
+        "POST",
+        "/ui/jobs/{name}/release",
+        "dashboard form (session + CSRF)",
+    ),
+    ("POST", "/ui/incidents", "dashboard form (session + CSRF)"),
+    (
+        "POST",
+        "/ui/incidents/{id}/update",
+        "dashboard form (session + CSRF)",
+    ),
+    ("GET", "/status", "public status page (HTML)"),
+    (
+        "GET",
+        "/status/feed.atom",
+        "Atom feed of incident updates (XML)",
+    ),
+];
 
 const METHODS: &[&str] = &["get", "post", "put", "delete", "patch", "head", "options"];
 

@@ -130,6 +130,14 @@ pub fn defaults() -> Vec<Rule> {
             "{unit} seems to leak memory",
             "{unit} grows by {slope_mb_per_hour} MB/hour (confidence {confidence}); it reaches its limit in about {time_to_limit_ms} ms.",
         ),
+        rule(
+            "incident-update-due",
+            "incident.update_due",
+            &["incident.updated"],
+            Severity::Warning,
+            "incident {incident_id} needs an update: {title}",
+            "Incident {incident_id} (\"{title}\", owner {owner}) has had no update since {last_update}; one was due at {due}. Post one with `mamori incident update {incident_id} --state STATE --message ...` or from the dashboard.",
+        ),
         Rule {
             severity_from: Some("severity".into()),
             ..rule(

@@ -35,6 +35,7 @@ pub fn banner(path: &Path) {
          {exe} run runaway --wait     # a runaway job, killed by its 5 s wall limit\n  \
          {exe} runs                   # every run with its reason, peak memory, CPU\n  \
          {exe} logs leaker\n\
+         Dashboard: http://127.0.0.1:7878/ (log in with `{exe} dashboard-url`); status page: /status\n\
          Ctrl-C stops the agent and every process it started.\n"
     );
 }

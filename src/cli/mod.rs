@@ -6,6 +6,7 @@
 mod alerts;
 mod client;
 mod demo;
+mod incidents;
 mod show;
 
 use std::path::PathBuf;
@@ -216,6 +217,14 @@ enum Cmd {
         #[command(subcommand)]
         action: SilenceCmd,
     },
+    // --- incidents, dashboard ---
+    /// Incidents for the status page: open, update, resolve, list, show.
+    Incident {
+        #[command(subcommand)]
+        action: incidents::IncidentCmd,
+    },
+    /// Print a one-time link that logs a browser in to the dashboard.
+    DashboardUrl,
     /// List recent events, oldest first.
     Events {
         #[arg(long)]
@@ -430,6 +439,8 @@ async fn remote(cmd: Cmd, c: client::Client) -> Result<ExitCode> {
             SilenceCmd::List { all, json } => alerts::silence_list(&c, all, json).await,
             SilenceCmd::Expire { id } => alerts::silence_expire(&c, id).await,
         },
+        Cmd::Incident { action } => incidents::run(&c, action).await,
+        Cmd::DashboardUrl => incidents::dashboard_url(&c).await,
     }
 }
 

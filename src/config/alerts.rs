@@ -123,6 +123,9 @@ pub const KNOWN_KINDS: &[&str] = &[
     "leak.cleared",
     "ingest.firing",
     "ingest.resolved",
+    "incident.opened",
+    "incident.updated",
+    "incident.update_due",
 ];
 
 fn valid_name(name: &str) -> bool {
@@ -755,6 +758,7 @@ mod tests {
                 "check-down",
                 "limit-breached",
                 "leak-suspected",
+                "incident-update-due",
                 "alertmanager"
             ]
         );
@@ -890,6 +894,6 @@ severity = "warning"
         let cd: Vec<&Rule> = a.rules.iter().filter(|r| r.name == "check-down").collect();
         assert_eq!(cd.len(), 1);
         assert_eq!(cd[0].severity, Severity::Warning);
-        assert_eq!(a.rules.len(), 5);
+        assert_eq!(a.rules.len(), 6);
     }
 }

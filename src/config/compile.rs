@@ -84,6 +84,8 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
     }
     // --- alerts ---
     let alerts = super::alerts::compile(&root, &base);
+    // --- status page and incidents ---
+    let (mut status, status_refs) = super::status::compile(&root);
     root.finish();
     cross_check(&r, &units, &declared);
     cross_check_checks(&r, &all_checks, &declared);
@@ -102,6 +104,14 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
         }
     }
     let flows = flows(&r, &units);
+    resolve_status(
+        &r,
+        &mut status,
+        &status_refs,
+        &all_checks,
+        &declared,
+        &calendars,
+    );
 
     let errors = r.into_errors();
     if errors.is_empty() {
@@ -112,6 +122,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
             checks: all_checks.into_iter().map(|(c, _)| c).collect(),
             flows,
             alerts,
+            status,
         })
     } else {
         Err(ConfigErrors(errors))
@@ -895,6 +906,42 @@ fn leak_config(t: &Tbl) -> crate::probe::leak::LeakConfig {
     }
     t.finish();
     c
+}
+
+/// Names in `[[component]]` and `[status] calendar` must exist.
+fn resolve_status(
+    r: &Reader,
+    status: &mut super::status::StatusConfig,
+    refs: &super::status::Refs,
+    checks: &[(CheckConfig, Option<Range<usize>>)],
+    declared: &[(UnitKind, String)],
+    calendars: &[(crate::schedule::when::Calendar, Option<Range<usize>>)],
+) {
+    for (component, name, span) in &refs.checks {
+        if !checks.iter().any(|(c, _)| &c.name == name) {
+            r.error(
+                span.clone(),
+                format!("unknown check or unit \"{name}\" in `checks` of [[component]] \"{component}\"; it names [[check]]s or services with a `health` check"),
+            );
+        }
+    }
+    for (component, name, span) in &refs.units {
+        if !declared.iter().any(|(_, n)| n == name) {
+            r.error(
+                span.clone(),
+                format!("unknown check or unit \"{name}\" in `units` of [[component]] \"{component}\"; it names [[service]]s or [[job]]s"),
+            );
+        }
+    }
+    if let Some((name, span)) = &status.calendar_ref {
+        match calendars.iter().find(|(c, _)| &c.name == name) {
+            Some((c, _)) => status.calendar = Some(c.clone()),
+            None => r.error(
+                span.clone(),
+                format!("unknown calendar \"{name}\" in [status]; define it with [[calendar]] name = \"{name}\""),
+            ),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod checks;
 mod compile;
 pub mod jobs;
+pub mod status;
 pub mod units;
 mod walk;
 
@@ -36,6 +37,8 @@ pub struct Config {
     pub flows: Vec<std::sync::Arc<crate::schedule::flow::FlowDef>>,
     /// Alert rules, channels and escalation policies (src/alert/).
     pub alerts: alerts::AlertsConfig,
+    /// The status page's components and how incidents behave.
+    pub status: status::StatusConfig,
 }
 
 impl Config {

@@ -106,6 +106,12 @@ impl Sampler {
         }
     }
 
+    /// The wall-clock time (ms since the Unix epoch) the leak fits count
+    /// from: `Fit::t0_ms` is relative to it.
+    pub fn epoch_ms(&self) -> i64 {
+        crate::util::now_ms() - self.epoch.elapsed().as_millis() as i64
+    }
+
     pub fn leak_status(&self, unit: &str) -> Option<LeakStatus> {
         if unit == "host" {
             return Some(lock(&self.host_leak).status());

@@ -344,8 +344,7 @@ impl FlowRun {
                     return Ok(out); // not ours (any more)
                 };
                 if ok {
-                    self.states
-                        .insert(job.clone(), JobState::Succeeded { run_id });
+                    self.set(job.clone(), JobState::Succeeded { run_id });
                     if !self.only.remove(&job) {
                         self.start_ready(holds, &mut out);
                     }
@@ -355,8 +354,7 @@ impl FlowRun {
                         let delay = policy
                             .retry_delay
                             .mul_f64(policy.retry_backoff.max(1.0).powi(attempt as i32 - 1));
-                        self.states
-                            .insert(job.clone(), JobState::RetryWait { attempt, reason });
+                        self.set(job.clone(), JobState::RetryWait { attempt, reason });
                         out.push(Action::RetryAfter { job, delay });
                         return Ok(out);
                     }
@@ -641,6 +639,23 @@ mod tests {
             &none,
         )
         .unwrap()
+    }
+
+    /// Regression: a job's success and its retry wait were set without being
+    /// marked dirty, so the store (and the API and dashboard after the run
+    /// finished) kept showing the job as running.
+    #[test]
+    fn every_state_change_is_marked_for_saving() {
+        let none = BTreeSet::new();
+        let mut f = FlowRun::new(def());
+        f.handle(Input::Start, &none).unwrap();
+        f.take_dirty();
+        end(&mut f, "extract", 1, true);
+        let dirty = f.take_dirty();
+        assert!(
+            dirty.contains(&("extract".to_string(), JobState::Succeeded { run_id: 1 })),
+            "{dirty:?}"
+        );
     }
 
     #[test]

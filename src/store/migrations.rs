@@ -172,6 +172,42 @@ const MIGRATIONS: &[&str] = &[
         created_by TEXT NOT NULL,
         created_at INTEGER NOT NULL
      );",
+    // N (ui branch): incidents, their updates, linked components and alerts;
+    // an index so the status page reads check/unit history by kind and time.
+    "CREATE TABLE incidents (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        title          TEXT NOT NULL,
+        state          TEXT NOT NULL,
+        impact         TEXT NOT NULL,
+        owner          TEXT NOT NULL,
+        opened_at      INTEGER NOT NULL,
+        opened_by      TEXT NOT NULL,
+        last_update_at INTEGER NOT NULL,
+        resolved_at    INTEGER,
+        reminded_for   INTEGER
+     );
+     CREATE INDEX incidents_open ON incidents (resolved_at, id);
+     CREATE TABLE incident_updates (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        ts          INTEGER NOT NULL,
+        state       TEXT NOT NULL,
+        message     TEXT NOT NULL,
+        by          TEXT NOT NULL
+     );
+     CREATE INDEX incident_updates_incident ON incident_updates (incident_id, id);
+     CREATE TABLE incident_components (
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        component   TEXT NOT NULL,
+        PRIMARY KEY (incident_id, component)
+     );
+     CREATE TABLE incident_alerts (
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        alert_id    INTEGER NOT NULL,
+        PRIMARY KEY (incident_id, alert_id)
+     );
+     CREATE INDEX incident_alerts_alert ON incident_alerts (alert_id);
+     CREATE INDEX events_kind_ts ON events (kind, ts);",
 ];
 
 pub fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

@@ -11,6 +11,7 @@
 //! only for one statement or one small transaction.
 
 mod flows;
+mod incidents;
 mod migrations;
 mod runs;
 mod samples;
@@ -23,6 +24,7 @@ use rusqlite::{params, Connection};
 use crate::event::{Event, EventKind};
 
 pub use flows::{FlowRunRecord, Hold};
+pub use incidents::{Incident, IncidentUpdate, NewIncident};
 pub use runs::{NewRun, RunEnd, RunRecord, RunState};
 pub use samples::{HostSample, Rollup, Sample};
 

@@ -85,6 +85,37 @@ pub async fn require_read(
     }
 }
 
+/// The read rule for the dashboard's pages: like `require_read`, but a
+/// browser cannot send a bearer token, so a dashboard session counts too, and
+/// a refusal sends the browser to the login page instead of a JSON error.
+pub async fn require_read_page(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let open = match state.access.read_auth {
+        ReadAuth::None => true,
+        ReadAuth::Token => false,
+        ReadAuth::Loopback => req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|c| super::limit::is_loopback(c.0.ip())),
+    };
+    let token_ok = bearer(&req).is_some_and(|t| {
+        constant_time_eq(t.as_bytes(), state.token.as_bytes()) || is_read_token(&state, t)
+    });
+    if open || token_ok || super::ui::has_session(&state, req.headers()) {
+        return next.run(req).await;
+    }
+    let back = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let to = format!("/login?next={}", super::ui::html::url(&back));
+    axum::response::Redirect::to(&to).into_response()
+}
+
 pub async fn require_token(
     State(state): State<Arc<AppState>>,
     req: Request,

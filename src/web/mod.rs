@@ -10,6 +10,9 @@ mod flows;
 pub mod limit;
 pub mod metrics;
 pub mod openapi;
+// --- dashboard, status page, incidents ---
+mod incidents;
+pub mod ui;
 
 pub use auth::load_or_create_token as load_token;
 pub use auth::Access;
@@ -39,6 +42,9 @@ pub struct AppState {
     pub access: Access,
     /// Counters and gauges for `/metrics`.
     pub metrics: metrics::Metrics,
+    // --- dashboard, status page, incidents ---
+    pub incidents: crate::incident::Incidents,
+    pub ui: ui::UiState,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -63,6 +69,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/silences", post(alerts::add_silence))
         .route("/api/v1/silences/{id}/expire", post(alerts::expire_silence))
         .route("/api/v1/channels/{name}/test", post(alerts::test_channel))
+        // --- incidents, dashboard ---
+        .route("/api/v1/incidents", post(incidents::open))
+        .route("/api/v1/incidents/{id}/updates", post(incidents::update))
+        .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
+        .route(
+            "/api/v1/dashboard/login-link",
+            post(ui::actions::login_link_api),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -98,7 +112,19 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/ack/{id}/{token}",
             get(alerts::link_page).post(alerts::link_ack),
         )
+        .route("/api/v1/incidents", get(incidents::list))
+        .route("/api/v1/incidents/{id}", get(incidents::show))
         .merge(reads)
+        // --- dashboard pages (the read rule, or a dashboard session), and
+        // the public status page, login and the dashboard's form actions
+        // (which check the session and CSRF token themselves) ---
+        .merge(
+            ui::pages().route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_read_page,
+            )),
+        )
+        .merge(ui::public())
         .merge(mutating)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") });
     if let Some(rate) = state.access.rate_limit {
