@@ -178,7 +178,11 @@ pub async fn run(config: Config) -> Result<()> {
         poll_interval: a.poll_interval,
         sample_interval: a.sample_interval,
         sampler: sampler.clone(),
+        gates: Default::default(),
     });
+    if let Some(cc) = &config.cluster {
+        crate::cluster::node::init_gates(cc, &ctx.gates);
+    }
     let sup = Supervisor::start(&config, ctx.clone(), cancel.clone(), &mut tasks)
         .context("cannot start the units")?;
     // on_leak = "restart": the sampler asks, the unit restarts gracefully.
@@ -231,6 +235,25 @@ pub async fn run(config: Config) -> Result<()> {
         cancel.child_token(),
         &mut tasks,
     );
+    // --- cluster: after the units and checks it starts and verifies ---
+    let cluster = match &config.cluster {
+        Some(cc) => Some(
+            crate::cluster::Cluster::start(
+                &config,
+                cc,
+                bus.clone(),
+                store.clone(),
+                sup.clone(),
+                checks.clone(),
+                ctx.reaper.clone(),
+                ctx.gates.clone(),
+                cancel.clone(),
+                &mut tasks,
+            )
+            .context("cannot join the cluster ([cluster])")?,
+        ),
+        None => None,
+    };
     let app = web::router(Arc::new(AppState {
         flows,
         sup,
@@ -240,6 +263,7 @@ pub async fn run(config: Config) -> Result<()> {
         token,
         logs_dir,
         alerts,
+        cluster,
     }));
     let http_cancel = cancel.clone();
     let server = tokio::spawn(async move {

@@ -130,6 +130,34 @@ pub fn defaults() -> Vec<Rule> {
             "{unit} seems to leak memory",
             "{unit} grows by {slope_mb_per_hour} MB/hour (confidence {confidence}); it reaches its limit in about {time_to_limit_ms} ms.",
         ),
+        // --- cluster ---
+        rule(
+            "drill-failed",
+            "drill.failed",
+            &["drill.passed"],
+            Severity::Critical,
+            "failover drill of {group} failed",
+            "The failover drill {drill_id} of group {group} failed: {reason}. Failover is broken; fix it before a real failure needs it.",
+        ),
+        rule(
+            "no-standby",
+            "group.no_standby",
+            &["group.standby_ok"],
+            Severity::Critical,
+            "no standby of {group} qualifies",
+            "Node {node} sees no standby of group {group} that passes its pre-promote checks (leaderless: {leaderless}). A failure of the active node would not fail over.",
+        ),
+        Rule {
+            when: vec![("fenced".into(), "true".into())],
+            ..rule(
+                "group-fenced",
+                "group.deactivated",
+                &["group.activated"],
+                Severity::Warning,
+                "{node} fenced itself out of {group}",
+                "{node} stopped group {group} (token {token}): {reason}",
+            )
+        },
         Rule {
             severity_from: Some("severity".into()),
             ..rule(
@@ -144,9 +172,9 @@ pub fn defaults() -> Vec<Rule> {
     ]
 }
 
-/// The subject of an event: its `check`, else `unit`, else `key` field.
+/// The subject of an event: its `check`, else `unit`, else `key`, else `group` field.
 pub fn subject(fields: &Map<String, Value>) -> String {
-    for k in ["check", "unit", "key"] {
+    for k in ["check", "unit", "key", "group"] {
         if let Some(v) = fields.get(k) {
             let s = value_str(v);
             if !s.is_empty() {

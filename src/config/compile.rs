@@ -84,6 +84,12 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
     }
     // --- alerts ---
     let alerts = super::alerts::compile(&root, &base);
+    // --- cluster ---
+    let cluster = {
+        let names: Vec<String> = all_checks.iter().map(|(c, _)| c.name.clone()).collect();
+        let mut us: Vec<&mut UnitConfig> = units.iter_mut().map(|p| &mut p.unit).collect();
+        super::cluster::compile(&root, &base, &agent, &mut us, &names)
+    };
     root.finish();
     cross_check(&r, &units, &declared);
     cross_check_checks(&r, &all_checks, &declared);
@@ -112,6 +118,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
             checks: all_checks.into_iter().map(|(c, _)| c).collect(),
             flows,
             alerts,
+            cluster,
         })
     } else {
         Err(ConfigErrors(errors))

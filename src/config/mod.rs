@@ -10,6 +10,8 @@
 // --- alerts ---
 pub mod alerts;
 pub mod checks;
+// --- cluster ---
+pub mod cluster;
 mod compile;
 pub mod jobs;
 pub mod units;
@@ -36,6 +38,8 @@ pub struct Config {
     pub flows: Vec<std::sync::Arc<crate::schedule::flow::FlowDef>>,
     /// Alert rules, channels and escalation policies (src/alert/).
     pub alerts: alerts::AlertsConfig,
+    /// `[cluster]` and `[[group]]` (src/cluster/); `None` when absent.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl Config {

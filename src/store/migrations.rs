@@ -172,6 +172,22 @@ const MIGRATIONS: &[&str] = &[
         created_by TEXT NOT NULL,
         created_at INTEGER NOT NULL
      );",
+    // cluster: failover drills of groups (src/cluster/drill.rs), one row per drill.
+    "CREATE TABLE drills (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        grp         TEXT NOT NULL,
+        started_at  INTEGER NOT NULL,
+        finished_at INTEGER,
+        from_node   TEXT NOT NULL,
+        to_node     TEXT NOT NULL,
+        gap_ms      INTEGER,
+        back_gap_ms INTEGER,
+        healthy     INTEGER NOT NULL DEFAULT 0,
+        ok          INTEGER NOT NULL DEFAULT 0,
+        reason      TEXT NOT NULL DEFAULT '',
+        trigger     TEXT NOT NULL
+     );
+     CREATE INDEX drills_grp ON drills (grp, id);",
 ];
 
 pub fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

@@ -6,6 +6,7 @@
 mod alerts;
 mod api;
 mod auth;
+mod cluster;
 mod flows;
 
 pub use auth::load_or_create_token as load_token;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub token: String,
     pub logs_dir: std::path::PathBuf,
     pub alerts: crate::alert::Alerts,
+    /// `None` when the config has no `[cluster]` or `[[group]]`.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -55,6 +58,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/silences", post(alerts::add_silence))
         .route("/api/v1/silences/{id}/expire", post(alerts::expire_silence))
         .route("/api/v1/channels/{name}/test", post(alerts::test_channel))
+        // --- cluster ---
+        .route(
+            "/api/v1/groups/{name}/switchover",
+            post(cluster::switchover),
+        )
+        .route("/api/v1/groups/{name}/drill", post(cluster::drill))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -78,6 +87,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/alerts/{id}", get(alerts::show))
         .route("/api/v1/silences", get(alerts::silences))
+        // --- cluster ---
+        .route("/api/v1/nodes", get(cluster::nodes))
+        .route("/api/v1/groups", get(cluster::groups))
+        .route("/api/v1/groups/{name}", get(cluster::group))
+        .route("/api/v1/drills", get(cluster::drills))
+        .route("/api/v1/cluster/peer", get(cluster::peer))
         .route(
             "/ack/{id}/{token}",
             get(alerts::link_page).post(alerts::link_ack),
