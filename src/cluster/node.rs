@@ -155,6 +155,9 @@ pub struct GroupStatus {
     pub members: BTreeMap<String, GroupView>,
     pub preempt: bool,
     pub standby: &'static str,
+    /// Set when the store could not be read: `active` and `members` are unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
 }
 
 /// An API-level failure: an HTTP status and a message.
@@ -244,11 +247,30 @@ impl Cluster {
         }))
     }
 
+    /// Every group as the store sees it, with this node's own view. When the
+    /// store is unreachable, the store's side is empty and `store_error` says
+    /// why (this node's view is what matters during a partition).
     pub async fn groups(&self) -> Result<Vec<GroupStatus>, Refusal> {
-        let recs = self.inner.records().await.map_err(unavailable)?;
+        let mut store_error = None;
+        let recs = match self.inner.records().await {
+            Ok(r) => r,
+            Err(e) => {
+                store_error = Some(e.to_string());
+                Vec::new()
+            }
+        };
         let mut out = Vec::new();
         for g in &self.inner.cfg.groups {
-            let (leader, _, _) = self.inner.group_keys(&g.name).await.map_err(unavailable)?;
+            let leader = match store_error {
+                Some(_) => None,
+                None => match self.inner.group_keys(&g.name).await {
+                    Ok((l, _, _)) => l,
+                    Err(e) => {
+                        store_error = Some(e.to_string());
+                        None
+                    }
+                },
+            };
             let members = recs
                 .iter()
                 .filter_map(|r| Some((r.node.clone(), r.groups.get(&g.name)?.clone())))
@@ -267,6 +289,7 @@ impl Cluster {
                     crate::config::cluster::StandbyMode::Warm => "warm",
                     crate::config::cluster::StandbyMode::Stopped => "stopped",
                 },
+                store_error: store_error.clone(),
             });
         }
         Ok(out)
