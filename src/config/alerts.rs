@@ -755,6 +755,9 @@ mod tests {
                 "check-down",
                 "limit-breached",
                 "leak-suspected",
+                "drill-failed",
+                "no-standby",
+                "group-fenced",
                 "alertmanager"
             ]
         );
@@ -890,6 +893,6 @@ severity = "warning"
         let cd: Vec<&Rule> = a.rules.iter().filter(|r| r.name == "check-down").collect();
         assert_eq!(cd.len(), 1);
         assert_eq!(cd[0].severity, Severity::Warning);
-        assert_eq!(a.rules.len(), 5);
+        assert_eq!(a.rules.len(), rules::defaults().len());
     }
 }
