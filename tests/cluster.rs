@@ -1,11 +1,13 @@
 //! Failover groups across several nodes, on a real etcd (Debian's
 //! `etcd-server`, started on free 127.0.0.1 ports in a temp dir).
 //!
-//! Each node is a separate `mamori agent` process with its own data dir,
-//! listening on its own address (127.0.0.2, .3, .4 — "hosts" on one machine;
-//! no network namespaces: see docs/cluster.md). Each node reaches etcd
-//! through its own TCP proxy in this test process, which the test can cut:
-//! a cut proxy swallows traffic without answering, as a partition does.
+//! Each node is a separate `mamori agent` process with its own data dir and
+//! address. Where network namespaces can be made (root), each node is a host
+//! of its own: a namespace with a veth pair on a bridge the test creates, etcd
+//! listening on the bridge; a partition takes the node's link down. Elsewhere
+//! the nodes listen on 127.0.0.2, .3, .4 and reach etcd through their own TCP
+//! proxy in this test process, which a partition cuts (traffic swallowed
+//! without an answer). Each test prints which.
 //!
 //! The **history checker**: every node records `group.activated` (before its
 //! units start) and `group.deactivated` (after they stopped) in its SQLite
@@ -39,19 +41,24 @@ fn now_ms() -> i64 {
 struct Etcd {
     child: Option<Child>,
     _dir: tempfile::TempDir,
+    host: String,
     port: u16,
 }
 
 impl Etcd {
     fn start(extra: &[&str]) -> Etcd {
+        Self::start_on("127.0.0.1", extra)
+    }
+
+    fn start_on(host: &str, extra: &[&str]) -> Etcd {
         let dir = tempfile::tempdir().expect("temp dir");
         let (port, peer) = (free_port(), free_port());
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
         let child = Command::new("etcd")
             .args(["--name", "t", "--data-dir"])
             .arg(dir.path().join("data"))
-            .arg(format!("--listen-client-urls=http://127.0.0.1:{port}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{port}"))
+            .arg(format!("--listen-client-urls=http://{host}:{port}"))
+            .arg(format!("--advertise-client-urls=http://{host}:{port}"))
             .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
             .arg(format!(
                 "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
@@ -66,10 +73,11 @@ impl Etcd {
         let e = Etcd {
             child: Some(child),
             _dir: dir,
+            host: host.to_string(),
             port,
         };
         wait_for("etcd /health", || {
-            http("127.0.0.1", e.port, "GET", "/health", None)
+            http(&e.host, e.port, "GET", "/health", None)
                 .ok()
                 .filter(|(s, b)| *s == 200 && b.contains("true"))
         });
@@ -231,6 +239,10 @@ struct Node {
     child: Option<Child>,
     /// When the test killed it (ms): ends its open interval in the history.
     killed_at: Vec<i64>,
+    /// The node's network namespace, if it has one.
+    netns: Option<String>,
+    /// Partitioned (netns mode): reached from inside its namespace only.
+    cut: bool,
 }
 
 /// Per-node differences in the group config.
@@ -241,9 +253,16 @@ struct Opts {
 }
 
 impl Node {
-    fn new(name: &str, idx: u8, endpoint: &str, nodes: &[&str], o: &Opts) -> Node {
+    fn new(
+        name: &str,
+        host: &str,
+        netns: Option<String>,
+        endpoint: &str,
+        nodes: &[&str],
+        o: &Opts,
+    ) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
-        let host = format!("127.0.0.{}", idx + 2);
+        let host = host.to_string();
         let (port, web) = (free_port(), free_port());
         let d = dir.path().display();
         let pre = o
@@ -295,7 +314,40 @@ on_demote = "echo demote $MAMORI_REASON >> {d}/hooks"
             dir,
             child: None,
             killed_at: Vec::new(),
+            netns,
+            cut: false,
         }
+    }
+
+    /// A command, inside the node's namespace when it has one.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// GET on the node's API; from inside its namespace while it is cut off.
+    fn fetch(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        if !self.cut {
+            return http(&self.host, self.port, method, path, token).expect("HTTP to a node");
+        }
+        let mut c = self.command("curl");
+        c.args(["-s", "-X", method, "-w", "\n%{http_code}"]);
+        if let Some(t) = token {
+            c.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        let out = c
+            .arg(format!("http://{}:{}{path}", self.host, self.port))
+            .output()
+            .expect("curl in the namespace");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
     fn start(&mut self) {
@@ -304,7 +356,8 @@ on_demote = "echo demote $MAMORI_REASON >> {d}/hooks"
             .append(true)
             .open(self.dir.path().join("agent.log"))
             .expect("log");
-        let child = Command::new(BIN)
+        let child = self
+            .command(BIN)
             .arg("-c")
             .arg(self.dir.path().join("mamori.toml"))
             .args(["agent", "--log-format", "json"])
@@ -336,19 +389,19 @@ on_demote = "echo demote $MAMORI_REASON >> {d}/hooks"
     }
 
     fn get(&self, path: &str) -> Value {
-        let (s, b) = http(&self.host, self.port, "GET", path, None).expect("GET");
+        let (s, b) = self.fetch("GET", path, None);
         assert!(s < 300, "GET {path} on {} -> {s}: {b}", self.name);
         serde_json::from_str(&b).expect("JSON")
     }
 
     fn post(&self, path: &str) -> (u16, Value) {
         let token = std::fs::read_to_string(self.dir.path().join("data/token")).expect("token");
-        let (s, b) = http(&self.host, self.port, "POST", path, Some(token.trim())).expect("POST");
+        let (s, b) = self.fetch("POST", path, Some(token.trim()));
         (s, serde_json::from_str(&b).unwrap_or(Value::Null))
     }
 
     fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
+        self.command(BIN)
             .arg("-c")
             .arg(self.config())
             .args(args)
@@ -511,28 +564,192 @@ fn check_history(nodes: &[&Node]) -> Vec<Interval> {
     all
 }
 
-fn cluster(etcd: &Etcd, opts: &[Opts]) -> (Vec<Proxy>, Vec<Node>) {
+// ---------------------------------------------------------------- network
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Network namespaces, veth pairs and a bridge made for one test; removed on
+/// drop (with whatever still runs inside).
+struct Netns {
+    tag: String,
+    subnet: String,
+    nodes: usize,
+}
+
+impl Netns {
+    /// `None` where namespaces cannot be made (not root, no iproute2).
+    fn try_new(nodes: usize) -> Option<Netns> {
+        static K: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = K.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let n = Netns {
+            tag: format!("mc{}x{k}", pid % 10000),
+            subnet: format!("10.{}.{}", 100 + k % 100, pid % 250),
+            nodes: 0,
+        };
+        let br = format!("{}br", n.tag);
+        if !ip(&["link", "add", &br, "type", "bridge"]) {
+            return None;
+        }
+        let mut n = n;
+        let ok = ip(&["addr", "add", &format!("{}.254/24", n.subnet), "dev", &br])
+            && ip(&["link", "set", &br, "up"]);
+        if !ok {
+            return None;
+        }
+        for i in 0..nodes {
+            let (ns, v, inner) = (n.ns(i), format!("{}v{i}", n.tag), format!("{}i{i}", n.tag));
+            n.nodes = i + 1;
+            let ok = ip(&["netns", "add", &ns])
+                && ip(&["link", "add", &v, "type", "veth", "peer", "name", &inner])
+                && ip(&["link", "set", &inner, "netns", &ns])
+                && ip(&["link", "set", &v, "master", &br])
+                && ip(&["link", "set", &v, "up"])
+                && ip(&[
+                    "netns", "exec", &ns, "ip", "link", "set", &inner, "name", "eth0",
+                ])
+                && ip(&[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{}/24", n.host(i)),
+                    "dev",
+                    "eth0",
+                ])
+                && ip(&["netns", "exec", &ns, "ip", "link", "set", "eth0", "up"])
+                && ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+            if !ok {
+                return None; // Drop removes what was made
+            }
+        }
+        Some(n)
+    }
+
+    fn ns(&self, i: usize) -> String {
+        format!("{}n{i}", self.tag)
+    }
+
+    fn host(&self, i: usize) -> String {
+        format!("{}.{}", self.subnet, i + 1)
+    }
+
+    fn gateway(&self) -> String {
+        format!("{}.254", self.subnet)
+    }
+
+    /// Takes node `i`'s link down (or up): cut off from etcd and every peer.
+    fn set_cut(&self, i: usize, cut: bool) {
+        let v = format!("{}v{i}", self.tag);
+        assert!(
+            ip(&["link", "set", &v, if cut { "down" } else { "up" }]),
+            "ip link set {v}"
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for i in 0..self.nodes {
+            let ns = self.ns(i);
+            let pids = Command::new("ip").args(["netns", "pids", &ns]).output();
+            if let Ok(out) = pids {
+                for p in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    if let Ok(p) = p.parse::<i32>() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(p),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+            ip(&["netns", "del", &ns]);
+            ip(&["link", "del", &format!("{}v{i}", self.tag)]);
+        }
+        ip(&["link", "del", &format!("{}br", self.tag)]);
+    }
+}
+
+/// The nodes' network: namespaces, or proxies on loopback. Declared before
+/// the nodes in tests, so it is dropped after them; etcd goes first.
+enum Net {
+    Netns { _etcd: Etcd, ns: Netns },
+    Proxies { _etcd: Etcd, proxies: Vec<Proxy> },
+}
+
+impl Net {
+    /// Partitions node `i` from etcd (and, with namespaces, from everyone).
+    fn cut(&self, node: &mut Node, i: usize, cut: bool) {
+        match self {
+            Net::Netns { ns, .. } => {
+                ns.set_cut(i, cut);
+                node.cut = cut;
+            }
+            Net::Proxies { proxies, .. } => proxies[i].set_cut(cut),
+        }
+    }
+}
+
+fn cluster(opts: &[Opts]) -> (Net, Vec<Node>) {
     let names = ["a", "b", "c"];
-    let mut proxies = Vec::new();
     let mut nodes = Vec::new();
+    if let Some(ns) = Netns::try_new(opts.len()) {
+        let etcd = Etcd::start_on(&ns.gateway(), &[]);
+        let endpoint = format!("http://{}:{}", etcd.host, etcd.port);
+        for (i, o) in opts.iter().enumerate() {
+            nodes.push(Node::new(
+                names[i],
+                &ns.host(i),
+                Some(ns.ns(i)),
+                &endpoint,
+                &names[..opts.len()],
+                o,
+            ));
+        }
+        println!(
+            "cluster test: {} agents in network namespaces {}n0.. ({}.1..) on a bridge; etcd on {endpoint}; a partition takes a node's link down",
+            opts.len(),
+            ns.tag,
+            ns.subnet
+        );
+        return (Net::Netns { _etcd: etcd, ns }, nodes);
+    }
+    let etcd = Etcd::start(&[]);
+    let mut proxies = Vec::new();
     for (i, o) in opts.iter().enumerate() {
         let p = Proxy::start(etcd.port);
-        let n = Node::new(
+        let host = format!("127.0.0.{}", i + 2);
+        nodes.push(Node::new(
             names[i],
-            i as u8,
+            &host,
+            None,
             &format!("http://127.0.0.1:{}", p.port),
             &names[..opts.len()],
             o,
-        );
+        ));
         proxies.push(p);
-        nodes.push(n);
     }
     println!(
-        "cluster test: {} agents as separate processes on 127.0.0.2..; each reaches etcd on 127.0.0.1:{} through its own cuttable TCP proxy (no network namespaces)",
+        "cluster test: network namespaces unavailable; {} agents as separate processes on 127.0.0.2..; each reaches etcd on 127.0.0.1:{} through its own cuttable TCP proxy",
         opts.len(),
         etcd.port
     );
-    (proxies, nodes)
+    (
+        Net::Proxies {
+            _etcd: etcd,
+            proxies,
+        },
+        nodes,
+    )
 }
 
 /// Which node the store says is active, with its token.
@@ -638,9 +855,7 @@ fn coordinator_on_real_etcd_creates_once_and_leases_expire() {
 
 #[test]
 fn kill_of_the_active_fails_over_and_the_old_active_does_not_preempt() {
-    let etcd = Etcd::start(&[]);
-    let (_proxies, mut nodes) =
-        cluster(&etcd, &[Opts::default(), Opts::default(), Opts::default()]);
+    let (_net, mut nodes) = cluster(&[Opts::default(), Opts::default(), Opts::default()]);
     start_all(&mut nodes);
     let t1 = wait_active(&nodes[1], "a");
     wait_healthy(&nodes[0]);
@@ -696,12 +911,11 @@ fn kill_of_the_active_fails_over_and_the_old_active_does_not_preempt() {
 
 #[test]
 fn a_standby_whose_pre_promote_check_fails_is_skipped() {
-    let etcd = Etcd::start(&[]);
     let failing = Opts {
         pre_promote: Some("echo replica lag too high; exit 1".into()),
         ..Default::default()
     };
-    let (_proxies, mut nodes) = cluster(&etcd, &[Opts::default(), failing, Opts::default()]);
+    let (_net, mut nodes) = cluster(&[Opts::default(), failing, Opts::default()]);
     start_all(&mut nodes);
     wait_active(&nodes[1], "a");
     // b says why it does not qualify.
@@ -733,12 +947,11 @@ fn a_standby_whose_pre_promote_check_fails_is_skipped() {
 
 #[test]
 fn partitioned_active_demotes_itself_before_anyone_promotes() {
-    let etcd = Etcd::start(&[]);
-    let (proxies, mut nodes) = cluster(&etcd, &[Opts::default(), Opts::default(), Opts::default()]);
+    let (net, mut nodes) = cluster(&[Opts::default(), Opts::default(), Opts::default()]);
     start_all(&mut nodes);
     wait_active(&nodes[1], "a");
     wait_healthy(&nodes[0]);
-    proxies[0].set_cut(true);
+    net.cut(&mut nodes[0], 0, true);
     let cut_at = now_ms();
     wait_active(&nodes[1], "b");
     // a saw it could not renew and stopped its units on its own.
@@ -770,7 +983,7 @@ fn partitioned_active_demotes_itself_before_anyone_promotes() {
             .then_some(())
     });
     // The partition heals: a is a standby again, b keeps the group.
-    proxies[0].set_cut(false);
+    net.cut(&mut nodes[0], 0, false);
     wait_for("a back in `nodes`", || {
         let v = nodes[1].get("/api/v1/groups/g");
         (v["members"]["a"]["qualified"] == true).then_some(())
@@ -782,12 +995,11 @@ fn partitioned_active_demotes_itself_before_anyone_promotes() {
 
 #[test]
 fn switchover_checks_the_target_and_a_drill_goes_there_and_back() {
-    let etcd = Etcd::start(&[]);
     let failing = Opts {
         pre_promote: Some("exit 3".into()),
         ..Default::default()
     };
-    let (_proxies, mut nodes) = cluster(&etcd, &[Opts::default(), Opts::default(), failing]);
+    let (_net, mut nodes) = cluster(&[Opts::default(), Opts::default(), failing]);
     start_all(&mut nodes);
     let t1 = wait_active(&nodes[1], "a");
     wait_for("c not qualified, b qualified", || {
@@ -898,9 +1110,11 @@ fn embedded_backend_fails_over_between_agents_of_one_host() {
     let db = shared.path().join("cluster.db");
     let mut nodes: Vec<Node> = Vec::new();
     for (i, name) in ["a", "b"].iter().enumerate() {
+        // The embedded backend is one host's: loopback addresses.
         let n = Node::new(
             name,
-            i as u8,
+            &format!("127.0.0.{}", i + 2),
+            None,
             "http://unused",
             &["a", "b"],
             &Opts::default(),
