@@ -250,6 +250,8 @@ struct Node {
 struct Opts {
     pre_promote: Option<String>,
     preempt: bool,
+    /// The unit ignores SIGTERM and has a 30 s stop_timeout: fencing must kill it.
+    stubborn: bool,
 }
 
 impl Node {
@@ -290,8 +292,8 @@ lease_ttl = "2s"
 
 [[service]]
 name = "web"
-command = "echo $MAMORI_GROUP $MAMORI_NODE $MAMORI_FENCING_TOKEN >> {d}/tokens; exec python3 -m http.server {web} --bind {host} --directory {d}"
-stop_timeout = "2s"
+command = "{trap}echo $MAMORI_GROUP $MAMORI_NODE $MAMORI_FENCING_TOKEN >> {d}/tokens; exec python3 -m http.server {web} --bind {host} --directory {d}"
+stop_timeout = "{stop}"
 health = {{ kind = "http", url = "http://{host}:{web}/", interval = "100ms", timeout = "1s", fall = 2, rise = 1 }}
 
 [[group]]
@@ -304,7 +306,9 @@ on_promote = "echo promote $MAMORI_REASON $MAMORI_FENCING_TOKEN >> {d}/hooks"
 on_demote = "echo demote $MAMORI_REASON >> {d}/hooks"
 {pre}
 "#,
-            preempt = o.preempt
+            preempt = o.preempt,
+            trap = if o.stubborn { "trap '' TERM; " } else { "" },
+            stop = if o.stubborn { "30s" } else { "2s" },
         );
         std::fs::write(dir.path().join("mamori.toml"), cfg).expect("write config");
         Node {
@@ -947,7 +951,12 @@ fn a_standby_whose_pre_promote_check_fails_is_skipped() {
 
 #[test]
 fn partitioned_active_demotes_itself_before_anyone_promotes() {
-    let (net, mut nodes) = cluster(&[Opts::default(), Opts::default(), Opts::default()]);
+    // a's unit ignores SIGTERM: fencing kills it within half the lease.
+    let stubborn = Opts {
+        stubborn: true,
+        ..Default::default()
+    };
+    let (net, mut nodes) = cluster(&[stubborn, Opts::default(), Opts::default()]);
     start_all(&mut nodes);
     wait_active(&nodes[1], "a");
     wait_healthy(&nodes[0]);
@@ -957,6 +966,17 @@ fn partitioned_active_demotes_itself_before_anyone_promotes() {
     // a saw it could not renew and stopped its units on its own.
     wait_for("a fenced", || (nodes[0].role() == "standby").then_some(()));
     assert_eq!(nodes[0].get("/api/v1/units/web")["state"], "stopped");
+    // Its unit ignored SIGTERM; it was killed, not left running.
+    let marker = nodes[0].dir.path().display().to_string();
+    let left: Vec<i32> = procs_with(&marker)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("http.server"))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert!(left.is_empty(), "a's unit still runs: {left:?}");
     let ha = nodes[0].history();
     let fenced = ha
         .iter()

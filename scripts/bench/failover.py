@@ -13,8 +13,13 @@ next trial starts once every node is back as a qualified standby. At the end
 the history checker reads every node's group.activated / group.deactivated
 events and counts overlapping active intervals (the answer must be 0).
 
+With --warm the standbys run the unit too (standby = "warm"): what is timed
+is then the new active's on_promote hook having run (it writes a file, as a
+hook that moves a virtual address would), the units being up already.
+
 Usage: failover.py [--trials 50] [--mode kill|partition] [--ttl 2]
                    [--etcd-fast]   (etcd --election-timeout 500 --heartbeat-interval 100)
+                   [--warm] [--poll 100ms]
 Env: MAMORI=path/to/mamori (default target/release/mamori).
 Prints one JSON line with the figures; writes raw times to --out if given.
 """
@@ -114,7 +119,7 @@ class Proxy:
 
 
 class Node:
-    def __init__(self, name, idx, endpoint, nodes, ttl, base):
+    def __init__(self, name, idx, endpoint, nodes, ttl, base, warm=False, poll='100ms'):
         self.name, self.host = name, f'127.0.0.{idx + 2}'
         self.port, self.web = free_port(), free_port()
         self.dir = os.path.join(base, name)
@@ -133,6 +138,7 @@ node = "{name}"
 backend = "etcd"
 endpoints = ["{endpoint}"]
 lease_ttl = "{ttl}s"
+poll_interval = "{poll}"
 
 [[service]]
 name = "web"
@@ -145,6 +151,8 @@ name = "g"
 units = ["web"]
 nodes = [{nodes_s}]
 verify_every = "300ms"
+standby = "{'warm' if warm else 'stopped'}"
+on_promote = "date +%s%N > {self.dir}/promoted"
 '''
         with open(os.path.join(self.dir, 'mamori.toml'), 'w') as f:
             f.write(cfg)
@@ -242,6 +250,8 @@ def main():
     ap.add_argument('--mode', choices=['kill', 'partition'], default='kill')
     ap.add_argument('--ttl', type=int, default=2)
     ap.add_argument('--etcd-fast', action='store_true')
+    ap.add_argument('--warm', action='store_true')
+    ap.add_argument('--poll', default='100ms')
     ap.add_argument('--out')
     a = ap.parse_args()
     base = tempfile.mkdtemp(prefix='mamori-failover-')
@@ -259,7 +269,7 @@ def main():
         for i, n in enumerate(names):
             p = Proxy(cport)
             proxies.append(p)
-            nodes.append(Node(n, i, f'http://127.0.0.1:{p.port}', names, a.ttl, base))
+            nodes.append(Node(n, i, f'http://127.0.0.1:{p.port}', names, a.ttl, base, a.warm, a.poll))
         for n in nodes:
             n.start()
         times, promoted = [], []
@@ -283,6 +293,11 @@ def main():
             wait('active healthy', lambda: get(f'http://{node.host}:{node.web}/', 0.3)[0] == 200)
             wait('standbys ready', lambda: all_standbys_ready(act))
             others = [n for n in nodes if n is not node]
+            for n in nodes:
+                try:
+                    os.unlink(os.path.join(n.dir, 'promoted'))
+                except FileNotFoundError:
+                    pass
             t0 = time.time()
             if a.mode == 'kill':
                 node.kill9()
@@ -291,7 +306,10 @@ def main():
 
             def answered():
                 for n in others:
-                    if get(f'http://{n.host}:{n.web}/', 0.2)[0] == 200:
+                    if a.warm:
+                        if os.path.exists(os.path.join(n.dir, 'promoted')):
+                            return n
+                    elif get(f'http://{n.host}:{n.web}/', 0.2)[0] == 200:
                         return n
                 return None
             new = wait('a new active answering', answered, bound=60)
@@ -304,7 +322,8 @@ def main():
                 proxies[nodes.index(node)].cut = False
         n_iv, bad, tokens_ok = overlaps(nodes)
         res = {
-            'mode': a.mode, 'lease_ttl_s': a.ttl, 'etcd_fast': a.etcd_fast, 'trials': len(times),
+            'mode': a.mode, 'lease_ttl_s': a.ttl, 'etcd_fast': a.etcd_fast, 'warm': a.warm, 'poll': a.poll,
+            'trials': len(times),
             'median_ms': round(statistics.median(times)), 'p99_ms': round(pct(times, 99)),
             'min_ms': round(min(times)), 'max_ms': round(max(times)),
             'active_intervals': n_iv, 'overlapping_intervals': bad, 'tokens_increase': tokens_ok,

@@ -59,12 +59,19 @@ impl Inner {
         self.cfg.groups.iter().find(|g| g.name == name)
     }
 
+    /// Changes this node's view of a group; the record is re-published
+    /// when it really changed.
     pub fn set_view(&self, group: &str, f: impl FnOnce(&mut GroupView)) {
-        {
+        let changed = {
             let mut v = self.views.lock().unwrap_or_else(|p| p.into_inner());
-            f(v.entry(group.to_string()).or_default());
+            let view = v.entry(group.to_string()).or_default();
+            let before = view.clone();
+            f(view);
+            *view != before
+        };
+        if changed {
+            self.changed.notify_one();
         }
-        self.changed.notify_one();
     }
 
     pub fn view(&self, group: &str) -> GroupView {
@@ -404,39 +411,57 @@ fn unavailable(e: super::CoordError) -> Refusal {
 async fn publish(i: Arc<Inner>, cancel: CancellationToken) {
     let ttl = i.cfg.lease_ttl;
     let mut lease: Option<i64> = None;
-    let mut last_put = tokio::time::Instant::now() - ttl;
+    let mut last_put = tokio::time::Instant::now();
     let mut dirty = true;
+    let mut next_renew = tokio::time::Instant::now();
     loop {
-        let wake = tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = i.changed.notified() => true,
-            _ = tokio::time::sleep(ttl / 3) => false,
-        };
-        dirty |= wake;
-        let Some(id) = lease else {
-            match i.coord.grant(ttl).await {
+        if lease.is_some() && !dirty {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = i.changed.notified() => dirty = true,
+                _ = tokio::time::sleep_until(next_renew) => {}
+            }
+        } else if cancel.is_cancelled() {
+            break;
+        }
+        let id = match lease {
+            Some(id) => id,
+            None => match i.coord.grant(ttl).await {
                 Ok(id) => {
                     lease = Some(id);
                     dirty = true;
+                    next_renew = tokio::time::Instant::now() + ttl / 3;
+                    id
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "Cannot publish this node's record.");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(ttl / 4) => continue,
+                    }
+                }
+            },
+        };
+        if tokio::time::Instant::now() >= next_renew {
+            next_renew = tokio::time::Instant::now() + ttl / 3;
+            match i.coord.keep_alive(id).await {
+                Ok(Some(_)) => i.mark_store_ok(),
+                Ok(None) => {
+                    lease = None;
                     continue;
                 }
+                Err(_) => {}
             }
-            continue_publish(&i, lease, &mut dirty, &mut last_put).await;
-            continue;
-        };
-        match i.coord.keep_alive(id).await {
-            Ok(Some(_)) => i.mark_store_ok(),
-            Ok(None) => {
-                lease = None;
-                continue;
-            }
-            Err(_) => continue,
         }
-        if dirty || last_put.elapsed() > ttl * 5 {
+        if dirty {
             continue_publish(&i, lease, &mut dirty, &mut last_put).await;
+            if dirty {
+                // The put failed: retry after a pause, not in a spin.
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(ttl / 4) => {}
+                }
+            }
         }
     }
     if let Some(id) = lease {
