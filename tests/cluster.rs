@@ -252,6 +252,8 @@ struct Opts {
     preempt: bool,
     /// The unit ignores SIGTERM and has a 30 s stop_timeout: fencing must kill it.
     stubborn: bool,
+    /// Overrides the unit's stop_timeout.
+    stop_timeout: Option<&'static str>,
 }
 
 impl Node {
@@ -308,7 +310,9 @@ on_demote = "echo demote $MAMORI_REASON >> {d}/hooks"
 "#,
             preempt = o.preempt,
             trap = if o.stubborn { "trap '' TERM; " } else { "" },
-            stop = if o.stubborn { "30s" } else { "2s" },
+            stop = o
+                .stop_timeout
+                .unwrap_or(if o.stubborn { "30s" } else { "2s" }),
         );
         std::fs::write(dir.path().join("mamori.toml"), cfg).expect("write config");
         Node {
@@ -1122,6 +1126,34 @@ fn switchover_checks_the_target_and_a_drill_goes_there_and_back() {
             .then_some(())
     });
     check_history(&[&nodes[0], &nodes[1], &nodes[2]]);
+}
+
+#[test]
+fn a_switchover_keeps_the_lease_while_a_slow_unit_stops() {
+    // a's unit ignores SIGTERM and is killed only at its 4 s stop_timeout,
+    // twice the lease: the lease must outlive the stop, so b cannot start
+    // before a's unit is gone.
+    let slow = Opts {
+        stubborn: true,
+        stop_timeout: Some("4s"),
+        ..Default::default()
+    };
+    let (_net, mut nodes) = cluster(&[slow, Opts::default()]);
+    start_all(&mut nodes);
+    wait_active(&nodes[1], "a");
+    wait_healthy(&nodes[0]);
+    wait_for("b qualified", || {
+        let v = nodes[0].get("/api/v1/groups/g");
+        (v["members"]["b"]["qualified"] == true).then_some(())
+    });
+    let (s, body) = nodes[1].post("/api/v1/groups/g/switchover?to=b");
+    assert_eq!(s, 200, "{body}");
+    wait_healthy(&nodes[1]);
+    let h = check_history(&[&nodes[0], &nodes[1]]);
+    assert_eq!(
+        h.iter().map(|i| i.node.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
 }
 
 #[test]

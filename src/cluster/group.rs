@@ -173,6 +173,8 @@ pub struct Group {
     asked_peers: bool,
     no_standby_since: Option<Instant>,
     no_standby_reported: bool,
+    /// `last_ok` when the last demotion began (the lease lives until at least + ttl).
+    demoted_last_ok: Option<Instant>,
 }
 
 impl Group {
@@ -192,6 +194,7 @@ impl Group {
             asked_peers: false,
             no_standby_since: None,
             no_standby_reported: false,
+            demoted_last_ok: None,
         }
     }
 
@@ -201,6 +204,16 @@ impl Group {
 
     pub fn token(&self) -> Option<i64> {
         self.token
+    }
+
+    /// When the lease was last renewed (send time of the keep-alive), while active.
+    pub fn last_ok(&self) -> Option<Instant> {
+        self.last_ok
+    }
+
+    /// When the lease was last renewed before the current demotion began.
+    pub fn demoted_last_ok(&self) -> Option<Instant> {
+        self.demoted_last_ok
     }
 
     /// When the shell must call `handle(Tick)` at the latest.

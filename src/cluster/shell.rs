@@ -462,7 +462,26 @@ impl Shell {
                     }
                 });
             }
+            // A graceful stop (switchover, shutdown) may take the units'
+            // whole stop_timeout: the lease is kept alive meanwhile, and if
+            // that fails, the units are killed before it can expire.
+            let keeper = match (fence, self.lease) {
+                (false, Some(lease)) => Some(tokio::spawn(keep_while_stopping(
+                    self.i.clone(),
+                    self.g.clone(),
+                    lease,
+                    // Active: shutting down; Demoting: a switchover.
+                    self.m
+                        .last_ok()
+                        .or(self.m.demoted_last_ok())
+                        .unwrap_or(started),
+                ))),
+                _ => None,
+            };
             while stops.join_next().await.is_some() {}
+            if let Some(k) = keeper {
+                k.abort();
+            }
         }
         self.i.bus.emit(EventKind::GroupDeactivated {
             group: group.clone(),
@@ -576,6 +595,36 @@ impl Shell {
             self.demote("the agent is stopping".into(), None, false)
                 .await;
         }
+    }
+}
+
+/// During a graceful demotion: renews the lease every quarter of it; when no
+/// renewal succeeded for half of it, SIGKILLs the units' process groups so
+/// they are gone before the lease can expire anywhere.
+async fn keep_while_stopping(i: Arc<Inner>, g: GroupConfig, lease: i64, since: Instant) {
+    let ttl = i.cfg.lease_ttl;
+    let mut last_ok = since;
+    loop {
+        let sent = Instant::now();
+        let ok = matches!(
+            tokio::time::timeout(ttl / 4, i.coord.keep_alive(lease)).await,
+            Ok(Ok(Some(_)))
+        );
+        if ok {
+            last_ok = sent;
+        } else if Instant::now() >= last_ok + ttl / 2 {
+            for u in &g.units {
+                if let Some(pid) = i.sup.status(u).and_then(|s| s.pid) {
+                    tracing::error!(unit = %u, pid, "Lost the lease while stopping; killing the unit.");
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            return;
+        }
+        tokio::time::sleep_until(sent + ttl / 4).await;
     }
 }
 
