@@ -85,6 +85,20 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    /// SIGSTOP (true) or SIGCONT: etcd hangs, as when it is unreachable for everyone.
+    fn pause(&self, stop: bool) {
+        if let Some(c) = &self.child {
+            let sig = if stop {
+                nix::sys::signal::Signal::SIGSTOP
+            } else {
+                nix::sys::signal::Signal::SIGCONT
+            };
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -254,6 +268,8 @@ struct Opts {
     stubborn: bool,
     /// Overrides the unit's stop_timeout.
     stop_timeout: Option<&'static str>,
+    /// `on_store_loss = "keep-if-all-peers-agree"`.
+    keep: bool,
 }
 
 impl Node {
@@ -291,6 +307,7 @@ node = "{name}"
 backend = "etcd"
 endpoints = ["{endpoint}"]
 lease_ttl = "2s"
+on_store_loss = "{on_store_loss}"
 
 [[service]]
 name = "web"
@@ -309,6 +326,11 @@ on_demote = "echo demote $MAMORI_REASON >> {d}/hooks"
 {pre}
 "#,
             preempt = o.preempt,
+            on_store_loss = if o.keep {
+                "keep-if-all-peers-agree"
+            } else {
+                "demote"
+            },
             trap = if o.stubborn { "trap '' TERM; " } else { "" },
             stop = o
                 .stop_timeout
@@ -703,6 +725,12 @@ impl Net {
                 node.cut = cut;
             }
             Net::Proxies { proxies, .. } => proxies[i].set_cut(cut),
+        }
+    }
+
+    fn etcd(&self) -> &Etcd {
+        match self {
+            Net::Netns { _etcd, .. } | Net::Proxies { _etcd, .. } => _etcd,
         }
     }
 }
@@ -1154,6 +1182,72 @@ fn a_switchover_keeps_the_lease_while_a_slow_unit_stops() {
         h.iter().map(|i| i.node.as_str()).collect::<Vec<_>>(),
         ["a", "b"]
     );
+}
+
+fn events(n: &Node, kind: &str) -> usize {
+    let v = n.get("/api/v1/events?limit=1000");
+    v.as_array()
+        .map(|a| a.iter().filter(|e| e["kind"] == kind).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn keep_if_all_peers_agree_keeps_the_group_through_an_etcd_outage() {
+    let keep = Opts {
+        keep: true,
+        ..Default::default()
+    };
+    let (net, mut nodes) = cluster(&[keep.clone(), keep.clone(), keep]);
+    start_all(&mut nodes);
+    let t1 = wait_active(&nodes[1], "a");
+    wait_healthy(&nodes[0]);
+    wait_for("peers known to a", || {
+        let v = nodes[0].get("/api/v1/groups/g");
+        (v["members"].as_object()?.len() == 3).then_some(())
+    });
+    // etcd hangs for everyone: nobody can take the group, so a keeps it.
+    net.etcd().pause(true);
+    wait_for("a kept by its peers", || {
+        (events(&nodes[0], "group.kept_by_peers") > 0).then_some(())
+    });
+    // Past the point where it would have fenced itself, it is still active.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(nodes[0].role(), "active");
+    assert_eq!(events(&nodes[0], "group.deactivated"), 0);
+    wait_healthy(&nodes[0]);
+    // etcd is back: a's lease expired meanwhile; it takes the key again.
+    net.etcd().pause(false);
+    let t2 = wait_for("a active with a new token", || {
+        active(&nodes[1])
+            .filter(|(n, t)| n == "a" && *t != t1)
+            .map(|(_, t)| t)
+    });
+    assert!(t2 > t1);
+    assert_eq!(nodes[0].role(), "active");
+    let h = check_history(&[&nodes[0], &nodes[1], &nodes[2]]);
+    assert!(
+        h.iter().all(|i| i.node == "a"),
+        "only a was ever active: {h:?}"
+    );
+}
+
+#[test]
+fn keep_if_all_peers_agree_still_fences_when_only_the_active_is_cut_off() {
+    let keep = Opts {
+        keep: true,
+        ..Default::default()
+    };
+    let (net, mut nodes) = cluster(&[keep.clone(), keep.clone(), keep]);
+    start_all(&mut nodes);
+    wait_active(&nodes[1], "a");
+    wait_healthy(&nodes[0]);
+    // The peers still reach etcd (and, with namespaces, not a): a must go.
+    net.cut(&mut nodes[0], 0, true);
+    wait_active(&nodes[1], "b");
+    wait_for("a fenced", || (nodes[0].role() == "standby").then_some(()));
+    assert_eq!(events(&nodes[0], "group.kept_by_peers"), 0);
+    net.cut(&mut nodes[0], 0, false);
+    check_history(&[&nodes[0], &nodes[1], &nodes[2]]);
 }
 
 #[test]

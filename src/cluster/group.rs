@@ -222,7 +222,17 @@ impl Group {
             return None;
         }
         let fence = self.fence_at();
-        [self.next_renew, fence].into_iter().flatten().min()
+        let ask = self.ask_at();
+        [self.next_renew, fence, ask].into_iter().flatten().min()
+    }
+
+    /// `keep-if-all-peers-agree`: peers are asked half way to the fencing
+    /// deadline, so their answer is in before it.
+    fn ask_at(&self) -> Option<Instant> {
+        if !self.p.keep_if_peers_agree || self.asked_peers {
+            return None;
+        }
+        self.fence_at().map(|f| f - self.p.fence_after / 2)
     }
 
     fn fence_at(&self) -> Option<Instant> {
@@ -326,23 +336,20 @@ impl Group {
     }
 
     fn tick_active(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.ask_at().is_some_and(|t| now >= t) {
+            self.asked_peers = true;
+            out.push(Action::AskPeers);
+        }
         if let Some(f) = self.fence_at() {
             if now >= f {
-                if self.p.keep_if_peers_agree {
-                    if !self.asked_peers {
-                        self.asked_peers = true;
-                        out.push(Action::AskPeers);
-                    }
+                let waited = self.p.fence_after.as_millis();
+                let why = if self.p.keep_if_peers_agree {
+                    format!("could not renew its lease for {waited} ms and not every peer agreed to keep it; self-fencing")
                 } else {
-                    let waited = self.p.fence_after.as_millis();
-                    self.demote(
-                        &format!("could not renew its lease for {waited} ms; self-fencing before it can expire"),
-                        None,
-                        true,
-                        out,
-                    );
-                    return;
-                }
+                    format!("could not renew its lease for {waited} ms; self-fencing before it can expire")
+                };
+                self.demote(&why, None, true, out);
+                return;
             }
         }
         if !self.renew_inflight && self.next_renew.is_some_and(|t| now >= t) {

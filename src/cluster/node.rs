@@ -396,9 +396,17 @@ impl Cluster {
         }
     }
 
-    /// For a peer's `on_store_loss` question: does this node reach the store?
-    pub fn peer_status(&self) -> Value {
-        json!({"node": self.inner.node, "store_ok": self.inner.store_ok()})
+    /// For a peer's `on_store_loss` question: does this node reach the store
+    /// *now*? A read with a short timeout (the asker waits 500 ms at most).
+    pub async fn peer_status(&self) -> Value {
+        let i = &self.inner;
+        let probe =
+            tokio::time::timeout(Duration::from_millis(300), i.coord.get(&i.keys.nodes())).await;
+        let ok = matches!(probe, Ok(Ok(_)));
+        if ok {
+            i.mark_store_ok();
+        }
+        json!({"node": i.node, "store_ok": ok})
     }
 }
 

@@ -722,22 +722,28 @@ async fn peers_agree(i: &Inner, group: &str) -> bool {
     if peers.is_empty() {
         return false;
     }
+    let mut asks = tokio::task::JoinSet::new();
     for api in peers {
-        let url = format!("http://{api}/api/v1/cluster/peer");
-        let ok = match i.http.get(&url).send().await {
-            Ok(r) => r
+        let http = i.http.clone();
+        asks.spawn(async move {
+            let url = format!("http://{api}/api/v1/cluster/peer");
+            let v = http
+                .get(&url)
+                .send()
+                .await
+                .ok()?
                 .json::<serde_json::Value>()
                 .await
-                .ok()
-                .and_then(|v| v["store_ok"].as_bool())
-                .map(|store_ok| !store_ok),
-            Err(_) => None,
-        };
-        if ok != Some(true) {
-            return false;
-        }
+                .ok()?;
+            // Agrees when it answered and does not reach the store either.
+            Some(!v["store_ok"].as_bool()?)
+        });
     }
-    true
+    let mut all = true;
+    while let Some(r) = asks.join_next().await {
+        all &= matches!(r, Ok(Some(true)));
+    }
+    all
 }
 
 /// `<data_dir>/cluster/<group>.json`: this node's role and token, for units

@@ -104,5 +104,5 @@ pub async fn drills(
 }
 
 pub async fn peer(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(cluster(&s)?.peer_status()))
+    Ok(Json(cluster(&s)?.peer_status().await))
 }

@@ -343,15 +343,34 @@ async fn keep_if_all_peers_agree_keeps_then_retakes_the_key() {
     );
     assert_eq!(out, vec![Action::Retoken { token: 11 }]);
     assert_eq!(g.token(), Some(11));
-    // A peer that disagrees makes it demote.
+    // A peer that disagrees makes it demote at once.
     let mut p = params("a");
     p.keep_if_peers_agree = true;
     let mut g = Group::new(p);
     make_active(&mut g, 3);
-    advance(TTL).await;
+    advance(TTL / 4 + Duration::from_millis(10)).await;
     let out = g.handle(Input::Tick, Instant::now());
-    assert!(out.contains(&Action::AskPeers), "{out:?}");
+    assert!(
+        out.contains(&Action::AskPeers),
+        "asked before the deadline: {out:?}"
+    );
+    assert_eq!(g.role(), Role::Active);
     let out = g.handle(Input::PeersAgree(false), Instant::now());
+    assert!(
+        matches!(&out[..], [Action::Demote { fence: true, .. }]),
+        "{out:?}"
+    );
+    // No answer by the deadline: demote all the same.
+    let mut p = params("a");
+    p.keep_if_peers_agree = true;
+    let mut g = Group::new(p);
+    make_active(&mut g, 3);
+    advance(TTL / 4 + Duration::from_millis(10)).await;
+    assert!(g
+        .handle(Input::Tick, Instant::now())
+        .contains(&Action::AskPeers));
+    advance(TTL / 4).await;
+    let out = g.handle(Input::Tick, Instant::now());
     assert!(
         matches!(&out[..], [Action::Demote { fence: true, .. }]),
         "{out:?}"
