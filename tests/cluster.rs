@@ -270,6 +270,8 @@ struct Opts {
     stop_timeout: Option<&'static str>,
     /// `on_store_loss = "keep-if-all-peers-agree"`.
     keep: bool,
+    /// `drill_every` of the group.
+    drill_every: Option<&'static str>,
 }
 
 impl Node {
@@ -285,11 +287,14 @@ impl Node {
         let host = host.to_string();
         let (port, web) = (free_port(), free_port());
         let d = dir.path().display();
-        let pre = o
+        let mut pre = o
             .pre_promote
             .as_ref()
             .map(|p| format!("pre_promote = {p:?}"))
             .unwrap_or_default();
+        if let Some(d) = o.drill_every {
+            pre.push_str(&format!("\ndrill_every = {d:?}"));
+        }
         let nodes = nodes
             .iter()
             .map(|n| format!("{n:?}"))
@@ -1251,6 +1256,28 @@ fn keep_if_all_peers_agree_still_fences_when_only_the_active_is_cut_off() {
 }
 
 #[test]
+fn drill_every_schedules_drills_on_the_active_node() {
+    let o = Opts {
+        drill_every: Some("2s"),
+        ..Default::default()
+    };
+    let (_net, mut nodes) = cluster(&[o.clone(), o]);
+    start_all(&mut nodes);
+    let d = wait_for("a scheduled drill that passed", || {
+        nodes.iter().find_map(|n| {
+            let v = n.get("/api/v1/drills");
+            v.as_array()?
+                .iter()
+                .find(|d| d["trigger"] == "schedule" && d["finished_at"].is_i64())
+                .cloned()
+        })
+    });
+    assert_eq!(d["ok"], true, "{d}");
+    assert_eq!(d["healthy"], true, "{d}");
+    check_history(&[&nodes[0], &nodes[1]]);
+}
+
+#[test]
 fn embedded_backend_fails_over_between_agents_of_one_host() {
     let shared = tempfile::tempdir().unwrap();
     let db = shared.path().join("cluster.db");
@@ -1308,4 +1335,24 @@ fn group_config_errors_are_reported_with_positions() {
         "{err}"
     );
     assert!(err.contains("m.toml:6:10: unknown unit \"nope\""), "{err}");
+}
+
+#[test]
+fn an_agent_without_a_cluster_answers_cluster_endpoints_with_404() {
+    let a = common::Agent::start("", "[[service]]\nname = \"s\"\ncommand = \"sleep 1000\"\n");
+    for path in ["/api/v1/nodes", "/api/v1/groups", "/api/v1/cluster/peer"] {
+        let (status, body) = common::http(a.port, "GET", path, None).unwrap();
+        assert_eq!(status, 404, "{path}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            v["error"].as_str().unwrap().contains("not in a cluster"),
+            "{body}"
+        );
+    }
+    let (status, _) = a.post("/api/v1/groups/g/drill");
+    assert_eq!(status, 404);
+    // Its unit starts as usual: no gate without a group.
+    common::wait_for("s running", || {
+        (a.unit("s")["state"] == "running").then_some(())
+    });
 }

@@ -96,6 +96,13 @@ vrrp_instance VI_1 {{
 
 def start(n, base):
     d = os.path.join(base, n)
+    # A killed keepalived leaves its pid files; a reused pid would make the
+    # new one think it is already running.
+    for f in ('k.pid', 'v.pid'):
+        try:
+            os.unlink(os.path.join(d, f))
+        except FileNotFoundError:
+            pass
     log = open(os.path.join(d, 'log'), 'a')
     subprocess.Popen(['ip', 'netns', 'exec', NS[n], 'python3', '-m', 'http.server', '8080', '--bind', '0.0.0.0', '--directory', d],
                      stdout=log, stderr=log)
@@ -164,6 +171,10 @@ def main():
             print(f'trial {t + 1}: {master} -> {other}: {dt:.0f} ms{" SPLIT BRAIN" if both else ""}', file=sys.stderr, flush=True)
             if a.mode == 'kill':
                 revive(master, base)
+                # A restarted backup that has not heard the master yet has its
+                # master-down timer running already; give it one interval
+                # (3.6 s) so the next trial times a backup in steady state.
+                time.sleep(4)
             else:
                 for n in NS:
                     sh('ip', 'link', 'set', f'mka{n}-br', 'type', 'bridge_slave', 'mcast_flood', 'on')
