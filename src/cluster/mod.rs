@@ -8,9 +8,10 @@
 //! - `group`: the pure role state machine of one group on one node
 //!   (standby → verifying → campaigning → active → demoting), with the
 //!   self-fencing deadline; tested with paused time.
-//! - `node`: the async shell: polls the store, renews leases, runs pre-promote
-//!   checks and hooks, starts and stops the group's units, publishes this
-//!   node's record.
+//! - `node`: this node's record in the store, the API's handle (`Cluster`),
+//!   switchover; starts one `shell` per group.
+//! - `shell`: the async loop of one group on this node; `work`: what it does
+//!   besides (verification, taking the key, asking peers, hooks' helpers).
 //! - `drill`: a controlled switchover and back, measured and recorded.
 //!
 //! Key layout under `<prefix>` (default `/mamori/`):
@@ -25,6 +26,7 @@ pub mod etcd;
 pub mod group;
 pub mod node;
 mod shell;
+mod work;
 
 use std::future::Future;
 use std::pin::Pin;
