@@ -16,7 +16,7 @@ partition: stop the VRRP adverts between the two (the bridge stops flooding
 Usage: failover_keepalived.py [--trials 50] [--mode kill|partition] [--out F]
 Prints one JSON line. Cleans up namespaces, links and processes on every path.
 """
-import argparse, json, os, signal, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
 
 NS = {'A': 'mkaA', 'B': 'mkaB'}
 IP = {'A': '10.213.0.1', 'B': '10.213.0.2'}
@@ -190,6 +190,7 @@ def main():
                 json.dump({**res, 'times_ms': [round(x) for x in times]}, f, indent=1)
     finally:
         cleanup()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == '__main__':
