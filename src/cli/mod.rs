@@ -338,6 +338,22 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                             ""
                         }
                     );
+                    // --- cluster ---
+                    if let Some(cl) = &c.cluster {
+                        let member = cl
+                            .groups
+                            .iter()
+                            .filter(|g| g.nodes.contains(&cl.node))
+                            .count();
+                        println!(
+                            "cluster: node {}, {} backend, lease {} ms, {} groups ({} with this node)",
+                            cl.node,
+                            cl.backend.name(),
+                            cl.lease_ttl.as_millis(),
+                            cl.groups.len(),
+                            member
+                        );
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(errors) => {
