@@ -510,8 +510,9 @@ impl Group {
         }
     }
 
-    /// Edge-triggered "no standby qualifies", after a grace period (nodes
-    /// start at different times), at once when the group has no leader.
+    /// Edge-triggered "no standby qualifies", after a grace period: nodes
+    /// start at different times, and a node that just started has not
+    /// verified itself yet.
     fn redundancy(&mut self, ok: bool, leaderless: bool, now: Instant, out: &mut Vec<Action>) {
         if ok {
             self.no_standby_since = None;
@@ -522,7 +523,7 @@ impl Group {
             return;
         }
         let since = *self.no_standby_since.get_or_insert(now);
-        if !self.no_standby_reported && (leaderless || now >= since + self.p.no_standby_grace) {
+        if !self.no_standby_reported && now >= since + self.p.no_standby_grace {
             self.no_standby_reported = true;
             out.push(Action::NoStandby { leaderless });
         }

@@ -108,6 +108,12 @@ async fn a_node_that_does_not_qualify_never_campaigns_and_the_next_moves_up() {
 #[tokio::test(start_paused = true)]
 async fn none_qualifies_is_reported_once_and_cleared() {
     let mut g = Group::new(params("b"));
+    // Not at once: a node that just started has not verified itself yet.
+    assert!(
+        obs(&mut g, seen(None, &[])).is_empty(),
+        "not before the grace"
+    );
+    advance(Duration::from_secs(10)).await;
     assert_eq!(
         obs(&mut g, seen(None, &[])),
         vec![Action::NoStandby { leaderless: true }]
