@@ -328,6 +328,7 @@ verify_every = "300ms"
 preempt = {preempt}
 on_promote = "echo promote $MAMORI_REASON $MAMORI_FENCING_TOKEN >> {d}/hooks"
 on_demote = "echo demote $MAMORI_REASON >> {d}/hooks"
+on_fault = "echo fault $MAMORI_ROLE $MAMORI_REASON >> {d}/hooks"
 {pre}
 "#,
             preempt = o.preempt,
@@ -1197,6 +1198,19 @@ fn partitioned_active_demotes_itself_before_anyone_promotes() {
         })
         .collect();
     assert!(left.is_empty(), "a's unit still runs: {left:?}");
+    let hooks = wait_for("a's on_fault hook", || {
+        std::fs::read_to_string(nodes[0].dir.path().join("hooks"))
+            .ok()
+            .filter(|h| h.contains("fault"))
+    });
+    assert!(
+        hooks.contains("fault fault could not renew its lease"),
+        "{hooks}"
+    );
+    assert!(
+        hooks.contains("demote could not renew its lease"),
+        "{hooks}"
+    );
     let ha = nodes[0].history();
     let fenced = ha
         .iter()
@@ -1436,6 +1450,26 @@ fn keep_if_all_peers_agree_still_fences_when_only_the_active_is_cut_off() {
     assert_eq!(events(&nodes[0], "group.kept_by_peers"), 0);
     net.cut(&mut nodes[0], 0, false);
     check_history(&[&nodes[0], &nodes[1], &nodes[2]]);
+}
+
+#[test]
+fn preempt_gives_the_group_back_to_the_first_node_when_it_returns() {
+    let o = Opts {
+        preempt: true,
+        ..Default::default()
+    };
+    let (_net, mut nodes) = cluster(&[o.clone(), o]);
+    start_all(&mut nodes);
+    let t1 = wait_active(&nodes[1], "a");
+    nodes[0].kill9();
+    let t2 = wait_active(&nodes[1], "b");
+    nodes[0].start();
+    // a qualifies again and, first in `nodes`, asks for the group back.
+    let t3 = wait_active(&nodes[1], "a");
+    assert!(t1 < t2 && t2 < t3, "{t1} {t2} {t3}");
+    wait_healthy(&nodes[0]);
+    assert_eq!(nodes[1].get("/api/v1/units/web")["state"], "stopped");
+    check_history(&[&nodes[0], &nodes[1]]);
 }
 
 #[test]
