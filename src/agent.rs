@@ -188,7 +188,11 @@ pub async fn run(config: Config) -> Result<()> {
         sample_interval: a.sample_interval,
         sampler: sampler.clone(),
         tick_epoch: tokio::time::Instant::now(),
+        gates: Default::default(),
     });
+    if let Some(cc) = &config.cluster {
+        crate::cluster::node::init_gates(cc, &ctx.gates);
+    }
     let sup = Supervisor::start(&config, ctx.clone(), cancel.clone(), &mut tasks)
         .context("cannot start the units")?;
     // on_leak = "restart": the sampler asks, the unit restarts gracefully.
@@ -245,6 +249,25 @@ pub async fn run(config: Config) -> Result<()> {
         cancel.child_token(),
         &mut tasks,
     );
+    // --- cluster: after the units and checks it starts and verifies ---
+    let cluster = match &config.cluster {
+        Some(cc) => Some(
+            crate::cluster::Cluster::start(
+                &config,
+                cc,
+                bus.clone(),
+                store.clone(),
+                sup.clone(),
+                checks.clone(),
+                ctx.reaper.clone(),
+                ctx.gates.clone(),
+                cancel.clone(),
+                &mut tasks,
+            )
+            .context("cannot join the cluster ([cluster])")?,
+        ),
+        None => None,
+    };
     let app = web::router(Arc::new(AppState {
         flows,
         sup,
@@ -263,6 +286,7 @@ pub async fn run(config: Config) -> Result<()> {
         metrics: web::metrics::Metrics::new(),
         incidents,
         ui: web::ui::UiState::new(&config),
+        cluster,
     }));
     let http_cancel = cancel.clone();
     let server = tokio::spawn(async move {

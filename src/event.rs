@@ -254,6 +254,88 @@ pub enum EventKind {
         last_update: String,
         due: String,
     },
+    // --- cluster (src/cluster/) ---
+    /// This node became the group's active node and started its units.
+    #[serde(rename = "group.activated")]
+    GroupActivated {
+        group: String,
+        node: String,
+        /// The fencing token of this activation (the lease key's creation revision).
+        token: i64,
+        reason: String,
+    },
+    /// This node stopped being active (units stopped, `on_demote` run).
+    #[serde(rename = "group.deactivated")]
+    GroupDeactivated {
+        group: String,
+        node: String,
+        token: i64,
+        reason: String,
+        /// It demoted itself because it could not keep its lease.
+        fenced: bool,
+    },
+    /// Pre-promote verification failed on this node: it does not qualify.
+    #[serde(rename = "group.step_aside")]
+    GroupStepAside {
+        group: String,
+        node: String,
+        reason: String,
+    },
+    /// This node qualifies again after a failed verification.
+    #[serde(rename = "group.qualified")]
+    GroupQualified { group: String, node: String },
+    /// No standby of the group qualifies (`leaderless`: and nobody is active).
+    #[serde(rename = "group.no_standby")]
+    GroupNoStandby {
+        group: String,
+        node: String,
+        leaderless: bool,
+    },
+    #[serde(rename = "group.standby_ok")]
+    GroupStandbyOk { group: String, node: String },
+    /// A switchover was asked for, refused, or handed off.
+    #[serde(rename = "group.switchover")]
+    GroupSwitchover {
+        group: String,
+        node: String,
+        to: String,
+        outcome: String,
+    },
+    /// This node cannot reach the coordination store (edge).
+    #[serde(rename = "group.store_lost")]
+    GroupStoreLost {
+        group: String,
+        node: String,
+        error: String,
+    },
+    #[serde(rename = "group.store_back")]
+    GroupStoreBack { group: String, node: String },
+    /// Kept active through a store outage because every peer lost it too.
+    #[serde(rename = "group.kept_by_peers")]
+    GroupKeptByPeers { group: String, node: String },
+    /// A hook (`on_promote`, `on_demote`, `on_fault`) failed.
+    #[serde(rename = "group.hook_failed")]
+    GroupHookFailed {
+        group: String,
+        node: String,
+        hook: String,
+        reason: String,
+    },
+    /// A failover drill passed: both legs switched and the checks passed.
+    #[serde(rename = "drill.passed")]
+    DrillPassed {
+        group: String,
+        drill_id: i64,
+        gap_ms: i64,
+        back_gap_ms: i64,
+    },
+    /// A failover drill failed: the failover is broken.
+    #[serde(rename = "drill.failed")]
+    DrillFailed {
+        group: String,
+        drill_id: i64,
+        reason: String,
+    },
 }
 
 impl EventKind {
@@ -307,6 +389,19 @@ impl EventKind {
             | IncidentUpdated { .. }
             | IncidentUpdateDue { .. } => None,
             AgentStarted { .. } | AgentStopping { .. } | LeftoversKilled { .. } => None,
+            GroupActivated { group, .. }
+            | GroupDeactivated { group, .. }
+            | GroupStepAside { group, .. }
+            | GroupQualified { group, .. }
+            | GroupNoStandby { group, .. }
+            | GroupStandbyOk { group, .. }
+            | GroupSwitchover { group, .. }
+            | GroupStoreLost { group, .. }
+            | GroupStoreBack { group, .. }
+            | GroupKeptByPeers { group, .. }
+            | GroupHookFailed { group, .. }
+            | DrillPassed { group, .. }
+            | DrillFailed { group, .. } => Some(group),
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod alert;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod incident;

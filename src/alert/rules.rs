@@ -138,6 +138,34 @@ pub fn defaults() -> Vec<Rule> {
             "incident {incident_id} needs an update: {title}",
             "Incident {incident_id} (\"{title}\", owner {owner}) has had no update since {last_update}; one was due at {due}. Post one with `mamori incident update {incident_id} --state STATE --message ...` or from the dashboard.",
         ),
+        // --- cluster ---
+        rule(
+            "drill-failed",
+            "drill.failed",
+            &["drill.passed"],
+            Severity::Critical,
+            "failover drill of {group} failed",
+            "The failover drill {drill_id} of group {group} failed: {reason}. Failover is broken; fix it before a real failure needs it.",
+        ),
+        rule(
+            "no-standby",
+            "group.no_standby",
+            &["group.standby_ok"],
+            Severity::Critical,
+            "no standby of {group} qualifies",
+            "Node {node} sees no standby of group {group} that passes its pre-promote checks (leaderless: {leaderless}). A failure of the active node would not fail over.",
+        ),
+        Rule {
+            when: vec![("fenced".into(), "true".into())],
+            ..rule(
+                "group-fenced",
+                "group.deactivated",
+                &["group.activated"],
+                Severity::Warning,
+                "{node} fenced itself out of {group}",
+                "{node} stopped group {group} (token {token}): {reason}",
+            )
+        },
         Rule {
             severity_from: Some("severity".into()),
             ..rule(
@@ -152,9 +180,9 @@ pub fn defaults() -> Vec<Rule> {
     ]
 }
 
-/// The subject of an event: its `check`, else `unit`, else `key` field.
+/// The subject of an event: its `check`, else `unit`, else `key`, else `group` field.
 pub fn subject(fields: &Map<String, Value>) -> String {
-    for k in ["check", "unit", "key"] {
+    for k in ["check", "unit", "key", "group"] {
         if let Some(v) = fields.get(k) {
             let s = value_str(v);
             if !s.is_empty() {

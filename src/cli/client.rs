@@ -23,7 +23,7 @@ impl Client {
         Ok(Client {
             base: format!("http://{addr}"),
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
+                .timeout(Duration::from_secs(150)) // a drill takes up to ~2 min
                 .no_proxy()
                 .build()
                 .context("cannot build the HTTP client")?,

@@ -5,6 +5,7 @@
 
 mod alerts;
 mod client;
+mod cluster;
 mod demo;
 mod incidents;
 mod show;
@@ -64,6 +65,8 @@ enum Cmd {
         /// The file to check (default: --config).
         file: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Cluster(ClusterCmd),
     /// Show units: state, pid, uptime, restarts, memory, last exit reason.
     Status {
         unit: Option<String>,
@@ -236,6 +239,36 @@ enum Cmd {
     },
 }
 
+// --- cluster ---
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// The cluster's live nodes and each one's role in every group.
+    Nodes {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Failover groups: the active node, its fencing token, the standbys.
+    Groups {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a group to another node on purpose (the target must qualify).
+    Switchover {
+        group: String,
+        /// The node to move it to.
+        #[arg(long)]
+        to: String,
+    },
+    /// A failover drill: switch the group over and back, measure, record.
+    Drill { group: String },
+    /// Past drills, newest first.
+    Drills {
+        group: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Subcommand)]
 enum SilenceCmd {
     /// Add a silence: `mamori silence add subject=web --for 2h --comment "deploy"`.
@@ -314,6 +347,22 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                             ""
                         }
                     );
+                    // --- cluster ---
+                    if let Some(cl) = &c.cluster {
+                        let member = cl
+                            .groups
+                            .iter()
+                            .filter(|g| g.nodes.contains(&cl.node))
+                            .count();
+                        println!(
+                            "cluster: node {}, {} backend, lease {} ms, {} groups ({} with this node)",
+                            cl.node,
+                            cl.backend.name(),
+                            cl.lease_ttl.as_millis(),
+                            cl.groups.len(),
+                            member
+                        );
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(errors) => {
@@ -425,6 +474,13 @@ async fn remote(cmd: Cmd, c: client::Client) -> Result<ExitCode> {
         Cmd::Agent { .. } | Cmd::Demo { .. } | Cmd::CheckConfig { .. } | Cmd::Next { .. } => {
             Ok(ExitCode::from(2))
         }
+        Cmd::Cluster(cc) => match cc {
+            ClusterCmd::Nodes { json } => cluster::nodes(&c, json).await,
+            ClusterCmd::Groups { json } => cluster::groups(&c, json).await,
+            ClusterCmd::Switchover { group, to } => cluster::switchover(&c, &group, &to).await,
+            ClusterCmd::Drill { group } => cluster::drill(&c, &group).await,
+            ClusterCmd::Drills { group, json } => cluster::drills(&c, group.as_deref(), json).await,
+        },
         Cmd::Alerts { state, limit, json } => alerts::list(&c, state.as_deref(), limit, json).await,
         Cmd::Alert { id, json } => alerts::show(&c, id, json).await,
         Cmd::Ack { id, comment } => alerts::ack(&c, id, &comment).await,

@@ -759,6 +759,9 @@ mod tests {
                 "limit-breached",
                 "leak-suspected",
                 "incident-update-due",
+                "drill-failed",
+                "no-standby",
+                "group-fenced",
                 "alertmanager"
             ]
         );
@@ -894,6 +897,6 @@ severity = "warning"
         let cd: Vec<&Rule> = a.rules.iter().filter(|r| r.name == "check-down").collect();
         assert_eq!(cd.len(), 1);
         assert_eq!(cd[0].severity, Severity::Warning);
-        assert_eq!(a.rules.len(), 6);
+        assert_eq!(a.rules.len(), rules::defaults().len());
     }
 }

@@ -86,6 +86,12 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
     let alerts = super::alerts::compile(&root, &base);
     // --- status page and incidents ---
     let (mut status, status_refs) = super::status::compile(&root);
+    // --- cluster ---
+    let cluster = {
+        let names: Vec<String> = all_checks.iter().map(|(c, _)| c.name.clone()).collect();
+        let mut us: Vec<&mut UnitConfig> = units.iter_mut().map(|p| &mut p.unit).collect();
+        super::cluster::compile(&root, &base, &agent, &mut us, &names)
+    };
     root.finish();
     cross_check(&r, &units, &declared);
     cross_check_checks(&r, &all_checks, &declared);
@@ -123,6 +129,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
             flows,
             alerts,
             status,
+            cluster,
         })
     } else {
         Err(ConfigErrors(errors))

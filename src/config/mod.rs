@@ -10,6 +10,8 @@
 // --- alerts ---
 pub mod alerts;
 pub mod checks;
+// --- cluster ---
+pub mod cluster;
 mod compile;
 pub mod jobs;
 pub mod status;
@@ -39,6 +41,8 @@ pub struct Config {
     pub alerts: alerts::AlertsConfig,
     /// The status page's components and how incidents behave.
     pub status: status::StatusConfig,
+    /// `[cluster]` and `[[group]]` (src/cluster/); `None` when absent.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl Config {

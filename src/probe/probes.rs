@@ -148,12 +148,23 @@ pub fn disk(path: &Path, max_used: Option<f64>, max_inodes: Option<f64>) -> Resu
 /// Runs a command in its own session with a timeout; exit 0 is healthy.
 /// Cannot start, timed out, killed, or non-zero: down, with the output's tail.
 pub async fn exec(reaper: &Reaper, argv: &[String], timeout: Duration) -> Result<(), Reason> {
+    exec_env(reaper, argv, &[], timeout).await
+}
+
+/// `exec` with extra environment variables (group hooks and pre-promote checks).
+pub async fn exec_env(
+    reaper: &Reaper,
+    argv: &[String],
+    env: &[(String, String)],
+    timeout: Duration,
+) -> Result<(), Reason> {
     let (read, write) = nix::unistd::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
     let write2 = write
         .try_clone()
         .map_err(|e| format!("cannot create a pipe: {e}"))?;
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(write))
         .stderr(Stdio::from(write2));

@@ -172,7 +172,7 @@ const MIGRATIONS: &[&str] = &[
         created_by TEXT NOT NULL,
         created_at INTEGER NOT NULL
      );",
-    // N (ui branch): incidents, their updates, linked components and alerts;
+    // 6: incidents, their updates, linked components and alerts;
     // an index so the status page reads check/unit history by kind and time.
     "CREATE TABLE incidents (
         id             INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -208,6 +208,22 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX incident_alerts_alert ON incident_alerts (alert_id);
      CREATE INDEX events_kind_ts ON events (kind, ts);",
+    // 7: failover drills of groups (src/cluster/drill.rs), one row per drill.
+    "CREATE TABLE drills (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        grp         TEXT NOT NULL,
+        started_at  INTEGER NOT NULL,
+        finished_at INTEGER,
+        from_node   TEXT NOT NULL,
+        to_node     TEXT NOT NULL,
+        gap_ms      INTEGER,
+        back_gap_ms INTEGER,
+        healthy     INTEGER NOT NULL DEFAULT 0,
+        ok          INTEGER NOT NULL DEFAULT 0,
+        reason      TEXT NOT NULL DEFAULT '',
+        trigger     TEXT NOT NULL
+     );
+     CREATE INDEX drills_grp ON drills (grp, id);",
 ];
 
 pub fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {

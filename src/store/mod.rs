@@ -10,6 +10,8 @@
 //! Calls are short and synchronous behind one mutex; async callers hold it
 //! only for one statement or one small transaction.
 
+// --- cluster ---
+mod drills;
 mod flows;
 mod incidents;
 mod migrations;
@@ -23,6 +25,7 @@ use rusqlite::{params, Connection};
 
 use crate::event::{Event, EventKind};
 
+pub use drills::DrillRecord;
 pub use flows::{FlowRunRecord, Hold};
 pub use incidents::{Incident, IncidentUpdate, NewIncident};
 pub use runs::{NewRun, RunEnd, RunRecord, RunState};

@@ -46,6 +46,34 @@ pub struct Ctx {
     pub sampler: Arc<crate::probe::sampler::Sampler>,
     /// Where the watchdogs' tick grid starts (see `unit::watchdog`).
     pub tick_epoch: tokio::time::Instant,
+    /// Units of failover groups: whether they may start here, and the env the group adds.
+    pub gates: Arc<Gates>,
+}
+
+/// The gate of a unit that belongs to a failover group (src/cluster/): it
+/// starts only while its group is active on this node (or, in warm standby
+/// mode, always), with `MAMORI_GROUP`, `MAMORI_NODE` and
+/// `MAMORI_FENCING_TOKEN` in its environment.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    pub group: String,
+    pub open: bool,
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Gates(Mutex<std::collections::HashMap<String, Gate>>);
+
+impl Gates {
+    pub fn set(&self, unit: &str, gate: Gate) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(unit.to_string(), gate);
+    }
+
+    pub fn get(&self, unit: &str) -> Option<Gate> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(unit).cloned()
+    }
 }
 
 struct Handle {

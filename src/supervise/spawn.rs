@@ -13,6 +13,8 @@ use crate::config::UnitConfig;
 
 pub struct Spec<'a> {
     pub unit: &'a UnitConfig,
+    /// Added by the unit's failover group (src/cluster/), if any.
+    pub extra_env: &'a [(String, String)],
     pub run_id: i64,
     pub agent_id: &'a str,
     /// `cgroup.procs` of the run's cgroup, if any.
@@ -26,6 +28,7 @@ pub fn command(spec: &Spec) -> io::Result<Command> {
     let mut cmd = Command::new(&unit.command[0]);
     cmd.args(&unit.command[1..]);
     cmd.envs(unit.env.iter().map(|(k, v)| (k, v)));
+    cmd.envs(spec.extra_env.iter().map(|(k, v)| (k, v)));
     cmd.env("MAMORI_UNIT", &unit.name);
     cmd.env(ENV_RUN_ID, spec.run_id.to_string());
     cmd.env(ENV_AGENT_ID, spec.agent_id);

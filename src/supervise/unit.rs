@@ -143,6 +143,13 @@ pub enum Command {
         by: String,
         reply: Reply<String>,
     },
+    /// Stop within `within` (then kill the tree), whatever `stop_timeout`
+    /// says: a group's self-fencing has only half a lease for it.
+    StopWithin {
+        by: String,
+        within: Duration,
+        reply: Reply<String>,
+    },
     /// Jobs only: start a run now; replies with its id.
     Run {
         by: String,
@@ -303,6 +310,19 @@ impl UnitTask {
                     None => "was not running".to_string(),
                 }));
             }
+            Command::StopWithin { by, within, reply } => {
+                self.ctx.bus.emit(EventKind::StopRequested {
+                    unit: self.cfg.name.clone(),
+                    by,
+                });
+                let was = self.live.as_ref().map(|l| l.id);
+                self.stop_within("stop", within.min(self.cfg.stop_timeout))
+                    .await;
+                let _ = reply.send(Ok(match was {
+                    Some(id) => format!("stopped (run {id})"),
+                    None => "was not running".to_string(),
+                }));
+            }
             Command::Restart { by, reply } => {
                 self.ctx.bus.emit(EventKind::StartRequested {
                     unit: self.cfg.name.clone(),
@@ -361,6 +381,17 @@ impl UnitTask {
     /// Starts a run. On failure the run is recorded as failed and, for a
     /// service, the restart policy decides what next.
     fn start(&mut self, trigger: &str) -> Result<i64, CmdError> {
+        if let Some(g) = self.ctx.gates.get(&self.cfg.name) {
+            if !g.open {
+                return Err(CmdError {
+                    status: 409,
+                    error: format!(
+                        "\"{}\" belongs to group \"{}\", which is not active on this node",
+                        self.cfg.name, g.group
+                    ),
+                });
+            }
+        }
         let now = Instant::now();
         let log_start = lock(&self.sink).offset();
         let run_id = self
@@ -476,8 +507,15 @@ impl UnitTask {
             run_id,
             self.cfg.limits.memory,
         )?);
+        let extra_env = self
+            .ctx
+            .gates
+            .get(&self.cfg.name)
+            .map(|g| g.env)
+            .unwrap_or_default();
         let spec = spawn::Spec {
             unit: &self.cfg,
+            extra_env: &extra_env,
             run_id,
             agent_id: &self.ctx.enforcer.agent_id,
             cgroup_procs: group.procs_file(),
@@ -611,6 +649,10 @@ impl UnitTask {
     /// Stops the current run, if any: the stop signal to the whole tree, then
     /// SIGKILL to whatever is left when `stop_timeout` runs out.
     async fn stop(&mut self, reason: &str) {
+        self.stop_within(reason, self.cfg.stop_timeout).await
+    }
+
+    async fn stop_within(&mut self, reason: &str, grace: Duration) {
         self.backoff_until = None;
         let Some(mut live) = self.live.take() else {
             self.set(|s| {
@@ -622,10 +664,10 @@ impl UnitTask {
         };
         live.stop_reason = Some(reason.to_string());
         self.set(|s| s.state = UnitState::Stopping);
-        let deadline = Instant::now() + self.cfg.stop_timeout;
+        let deadline = Instant::now() + grace;
         let enforcer = self.ctx.enforcer.clone();
         enforcer.signal_all(&live.group, live.pid, self.cfg.stop_signal);
-        let info = match timeout(self.cfg.stop_timeout, &mut live.exit).await {
+        let info = match timeout(grace, &mut live.exit).await {
             Ok(Ok(info)) => {
                 live.group.mark_root_gone();
                 Some(info)

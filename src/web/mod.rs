@@ -6,6 +6,7 @@
 mod alerts;
 mod api;
 mod auth;
+mod cluster;
 mod flows;
 pub mod limit;
 pub mod metrics;
@@ -45,6 +46,8 @@ pub struct AppState {
     // --- dashboard, status page, incidents ---
     pub incidents: crate::incident::Incidents,
     pub ui: ui::UiState,
+    /// `None` when the config has no `[cluster]` or `[[group]]`.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -77,6 +80,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/dashboard/login-link",
             post(ui::actions::login_link_api),
         )
+        // --- cluster ---
+        .route(
+            "/api/v1/groups/{name}/switchover",
+            post(cluster::switchover),
+        )
+        .route("/api/v1/groups/{name}/drill", post(cluster::drill))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -101,6 +110,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/alerts/{id}", get(alerts::show))
         .route("/api/v1/silences", get(alerts::silences))
+        // --- cluster ---
+        .route("/api/v1/nodes", get(cluster::nodes))
+        .route("/api/v1/groups", get(cluster::groups))
+        .route("/api/v1/groups/{name}", get(cluster::group))
+        .route("/api/v1/drills", get(cluster::drills))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_read,
@@ -108,6 +122,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut app = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/api/v1/openapi.json", get(openapi::document))
+        // Open like /healthz: other nodes ask it without a token (they have
+        // none of ours), and it says only this node's name and whether it
+        // reaches the coordination store (`on_store_loss`, docs/cluster.md).
+        .route("/api/v1/cluster/peer", get(cluster::peer))
         .route(
             "/ack/{id}/{token}",
             get(alerts::link_page).post(alerts::link_ack),
