@@ -375,7 +375,10 @@ async fn driven_by_tokio_time_a_fast_leak_is_flagged_within_a_minute() {
 #[ignore = "a tuning tool, not a test: run by hand with TRACE=name"]
 fn debug_trace() {
     let name = std::env::var("TRACE").unwrap();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("traces/leak");
+    let dir = std::env::var("TRACES").map_or_else(
+        |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("traces/leak"),
+        std::path::PathBuf::from,
+    );
     let traces = replay::load_traces(&dir).unwrap();
     let t = traces.iter().find(|t| t.name == name).unwrap();
     let mut d = Detector::new(LeakConfig::default(), Some(t.limit));
@@ -397,5 +400,33 @@ fn debug_trace() {
         if let Some(v) = v {
             println!("{:>7}s {v:?}", at.as_secs());
         }
+    }
+}
+
+/// `cargo test --lib debug_table -- --ignored --nocapture [TRACES=dir]`:
+/// delay share and false alarms of every trace (a tuning tool, not a test).
+#[test]
+#[ignore = "a tuning tool, not a test: run by hand"]
+fn debug_table() {
+    let dir = std::env::var("TRACES").map_or_else(
+        |_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("traces/leak"),
+        std::path::PathBuf::from,
+    );
+    for t in replay::load_traces(&dir).unwrap() {
+        let a = replay::replay_mamori(&t, &LeakConfig::default());
+        let s = replay::score(&t, &a);
+        println!(
+            "{:<20} delay {:>6} FA {} met {} raised {:?}",
+            t.name,
+            s.delay_share
+                .map_or("-".into(), |d| format!("{:.1}%", d * 100.0)),
+            s.false_alarms,
+            s.meets_targets,
+            a.raised
+                .iter()
+                .take(3)
+                .map(|d| d.as_secs())
+                .collect::<Vec<_>>()
+        );
     }
 }
