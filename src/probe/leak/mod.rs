@@ -460,19 +460,26 @@ impl Detector {
             }
         }
         // The window since the warm-up, only while it predicts the limit
-        // within RECEDE_MIN_LEFT_MS (module doc, step 2).
-        let near = |w: &Window| match (self.limit, self.ceiling) {
-            (Some(l), Some(c)) if w.slope > 0.0 => {
-                (l.saturating_sub(c) as f64 / w.slope * 1000.0) < RECEDE_MIN_LEFT_MS
-            }
-            _ => false,
+        // within RECEDE_MIN_LEFT_MS (module doc, step 2). Its floor line
+        // hardly rises faster than the memory's range since the warm-up over
+        // that time (twice that is allowed for, Theil–Sen being a median of
+        // pairwise slopes), so most of the time it need not be fitted.
+        let left_ms = |slope: f64| match (self.limit, self.ceiling) {
+            (Some(l), Some(c)) if slope > 0.0 => l.saturating_sub(c) as f64 / slope * 1000.0,
+            _ => f64::INFINITY,
         };
         let longest = self.scales.last().map_or(0, |s| s.len_ms);
-        self.since_warmup = (MIN_WINDOW_MS..=longest)
-            .contains(&available)
+        let possible = (MIN_WINDOW_MS..=longest).contains(&available)
+            && self
+                .history
+                .min_max(warm_end, u64::MAX)
+                .is_some_and(|(lo, hi)| {
+                    left_ms(2.0 * (hi - lo) as f64 / available as f64 * 1000.0) < RECEDE_MIN_LEFT_MS
+                });
+        self.since_warmup = possible
             .then(|| window(&self.history, &self.cfg, headroom, cycle, now, available))
             .flatten()
-            .filter(near);
+            .filter(|w| left_ms(w.slope) < RECEDE_MIN_LEFT_MS);
         let leak = self
             .scales
             .iter()
