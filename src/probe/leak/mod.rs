@@ -19,12 +19,20 @@
 //!    minima; the line is the Theil–Sen fit (median of pairwise slopes, robust
 //!    to an odd point) and the confidence is Kendall's τ (share of point pairs
 //!    where the later is higher, minus the share where it is lower).
+//!    **All the evidence there is**: while the limit is predicted within
+//!    10 min, the window of everything since the warm-up ended is tested too,
+//!    with every 2 s bucket. A fast leak has little time, and the ladder's
+//!    longest window may be almost √2 shorter and re-tested only every 1/16
+//!    of its length. (It is not used for slower growth: a window that grows
+//!    cannot be compared with itself over the confirmation, step 4, and it
+//!    starts at the steepest part of a warm-up that outlasts the grace.)
 //! 3. **A window shows a leak** (`window.rs`) when all of these hold:
 //!    - slope ≥ `min_slope_mb_per_hour` and τ ≥ `min_confidence`;
 //!    - the rise comes in several steps (at least 3 steps between
-//!      neighbouring points carry 1/8 of it each), and each half of the
-//!      window rises at ≥ 40 % of the window's slope: a step after a deploy
-//!      (flat, a jump, flat) is not a leak;
+//!      neighbouring points carry 1/8 of it each, none carries more than the
+//!      whole rise), and each half of the window rises at ≥ 40 % of the
+//!      window's slope: a step after a deploy (flat, a jump, flat) is not a
+//!      leak;
 //!    - **evidence in proportion to the claim**: the floor has already risen
 //!      by `min_rise` (1/8) of the headroom left below the limit. Noise and
 //!      slow wander make short steep-looking trends all the time; projecting
@@ -34,12 +42,35 @@
 //!    - the runs see through the saw-tooth: they are at least `floor_window`
 //!      long, or at least as long as the saw-tooth cycle measured on the
 //!      samples (the second longest of the last 16 intervals between
-//!      *returns*, falls of a third of the recent range). Otherwise a window
-//!      may be looking at one saw-tooth ramp, and counts only if it *left the
-//!      known range*: its last floor point is above the highest memory of the
-//!      4 floor windows before it by half its rise and by the deepest fall
-//!      seen there (a ramp that climbs higher than before still falls back by
-//!      its amplitude; a fast leak leaves its range in seconds).
+//!      *returns*). A return is a fall of a third of the saw-tooth
+//!      *amplitude*: the median, over 8 runs of the last `floor_window`, of
+//!      the deepest fall within each run. (Not the range of that window: a
+//!      leak widens the range, so fewer falls counted as returns and the
+//!      cycle looked longer the faster the leak; nor the single deepest fall,
+//!      which one odd collection sets.) Otherwise a window may be looking at
+//!      one saw-tooth ramp, and counts only if it *left the known range*: its
+//!      last floor point is above the highest memory of the 4 floor windows
+//!      before it by half its rise and by the deepest fall seen there (a ramp
+//!      that climbs higher than before still falls back by its amplitude; a
+//!      fast leak leaves its range in seconds).
+//!
+//!    **Per-cycle floor points.** A short window that fails the above is
+//!    tested again on more, shorter runs: as long as the *typical* cycle
+//!    (the median interval between returns), up to 16. Then each run holds a
+//!    return (its minimum is a floor) more often than not, but not always:
+//!    a run that misses one gives a high point, and the floor of a real heap
+//!    moves by a good part of its amplitude from one collection to the next
+//!    (a G1 heap's by ±80 MiB). So here the rise is judged by its
+//!    *significance* instead of a fixed τ: Kendall's S over n points has,
+//!    when the points are in random order, variance n(n−1)(2n+5)/18, and the
+//!    rise must be 3 standard deviations from that (one-sided p ≈ 0.001;
+//!    τ ≥ 0.93 with 8 points, ≥ 0.68 with 12, ≥ 0.56 with 16). The
+//!    Theil–Sen line and Kendall's τ ignore the odd high point; the "no step
+//!    carries more than the whole rise" test is left out for the same
+//!    reason (a step after a deploy still fails the halves test), the other
+//!    tests stay. This is what finds a leak under a ragged saw-tooth within a
+//!    quarter of its time to the limit: the runs needed to see through the
+//!    *longest* cycles would only fit 5 into the window minutes later.
 //! 4. **Confirmation.** The steepest window that shows a leak must go on
 //!    showing one (gaps of up to 15 s allowed) for `confirm`, cut to 1/20 of
 //!    the predicted time to the limit for fast leaks but never below 30 s.
@@ -49,7 +80,10 @@
 //!    time stays put, a cache that fills and slows down keeps pushing it
 //!    later. Then `Suspected`; `Cleared` once no window has shown a leak for
 //!    `max(confirm, floor_window)`, or with the first sample after a
-//!    [`Detector::reset`].
+//!    [`Detector::reset`]. While suspected, a window needs only half the
+//!    `min_rise` (hysteresis: a noise burst that lifts the ceiling shrinks
+//!    the headroom for a while; it must not clear a slow leak and raise it
+//!    again).
 //! 5. **Time to the limit** = (limit − highest memory of the last
 //!    `floor_window`) / slope: a saw-tooth reaches the limit with its peaks.
 //!    For the host, the limit is the memory usable.
@@ -70,7 +104,7 @@ use std::time::Duration;
 
 pub use fit::least_squares;
 use history::{History, BASE_MS};
-use window::{window, Window};
+use window::{window, Cycle, Window};
 
 /// Bytes in the MB of `slope_mb_per_hour` and `min_slope_mb_per_hour` (a MiB).
 pub const MB: f64 = 1_048_576.0;
@@ -168,6 +202,9 @@ const MIN_CONFIRM_MS: u64 = 30_000;
 const CONFIRM_SHARE_OF_TTL: f64 = 1.0 / 20.0;
 /// A confirmation survives evaluations without a leak window for this long.
 const PENDING_GRACE_MS: u64 = 15_000;
+/// While a leak is suspected, windows need this share of the rise that
+/// raising it took (`min_rise`).
+const KEEP_SHARE: f64 = 0.5;
 /// During the confirmation, the predicted exhaustion of the floor line may
 /// move later by at most this share of the time that was left.
 const MAX_RECEDE: f64 = 0.1;
@@ -187,12 +224,17 @@ pub struct Detector {
     limit: Option<u64>,
     history: History,
     scales: Vec<Scale>,
+    /// The window of everything since the warm-up ended, tested with every
+    /// bucket while the limit is near (module doc, step 2).
+    since_warmup: Option<Window>,
     /// When the process started (`reset`, or the first sample).
     start_ms: Option<u64>,
     last_ms: Option<u64>,
     /// Lowest and highest memory in the last `floor_window`.
     floor: Option<u64>,
     ceiling: Option<u64>,
+    /// The saw-tooth amplitude of the last `floor_window` ([`amplitude`]).
+    amplitude: u64,
     suspected: bool,
     /// Since when some window has shown a leak (while not suspected), the
     /// length of that window, and when its floor line was then predicted to
@@ -213,8 +255,9 @@ pub struct Detector {
 
 /// The saw-tooth cycle, measured on the samples as they come: a *return* is
 /// memory falling from its high since the previous return by a third of the
-/// range of the last `floor_window` (a collection, a purge); the cycle is the
-/// second longest time between returns among the last `CYCLES_KEPT`.
+/// saw-tooth amplitude ([`amplitude`]; a collection, a purge). Of the last
+/// `CYCLES_KEPT` times between returns, the second longest is the cycle runs
+/// must span to see through it, the median the typical one.
 #[derive(Debug, Clone, Default)]
 struct Cycles {
     high: u64,
@@ -228,9 +271,9 @@ const CYCLES_KEPT: usize = 16;
 const MIN_CYCLES: usize = 3;
 
 impl Cycles {
-    fn sample(&mut self, now: u64, v: u64, lo: u64, hi: u64) {
+    fn sample(&mut self, now: u64, v: u64, amplitude: u64) {
         self.high = self.high.max(v);
-        let third = hi.saturating_sub(lo) / 3;
+        let third = amplitude / 3;
         if third > 0 && self.high.saturating_sub(v) >= third {
             self.high = v;
             if let Some(prev) = self.last_return_ms.replace(now) {
@@ -245,13 +288,43 @@ impl Cycles {
     /// The second longest of the intervals kept (one odd long interval, a
     /// missed collection, does not set the cycle).
     fn longest(&self) -> Option<u64> {
+        self.sorted().map(|l| l[l.len() - 2])
+    }
+
+    /// The median of the intervals kept: how long a cycle usually is.
+    fn typical(&self) -> Option<u64> {
+        self.sorted().map(|l| l[l.len() / 2])
+    }
+
+    fn sorted(&self) -> Option<Vec<u64>> {
         if self.lengths.len() < MIN_CYCLES {
             return None;
         }
         let mut l: Vec<u64> = self.lengths.iter().copied().collect();
         l.sort_unstable();
-        Some(l[l.len() - 2])
+        Some(l)
     }
+}
+
+/// Runs of the recent history whose deepest falls set the amplitude.
+const AMPLITUDE_RUNS: usize = 8;
+
+/// The saw-tooth amplitude: the median, over `AMPLITUDE_RUNS` runs of the
+/// buckets, of the deepest fall within each run. Unlike the range it does
+/// not grow with a trend, and one odd collection does not set it.
+fn amplitude(buckets: &[history::Bucket]) -> u64 {
+    let n = buckets.len();
+    if n < AMPLITUDE_RUNS {
+        return window::deepest_fall(buckets.iter().copied());
+    }
+    let mut falls: Vec<u64> = (0..AMPLITUDE_RUNS)
+        .map(|j| {
+            let run = &buckets[j * n / AMPLITUDE_RUNS..(j + 1) * n / AMPLITUDE_RUNS];
+            window::deepest_fall(run.iter().copied())
+        })
+        .collect();
+    falls.sort_unstable();
+    falls[AMPLITUDE_RUNS / 2]
 }
 
 fn ms(d: Duration) -> u64 {
@@ -277,10 +350,12 @@ impl Detector {
             limit,
             history,
             scales,
+            since_warmup: None,
             start_ms: None,
             last_ms: None,
             floor: None,
             ceiling: None,
+            amplitude: 0,
             suspected: false,
             leak_since: None,
             quiet_since: None,
@@ -307,6 +382,7 @@ impl Detector {
         }
         self.history.clear();
         self.cycles = Cycles::default();
+        self.since_warmup = None;
         for s in &mut self.scales {
             s.next_ms = 0;
             s.last = None;
@@ -315,6 +391,7 @@ impl Detector {
         self.last_ms = None;
         self.floor = None;
         self.ceiling = None;
+        self.amplitude = 0;
         self.suspected = false;
         self.leak_since = None;
         self.quiet_since = None;
@@ -337,9 +414,7 @@ impl Detector {
         self.start_ms.get_or_insert(now);
         self.last_ms = Some(now);
         self.history.push(now, rss_bytes);
-        if let (Some(lo), Some(hi)) = (self.floor, self.ceiling) {
-            self.cycles.sample(now, rss_bytes, lo, hi);
-        }
+        self.cycles.sample(now, rss_bytes, self.amplitude);
         if let Some(st) = self.cleared_by_reset.take() {
             return Some(Verdict::Cleared(st));
         }
@@ -355,13 +430,25 @@ impl Detector {
             self.floor = Some(lo);
             self.ceiling = Some(hi);
         }
+        self.amplitude = amplitude(&self.history.within(now.saturating_sub(fw), u64::MAX));
         let warm_end = self.start_ms.unwrap_or(now) + ms(self.cfg.warmup);
         let available = now.saturating_sub(warm_end);
+        // Hysteresis: a suspected leak is kept on half the evidence it took
+        // to raise it, so a noise burst that lifts the ceiling (and so
+        // shrinks the headroom) does not clear it and raise it again.
+        let keep = if self.suspected { KEEP_SHARE } else { 1.0 };
         let headroom = match (self.limit, self.ceiling) {
-            (Some(l), Some(c)) => Some(l.saturating_sub(c) as f64),
+            (Some(l), Some(c)) => Some(l.saturating_sub(c) as f64 * keep),
             _ => None,
         };
-        let cycle = self.cycles.longest();
+        let cycle = self
+            .cycles
+            .longest()
+            .zip(self.cycles.typical())
+            .map(|(l, t)| Cycle {
+                longest_ms: l,
+                typical_ms: t,
+            });
         for s in &mut self.scales {
             if s.len_ms > available {
                 s.last = None;
@@ -372,10 +459,32 @@ impl Detector {
                 s.next_ms = now + (s.len_ms / 16).max(BASE_MS);
             }
         }
+        // The window since the warm-up, only while it predicts the limit
+        // within RECEDE_MIN_LEFT_MS (module doc, step 2). Its floor line
+        // hardly rises faster than the memory's range since the warm-up over
+        // that time (twice that is allowed for, Theil–Sen being a median of
+        // pairwise slopes), so most of the time it need not be fitted.
+        let left_ms = |slope: f64| match (self.limit, self.ceiling) {
+            (Some(l), Some(c)) if slope > 0.0 => l.saturating_sub(c) as f64 / slope * 1000.0,
+            _ => f64::INFINITY,
+        };
+        let longest = self.scales.last().map_or(0, |s| s.len_ms);
+        let possible = (MIN_WINDOW_MS..=longest).contains(&available)
+            && self
+                .history
+                .min_max(warm_end, u64::MAX)
+                .is_some_and(|(lo, hi)| {
+                    left_ms(2.0 * (hi - lo) as f64 / available as f64 * 1000.0) < RECEDE_MIN_LEFT_MS
+                });
+        self.since_warmup = possible
+            .then(|| window(&self.history, &self.cfg, headroom, cycle, now, available))
+            .flatten()
+            .filter(|w| left_ms(w.slope) < RECEDE_MIN_LEFT_MS);
         let leak = self
             .scales
             .iter()
             .filter_map(|s| s.last)
+            .chain(self.since_warmup)
             .filter(|w| w.leak)
             .max_by(|a, b| a.slope.total_cmp(&b.slope));
         self.trend = self.scales.iter().rev().find_map(|s| s.last);
@@ -388,7 +497,7 @@ impl Detector {
             }
             let eta = self.limit.and_then(|l| w.eta_ms(l));
             self.leak_since.get_or_insert((now, w.len_ms, eta));
-            return self.confirm(now);
+            return self.confirm(now, headroom, cycle);
         }
         if !self.suspected {
             // A staircase or a noisy floor may miss an evaluation or two; the
@@ -413,7 +522,12 @@ impl Detector {
 
     /// A leak is being confirmed: report it once it has been seen for long
     /// enough and its predicted exhaustion did not recede.
-    fn confirm(&mut self, now: u64) -> Option<Verdict> {
+    fn confirm(
+        &mut self,
+        now: u64,
+        headroom: Option<f64>,
+        cycle: Option<Cycle>,
+    ) -> Option<Verdict> {
         let (since, len, eta0) = self.leak_since?;
         let confirm = match self.ttl_ms() {
             Some(ttl) => ((ttl as f64 * CONFIRM_SHARE_OF_TTL) as u64).max(MIN_CONFIRM_MS),
@@ -431,12 +545,13 @@ impl Detector {
             .ttl_ms()
             .is_some_and(|t| t as f64 >= RECEDE_MIN_LEFT_MS);
         if let (Some(limit), Some(e0), true) = (self.limit, eta0, far) {
-            let same = self
-                .scales
-                .iter()
-                .find(|s| s.len_ms == len)
-                .and_then(|s| s.last)
-                .and_then(|w| w.eta_ms(limit));
+            // The window since the warm-up grows: a window of the length it
+            // had when the confirmation began is looked at again.
+            let same = match self.scales.iter().find(|s| s.len_ms == len) {
+                Some(s) => s.last,
+                None => window(&self.history, &self.cfg, headroom, cycle, now, len),
+            }
+            .and_then(|w| w.eta_ms(limit));
             if same.is_none_or(|e| e - e0 > MAX_RECEDE * left) {
                 let best = self.best?;
                 self.leak_since = Some((now, best.len_ms, best.eta_ms(limit)));
