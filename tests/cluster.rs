@@ -425,7 +425,11 @@ on_fault = "echo fault $MAMORI_ROLE $MAMORI_REASON >> {d}/hooks"
     }
 
     fn get(&self, path: &str) -> Value {
-        let (s, b) = self.fetch("GET", path, None);
+        // The test reads from outside the node's loopback, so under the
+        // default `read_auth = "loopback"` it needs the token like any
+        // remote client.
+        let token = std::fs::read_to_string(self.dir.path().join("data/token")).unwrap_or_default();
+        let (s, b) = self.fetch("GET", path, Some(token.trim()));
         assert!(s < 300, "GET {path} on {} -> {s}: {b}", self.name);
         serde_json::from_str(&b).expect("JSON")
     }
