@@ -61,15 +61,7 @@ pub async fn list(
             )));
         }
     }
-    let limit = match q.get("limit") {
-        None => 100,
-        Some(v) => v.parse::<u32>().map_err(|_| {
-            ApiError::bad_request(format!(
-                "query parameter `limit`: \"{v}\" is not a valid number"
-            ))
-        })?,
-    }
-    .clamp(1, 10_000);
+    let limit = super::api::limit(&q, 100)?;
     Ok(Json(json!(s.alerts.store.alerts(state, limit)?)))
 }
 

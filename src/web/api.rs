@@ -28,7 +28,8 @@ fn num<T: std::str::FromStr>(
     }
 }
 
-fn limit(q: &HashMap<String, String>, default: u32) -> Result<u32, ApiError> {
+/// `?limit=N` (1..=10,000), shared by every list endpoint.
+pub(super) fn limit(q: &HashMap<String, String>, default: u32) -> Result<u32, ApiError> {
     Ok(num::<u32>(q, "limit")?.unwrap_or(default).clamp(1, 10_000))
 }
 

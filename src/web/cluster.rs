@@ -89,18 +89,9 @@ pub async fn drills(
     State(s): State<Arc<AppState>>,
     Query(q): Params,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = match q.get("limit") {
-        None => 50,
-        Some(v) => v.parse::<u32>().map_err(|_| {
-            ApiError::bad_request(format!(
-                "query parameter `limit`: \"{v}\" is not a valid number"
-            ))
-        })?,
-    };
+    let limit = super::api::limit(&q, 50)?;
     let group = q.get("group").map(String::as_str);
-    Ok(Json(json!(s
-        .store
-        .drills(group, limit.clamp(1, 10_000))?)))
+    Ok(Json(json!(s.store.drills(group, limit)?)))
 }
 
 pub async fn peer(State(s): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
