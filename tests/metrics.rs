@@ -12,53 +12,19 @@ use std::process::{Command, Stdio};
 
 use common::{http, wait_for, Agent};
 
-const UNITS: &str = r#"
-[alerts]
-policy = { critical = "page", warning = "page", info = "page" }
-
-[[channel]]
-name = "log"
-kind = "command"
-command = ["true"]
-
-[[policy]]
-name = "page"
-[[policy.step]]
-after = "0s"
-channels = ["log"]
-
-[[service]]
-name = "web"
-command = ["sleep", "100000"]
-limits = { memory = "512MiB" }
-
-[[job]]
-name = "extract"
-command = "true"
-
-[[job]]
-name = "load"
-command = "exit 3"
-after = ["extract"]
-
-[[job]]
+/// `common::BUSY_UNITS` plus a job its wall limit kills.
+fn units() -> String {
+    format!(
+        "{}{}",
+        common::BUSY_UNITS,
+        r#"[[job]]
 name = "slow"
 command = ["sleep", "600"]
 limits = { wall = "300ms" }
 
-[[check]]
-name = "always-up"
-kind = "exec"
-command = "true"
-interval = "1s"
-
-[[check]]
-name = "always-down"
-kind = "exec"
-command = "false"
-interval = "1s"
-fall = 1
-"#;
+"#
+    )
+}
 
 /// promtool: `MAMORI_PROMTOOL`, else target/promtool/usr/bin/promtool
 /// (scripts/test puts it there), else `promtool` on the PATH.
@@ -145,7 +111,7 @@ fn get(m: &BTreeMap<String, f64>, series: &str) -> f64 {
 
 #[test]
 fn metrics_pass_promtool_and_tell_what_happened_across_restarts() {
-    let mut a = Agent::start("", UNITS);
+    let mut a = Agent::start("", &units());
     assert_eq!(a.post("/api/v1/flows/extract/run").0, 202);
     assert_eq!(a.post("/api/v1/jobs/slow/run").0, 202);
     let text = wait_for(
@@ -301,7 +267,7 @@ fn metrics_pass_promtool_and_tell_what_happened_across_restarts() {
 
 #[test]
 fn metrics_follow_read_auth() {
-    let a = Agent::start("read_auth = \"token\"", UNITS);
+    let a = Agent::start("read_auth = \"token\"", &units());
     let (status, body) = http(a.port, "GET", "/metrics", None).unwrap();
     assert_eq!(status, 401, "{body}");
     let (status, body) = http(a.port, "GET", "/metrics", Some(&a.token())).unwrap();

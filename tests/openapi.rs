@@ -328,48 +328,12 @@ fn every_operation_declares_its_path_parameters_errors_and_security() {
     }
 }
 
-const UNITS: &str = r#"
-[alerts]
-policy = { critical = "page", warning = "page", info = "page" }
+/// `common::BUSY_UNITS` plus a heartbeat, rules and the rest below.
+fn units() -> String {
+    format!("{}{}", common::BUSY_UNITS, REST)
+}
 
-[[channel]]
-name = "log"
-kind = "command"
-command = ["true"]
-
-[[policy]]
-name = "page"
-[[policy.step]]
-after = "0s"
-channels = ["log"]
-
-[[service]]
-name = "web"
-command = ["sleep", "100000"]
-limits = { memory = "512MiB" }
-
-[[job]]
-name = "extract"
-command = "true"
-
-[[job]]
-name = "load"
-command = "exit 3"
-after = ["extract"]
-
-[[check]]
-name = "always-up"
-kind = "exec"
-command = "true"
-interval = "1s"
-
-[[check]]
-name = "always-down"
-kind = "exec"
-command = "false"
-interval = "1s"
-fall = 1
-
+const REST: &str = r#"
 [[check]]
 name = "ping"
 kind = "heartbeat"
@@ -387,7 +351,7 @@ severity = "critical"
 /// An agent with a unit, jobs in a flow (the second fails), checks (one
 /// down), an alert rule and a channel, and some history to show.
 fn busy_agent(extra_agent: &str) -> Agent {
-    let a = Agent::start(extra_agent, UNITS);
+    let a = Agent::start(extra_agent, &units());
     let (status, body) = a.post("/api/v1/flows/extract/run");
     assert_eq!(status, 202, "{body}");
     common::wait_for("the failed flow to raise an alert", || {

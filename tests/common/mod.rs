@@ -314,3 +314,49 @@ pub fn marker(tag: &str) -> String {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// An agent with something of everything (alert channel and policy, a
+/// service, a flow with a failing job, a check up and one down): what the
+/// metrics and OpenAPI tests need for every endpoint to have data.
+pub const BUSY_UNITS: &str = r#"
+[alerts]
+policy = { critical = "page", warning = "page", info = "page" }
+
+[[channel]]
+name = "log"
+kind = "command"
+command = ["true"]
+
+[[policy]]
+name = "page"
+[[policy.step]]
+after = "0s"
+channels = ["log"]
+
+[[service]]
+name = "web"
+command = ["sleep", "100000"]
+limits = { memory = "512MiB" }
+
+[[job]]
+name = "extract"
+command = "true"
+
+[[job]]
+name = "load"
+command = "exit 3"
+after = ["extract"]
+
+[[check]]
+name = "always-up"
+kind = "exec"
+command = "true"
+interval = "1s"
+
+[[check]]
+name = "always-down"
+kind = "exec"
+command = "false"
+interval = "1s"
+fall = 1
+"#;
