@@ -272,6 +272,8 @@ struct Opts {
     keep: bool,
     /// `drill_every` of the group.
     drill_every: Option<&'static str>,
+    /// `fast_takeover = true`.
+    fast: bool,
 }
 
 impl Node {
@@ -313,6 +315,7 @@ backend = "etcd"
 endpoints = ["{endpoint}"]
 lease_ttl = "2s"
 on_store_loss = "{on_store_loss}"
+fast_takeover = {fast}
 
 [[service]]
 name = "web"
@@ -332,6 +335,7 @@ on_fault = "echo fault $MAMORI_ROLE $MAMORI_REASON >> {d}/hooks"
 {pre}
 "#,
             preempt = o.preempt,
+            fast = o.fast,
             on_store_loss = if o.keep {
                 "keep-if-all-peers-agree"
             } else {
@@ -872,6 +876,38 @@ fn coordinator_on_real_etcd_creates_once_and_leases_expire() {
             (&b"a"[..], r1, l1)
         );
         assert!(c.keep_alive(l1).await.unwrap().is_some());
+        // Guarded transactions, as fast takeover uses them.
+        {
+            use mamori::cluster::{Guard, Op};
+            let beat = |v: &[u8]| Op::Put {
+                key: "/t/beat".into(),
+                value: v.to_vec(),
+                lease: l1,
+            };
+            let mine = [Guard::Created("/t/leader".into(), r1)];
+            assert!(c.txn(&mine, &[beat(b"1")]).await.unwrap());
+            let b1 = c.get("/t/beat").await.unwrap().unwrap();
+            assert_eq!((b1.value.as_slice(), b1.lease), (&b"1"[..], l1));
+            let other = [Guard::Created("/t/leader".into(), r1 + 1000)];
+            assert!(!c.txn(&other, &[beat(b"x")]).await.unwrap());
+            assert!(c.txn(&mine, &[beat(b"2")]).await.unwrap());
+            let b2 = c.get("/t/beat").await.unwrap().unwrap().mod_revision;
+            assert!(b2 > b1.mod_revision);
+            let take = |rev| {
+                [
+                    Guard::Created("/t/leader".into(), r1),
+                    Guard::Modified("/t/beat".into(), rev),
+                ]
+            };
+            let del = [Op::Delete("/t/beat".into())];
+            assert!(
+                !c.txn(&take(b1.mod_revision), &del).await.unwrap(),
+                "stale beat"
+            );
+            assert!(c.txn(&take(b2), &del).await.unwrap());
+            assert!(c.get("/t/beat").await.unwrap().is_none());
+            assert!(c.get("/t/leader").await.unwrap().is_some());
+        }
         c.put("/t/other", b"x", 0).await.unwrap();
         assert_eq!(c.list("/t/").await.unwrap().len(), 2);
         // Without keep-alives the lease expires and takes the key.
@@ -1249,6 +1285,116 @@ fn partitioned_active_demotes_itself_before_anyone_promotes() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(active(&nodes[1]).map(|a| a.0).as_deref(), Some("b"));
     check_history(&[&nodes[0], &nodes[1], &nodes[2]]);
+}
+
+/// Why a node became active, from its own event log (oldest first).
+fn activation_reasons(n: &Node) -> Vec<String> {
+    let db = n.dir.path().join("data/mamori.db");
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the node's store");
+    let mut st = conn
+        .prepare("SELECT data FROM events WHERE kind = 'group.activated' ORDER BY id")
+        .expect("query");
+    st.query_map([], |r| r.get::<_, String>(0))
+        .expect("rows")
+        .map(|r| {
+            let v: Value = serde_json::from_str(&r.expect("row")).unwrap_or(Value::Null);
+            v["reason"].as_str().unwrap_or("").to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn fast_takeover_beats_fences_under_partition_and_fails_over_after_a_kill() {
+    let fast = |stubborn| Opts {
+        fast: true,
+        stubborn,
+        ..Default::default()
+    };
+    let (net, mut nodes) = cluster(&[fast(true), fast(false), fast(false)]);
+    start_all(&mut nodes);
+    let t1 = wait_active(&nodes[1], "a");
+    wait_healthy(&nodes[0]);
+    // The active rewrites its beat after every keep-alive (every ttl/4).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let beats = rt.block_on(async {
+        use mamori::cluster::Coordinator;
+        let e = net.etcd();
+        let cfg = mamori::config::cluster::EtcdConfig {
+            endpoints: vec![format!("http://{}:{}", e.host, e.port)],
+            ..Default::default()
+        };
+        let c = mamori::cluster::etcd::Etcd::new(&cfg, Duration::from_secs(2)).unwrap();
+        let mut revs = Vec::new();
+        // The first beat follows the first keep-alive, a quarter lease after winning.
+        let start = Instant::now();
+        while c.get("/mamori/groups/g/beat").await.unwrap().is_none() {
+            assert!(start.elapsed() < Duration::from_secs(10), "no beat");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for _ in 0..3 {
+            let kv = c
+                .get("/mamori/groups/g/beat")
+                .await
+                .unwrap()
+                .expect("a beat");
+            assert_eq!(
+                kv.value,
+                t1.to_string().into_bytes(),
+                "the beat carries the token"
+            );
+            revs.push(kv.mod_revision);
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+        revs
+    });
+    assert!(
+        beats.windows(2).all(|w| w[1] > w[0]),
+        "the beat moves: {beats:?}"
+    );
+
+    // Partition: a must be down before b is up, however b got the key.
+    net.cut(&mut nodes[0], 0, true);
+    let cut_at = now_ms();
+    let t2 = wait_active(&nodes[1], "b");
+    assert!(t2 > t1);
+    wait_for("a fenced", || (nodes[0].role() == "standby").then_some(()));
+    let fenced = nodes[0]
+        .history()
+        .into_iter()
+        .find(|e| e.1 == "group.deactivated")
+        .expect("a deactivated");
+    assert!(fenced.3, "a fenced itself");
+    let b_on = nodes[1]
+        .history()
+        .into_iter()
+        .find(|e| e.1 == "group.activated")
+        .expect("b activated");
+    println!(
+        "fast takeover, partition: a fenced {} ms after the cut, b active {} ms after it ({:?})",
+        fenced.0 - cut_at,
+        b_on.0 - cut_at,
+        activation_reasons(&nodes[1])
+    );
+    assert!(fenced.0 <= b_on.0, "a was down before b came up");
+
+    // kill -9 of b: c (a is still cut off) takes over.
+    let killed = nodes[1].kill9();
+    let t3 = wait_active(&nodes[2], "c");
+    wait_healthy(&nodes[2]);
+    assert!(t3 > t2);
+    println!(
+        "fast takeover, kill -9: c healthy {} ms after the kill ({:?})",
+        now_ms() - killed,
+        activation_reasons(&nodes[2])
+    );
+    net.cut(&mut nodes[0], 0, false);
+    let h = check_history(&[&nodes[0], &nodes[1], &nodes[2]]);
+    assert_eq!(
+        h.iter().map(|i| i.node.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
 }
 
 #[test]

@@ -46,10 +46,11 @@ pub async fn run(c: &Cluster, group: &str, trigger: &str) -> Result<DrillRecord,
 async fn drill(c: &Cluster, g: &GroupConfig, trigger: &str) -> Result<DrillRecord, Refusal> {
     let i = &c.inner;
     let started_at = now_ms();
-    let (leader, _, _) = i
+    let leader = i
         .group_keys(&g.name)
         .await
-        .map_err(|e| (503, e.to_string()))?;
+        .map_err(|e| (503, e.to_string()))?
+        .leader;
     let from = leader.map(|(l, _)| l.node).unwrap_or_default();
     let mut to = String::new();
     for n in g.nodes.iter().filter(|n| **n != from) {
@@ -131,15 +132,15 @@ async fn leg(c: &Cluster, g: &GroupConfig, from: &str, to: &str) -> Result<i64, 
     // The old active wrote when it let go into the handoff key.
     let start = tokio::time::Instant::now();
     loop {
-        if let Ok((
-            _,
-            Some(Handoff {
-                released_at,
-                from: f,
-                ..
-            }),
-            _,
-        )) = c.inner.group_keys(&g.name).await
+        if let Ok(super::node::GroupKeys {
+            handoff:
+                Some(Handoff {
+                    released_at,
+                    from: f,
+                    ..
+                }),
+            ..
+        }) = c.inner.group_keys(&g.name).await
         {
             if released_at > 0 && f == from {
                 return Ok((since - released_at).max(0));

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{BoxFut, CoordError, CoordResult, Coordinator, Kv};
+use super::{BoxFut, CoordError, CoordResult, Coordinator, Guard, Kv, Op};
 
 pub struct Embedded {
     conn: Arc<Mutex<Connection>>,
@@ -102,6 +102,17 @@ fn bump(tx: &rusqlite::Transaction) -> rusqlite::Result<i64> {
     )
 }
 
+fn lease_live(tx: &rusqlite::Transaction, lease: i64) -> rusqlite::Result<bool> {
+    Ok(tx
+        .query_row(
+            "SELECT 1 FROM coord_leases WHERE id = ?1",
+            params![lease],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .is_some())
+}
+
 fn row(r: &rusqlite::Row) -> rusqlite::Result<Kv> {
     Ok(Kv {
         key: r.get(0)?,
@@ -168,19 +179,10 @@ impl Coordinator for Embedded {
             if exists.is_some() {
                 return Ok(None);
             }
-            if lease != 0 {
-                let live: Option<i64> = tx
-                    .query_row(
-                        "SELECT 1 FROM coord_leases WHERE id = ?1",
-                        params![lease],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if live.is_none() {
-                    return Err(rusqlite::Error::InvalidParameterName(format!(
-                        "lease {lease} not found"
-                    )));
-                }
+            if lease != 0 && !lease_live(tx, lease)? {
+                return Err(rusqlite::Error::InvalidParameterName(format!(
+                    "lease {lease} not found"
+                )));
             }
             let rev = bump(tx)?;
             tx.execute(
@@ -237,6 +239,54 @@ impl Coordinator for Embedded {
         })
     }
 
+    fn txn<'a>(&'a self, guards: &'a [Guard], ops: &'a [Op]) -> BoxFut<'a, bool> {
+        let (guards, ops) = (guards.to_vec(), ops.to_vec());
+        self.with(move |tx, _| {
+            for g in &guards {
+                let (key, col, want) = match g {
+                    Guard::Created(k, r) => (k, "create_rev", *r),
+                    Guard::Modified(k, r) => (k, "mod_rev", *r),
+                };
+                let have: i64 = tx
+                    .query_row(
+                        &format!("SELECT {col} FROM coord_kv WHERE key = ?1"),
+                        params![key],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .unwrap_or(0);
+                if have != want {
+                    return Ok(false);
+                }
+            }
+            if ops.is_empty() {
+                return Ok(true);
+            }
+            let rev = bump(tx)?;
+            for op in &ops {
+                match op {
+                    Op::Put { key, value, lease } => {
+                        if *lease != 0 && !lease_live(tx, *lease)? {
+                            // As etcd: the whole transaction fails.
+                            return Err(rusqlite::Error::InvalidParameterName(format!(
+                                "lease {lease} not found"
+                            )));
+                        }
+                        tx.execute(
+                            "INSERT INTO coord_kv (key, value, create_rev, mod_rev, lease) VALUES (?1, ?2, ?3, ?3, ?4)
+                             ON CONFLICT (key) DO UPDATE SET value = ?2, mod_rev = ?3, lease = ?4",
+                            params![key, value, rev, lease],
+                        )?;
+                    }
+                    Op::Delete(key) => {
+                        tx.execute("DELETE FROM coord_kv WHERE key = ?1", params![key])?;
+                    }
+                }
+            }
+            Ok(true)
+        })
+    }
+
     fn describe(&self) -> String {
         format!("embedded ({})", self.path)
     }
@@ -264,6 +314,53 @@ mod tests {
         assert_eq!(Some(kv.create_revision), r2);
         assert_eq!(c.list("/g/").await.unwrap().len(), 1);
         assert_eq!(c.list("/h/").await.unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn txn_applies_only_when_every_guard_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Embedded::open(&dir.path().join("c.db")).unwrap();
+        let l = c.grant(Duration::from_secs(5)).await.unwrap();
+        let token = c.create("/g/leader", b"a", l).await.unwrap().unwrap();
+        let beat = |v: &[u8]| Op::Put {
+            key: "/g/beat".into(),
+            value: v.to_vec(),
+            lease: l,
+        };
+        let mine = [Guard::Created("/g/leader".into(), token)];
+        assert!(c.txn(&mine, &[beat(b"1")]).await.unwrap());
+        let b1 = c.get("/g/beat").await.unwrap().unwrap().mod_revision;
+        assert!(!c
+            .txn(
+                &[Guard::Created("/g/leader".into(), token + 100)],
+                &[beat(b"x")]
+            )
+            .await
+            .unwrap());
+        assert_eq!(c.get("/g/beat").await.unwrap().unwrap().value, b"1");
+        // A takeover guarded by a stale beat fails; by the current one, succeeds.
+        let take = |rev| {
+            [
+                Guard::Created("/g/leader".into(), token),
+                Guard::Modified("/g/beat".into(), rev),
+            ]
+        };
+        let del = [Op::Delete("/g/leader".into()), Op::Delete("/g/beat".into())];
+        assert!(c.txn(&mine, &[beat(b"2")]).await.unwrap());
+        assert!(!c.txn(&take(b1), &del).await.unwrap());
+        assert!(c.get("/g/leader").await.unwrap().is_some());
+        let b2 = c.get("/g/beat").await.unwrap().unwrap().mod_revision;
+        assert!(b2 > b1);
+        assert!(c.txn(&take(b2), &del).await.unwrap());
+        assert_eq!(c.list("/g/").await.unwrap().len(), 0);
+        // An absent key has revision 0; a put on a dead lease fails the whole txn.
+        assert!(c
+            .txn(&[Guard::Created("/g/leader".into(), 0)], &[])
+            .await
+            .unwrap());
+        c.revoke(l).await.unwrap();
+        assert!(c.txn(&[], &[beat(b"3")]).await.is_err());
+        assert_eq!(c.get("/g/beat").await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -28,7 +28,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::{BoxFut, CoordError, CoordResult, Coordinator, Kv};
+use super::{BoxFut, CoordError, CoordResult, Coordinator, Guard, Kv, Op};
 use crate::config::cluster::EtcdConfig;
 
 pub struct Etcd {
@@ -80,6 +80,31 @@ fn kv(v: &Value) -> CoordResult<Kv> {
         mod_revision: int(&v["mod_revision"]),
         lease: int(&v["lease"]),
     })
+}
+
+/// The JSON of a `/v3/kv/txn` request (compare `result` defaults to EQUAL).
+fn txn_body(guards: &[Guard], ops: &[Op]) -> Value {
+    let compare: Vec<Value> = guards
+        .iter()
+        .map(|g| match g {
+            Guard::Created(k, rev) => {
+                json!({"key": b64(k.as_bytes()), "target": "CREATE", "create_revision": rev.to_string()})
+            }
+            Guard::Modified(k, rev) => {
+                json!({"key": b64(k.as_bytes()), "target": "MOD", "mod_revision": rev.to_string()})
+            }
+        })
+        .collect();
+    let success: Vec<Value> = ops
+        .iter()
+        .map(|o| match o {
+            Op::Put { key, value, lease } => {
+                json!({"request_put": {"key": b64(key.as_bytes()), "value": b64(value), "lease": lease.to_string()}})
+            }
+            Op::Delete(k) => json!({"request_delete_range": {"key": b64(k.as_bytes())}}),
+        })
+        .collect();
+    json!({"compare": compare, "success": success})
 }
 
 impl Etcd {
@@ -322,6 +347,13 @@ impl Coordinator for Etcd {
             self.call("/v3/kv/deleterange", json!({"key": b64(key.as_bytes())}))
                 .await
                 .map(|_| ())
+        })
+    }
+
+    fn txn<'a>(&'a self, guards: &'a [Guard], ops: &'a [Op]) -> BoxFut<'a, bool> {
+        Box::pin(async move {
+            let v = self.call("/v3/kv/txn", txn_body(guards, ops)).await?;
+            Ok(v["succeeded"].as_bool() == Some(true))
         })
     }
 

@@ -22,6 +22,22 @@
 //! the budget for stopping the units (they are stopped within it, then
 //! killed), so the old active is down before any other node can take the key.
 //!
+//! **Fast takeover** (`fast_takeover`, off by default). etcd 3.4 deletes an
+//! expired lease's keys only at its next expiry sweep (every 500 ms), so the
+//! leader key of a dead node lingers up to half a second past its lease.
+//! With fast takeover the active, after each keep-alive, rewrites a beat
+//! key, guarded by its leader key still being its own; a keep-alive counts
+//! for `last_ok` only when the beat after it was written. A standby notes
+//! when it first saw each beat revision (`now` when the poll's answer is
+//! handled, which is after the beat was written, which is after the
+//! keep-alive was sent). If the beat has not changed `ttl` later, the
+//! active's lease has expired too (it was renewed at the latest when that
+//! beat was written), so the standby deletes the leader key itself, guarded
+//! by the beat still being that revision: a newer beat, which it may not
+//! have seen yet, makes the delete fail. The old active, whose beat then
+//! fails its guard, counted nothing after that beat, so it fenced itself
+//! before. Cost: one more write per keep-alive (four per `lease_ttl`).
+//!
 //! **Priority.** When the leader key is gone, the live qualified standbys are
 //! ranked in the group's `nodes` order; rank `k` campaigns `k × rank_step`
 //! after it first saw the group leaderless, and only if it still is. The
@@ -70,6 +86,9 @@ pub struct Params {
     pub preempt: bool,
     /// `on_store_loss = "keep-if-all-peers-agree"`.
     pub keep_if_peers_agree: bool,
+    /// Fast takeover: a standby deletes the leader key this long after the
+    /// active's beat stopped changing (the lease TTL); `None`: off.
+    pub takeover_after: Option<Duration>,
 }
 
 /// One poll of the store.
@@ -83,6 +102,8 @@ pub struct Observed {
     pub request: Option<String>,
     /// Live nodes whose record says they are standbys that qualify.
     pub qualified: Vec<String>,
+    /// The modification revision of the active's beat key, if any.
+    pub beat: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +124,9 @@ pub enum Input {
     },
     RenewFailed(String),
     PeersAgree(bool),
+    /// The answer to `Takeover`: whether the leader key was deleted (false
+    /// also when the store failed).
+    TookOver(bool),
     /// The units are stopped and `on_demote` has run.
     Stopped,
     Tick,
@@ -122,8 +146,16 @@ pub enum Action {
     Retoken {
         token: i64,
     },
-    /// Send a keep-alive; answer `Renewed` or `RenewFailed`.
+    /// Send a keep-alive (and, with fast takeover, then write the beat
+    /// guarded by our leader key); answer `Renewed` or `RenewFailed`.
     Renew,
+    /// Delete the leader key of `node` (created at `token`) if its beat is
+    /// still at revision `beat`; answer `TookOver`.
+    Takeover {
+        node: String,
+        token: i64,
+        beat: i64,
+    },
     /// Stop the units (within the fencing budget when `fence`), run
     /// `on_demote`, write the handoff if any, revoke the lease; answer `Stopped`.
     Demote {
@@ -175,6 +207,17 @@ pub struct Group {
     no_standby_reported: bool,
     /// `last_ok` when the last demotion began (the lease lives until at least + ttl).
     demoted_last_ok: Option<Instant>,
+    /// Standby, fast takeover: the active's beat and when it was first seen.
+    beat_seen: Option<Beat>,
+    takeover_inflight: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Beat {
+    node: String,
+    token: i64,
+    rev: i64,
+    first_seen: Instant,
 }
 
 impl Group {
@@ -195,6 +238,8 @@ impl Group {
             no_standby_since: None,
             no_standby_reported: false,
             demoted_last_ok: None,
+            beat_seen: None,
+            takeover_inflight: false,
         }
     }
 
@@ -218,6 +263,9 @@ impl Group {
 
     /// When the shell must call `handle(Tick)` at the latest.
     pub fn next_deadline(&self) -> Option<Instant> {
+        if self.role == Role::Standby {
+            return self.takeover_at();
+        }
         if self.role != Role::Active {
             return None;
         }
@@ -233,6 +281,15 @@ impl Group {
             return None;
         }
         self.fence_at().map(|f| f - self.p.fence_after / 2)
+    }
+
+    /// Fast takeover: when the active's lease has surely expired.
+    fn takeover_at(&self) -> Option<Instant> {
+        if self.takeover_inflight {
+            return None;
+        }
+        let after = self.p.takeover_after?;
+        self.beat_seen.as_ref().map(|b| b.first_seen + after)
     }
 
     fn fence_at(&self) -> Option<Instant> {
@@ -320,6 +377,12 @@ impl Group {
                     }
                 }
             }
+            Input::TookOver(_) => {
+                self.takeover_inflight = false;
+                // Done, or a newer beat or leader exists, or the store failed:
+                // in every case the next poll starts over.
+                self.beat_seen = None;
+            }
             Input::Stopped => {
                 if self.role == Role::Demoting {
                     self.role = Role::Standby;
@@ -331,6 +394,16 @@ impl Group {
         }
         if self.role == Role::Active {
             self.tick_active(now, &mut out);
+        }
+        if self.role == Role::Standby && self.takeover_at().is_some_and(|t| now >= t) {
+            if let Some(b) = &self.beat_seen {
+                self.takeover_inflight = true;
+                out.push(Action::Takeover {
+                    node: b.node.clone(),
+                    token: b.token,
+                    beat: b.rev,
+                });
+            }
         }
         out
     }
@@ -464,8 +537,9 @@ impl Group {
                 self.redundancy(others, false, now, out);
             }
             Role::Standby => match &seen.leader {
-                Some((leader, _)) => {
+                Some((leader, token)) => {
                     self.leaderless_since = None;
+                    self.track_beat(leader, *token, seen.beat, now);
                     if self.p.preempt
                         && leader != &me
                         && self.rank(&me) < self.rank(leader)
@@ -477,6 +551,7 @@ impl Group {
                     }
                 }
                 None => {
+                    self.beat_seen = None;
                     let since = *self.leaderless_since.get_or_insert(now);
                     if let Some(h) = &seen.handoff {
                         if h == &me {
@@ -508,6 +583,27 @@ impl Group {
             },
             Role::Verifying | Role::Campaigning | Role::Demoting => {}
         }
+    }
+
+    /// Fast takeover: remembers when each beat revision was first seen.
+    fn track_beat(&mut self, leader: &str, token: i64, beat: Option<i64>, now: Instant) {
+        let (Some(_), Some(rev)) = (self.p.takeover_after, beat) else {
+            self.beat_seen = None;
+            return;
+        };
+        if self
+            .beat_seen
+            .as_ref()
+            .is_some_and(|b| b.token == token && b.rev == rev)
+        {
+            return;
+        }
+        self.beat_seen = Some(Beat {
+            node: leader.to_string(),
+            token,
+            rev,
+            first_seen: now,
+        });
     }
 
     /// Edge-triggered "no standby qualifies", after a grace period: nodes

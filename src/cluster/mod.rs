@@ -2,7 +2,7 @@
 //!
 //! - `Coordinator` (this file): the one trait the rest of mamori sees, a tiny
 //!   lease + key/value interface (grant, keep alive, revoke, create-if-absent,
-//!   put, get, list, delete) that both backends implement:
+//!   put, get, list, delete, a guarded transaction) that both backends implement:
 //!   - `embedded`: a SQLite file shared by the agents of one host (the default);
 //!   - `etcd`: etcd v3 through its JSON gateway (see that module for why not gRPC).
 //! - `group`: the pure role state machine of one group on one node
@@ -18,7 +18,9 @@
 //! `nodes/<node>` (the node's record, on the node's lease),
 //! `groups/<g>/leader` (the active node; its create revision is the fencing
 //! token), `groups/<g>/handoff` (a switchover's chosen target, short lease),
-//! `groups/<g>/request` (a switchover asked for by any node, short lease).
+//! `groups/<g>/request` (a switchover asked for by any node, short lease),
+//! `groups/<g>/beat` (with `fast_takeover`: rewritten by the active after
+//! every keep-alive, on its lease; see `group`, "Fast takeover").
 
 pub mod drill;
 pub mod embedded;
@@ -84,8 +86,32 @@ pub trait Coordinator: Send + Sync {
     /// Every key starting with `prefix`, in key order.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFut<'a, Vec<Kv>>;
     fn delete<'a>(&'a self, key: &'a str) -> BoxFut<'a, ()>;
+    /// Applies `ops` in one revision if every guard holds, atomically;
+    /// returns whether it did.
+    fn txn<'a>(&'a self, guards: &'a [Guard], ops: &'a [Op]) -> BoxFut<'a, bool>;
     /// For logs and `mamori nodes`: which backend, where.
     fn describe(&self) -> String;
+}
+
+/// A condition of `Coordinator::txn` on one key (an absent key has
+/// revisions 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guard {
+    /// The key's create revision is this.
+    Created(String, i64),
+    /// The key's last modification revision is this.
+    Modified(String, i64),
+}
+
+/// A write of `Coordinator::txn`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put {
+        key: String,
+        value: Vec<u8>,
+        lease: i64,
+    },
+    Delete(String),
 }
 
 /// Builds the configured backend.
@@ -176,5 +202,8 @@ impl Keys {
     }
     pub fn request(&self, group: &str) -> String {
         format!("{}groups/{group}/request", self.prefix)
+    }
+    pub fn beat(&self, group: &str) -> String {
+        format!("{}groups/{group}/beat", self.prefix)
     }
 }

@@ -96,28 +96,37 @@ impl Inner {
             .collect())
     }
 
-    /// The group's active node and token, the handoff and the request.
-    pub async fn group_keys(
-        &self,
-        group: &str,
-    ) -> Result<(Option<(LeaderValue, i64)>, Option<Handoff>, Option<Handoff>), super::CoordError>
-    {
+    /// The group's keys, read in one request.
+    pub async fn group_keys(&self, group: &str) -> Result<GroupKeys, super::CoordError> {
         let prefix = format!("{}groups/{group}/", self.keys.prefix);
         let kvs = self.coord.list(&prefix).await?;
-        let (mut leader, mut handoff, mut request) = (None, None, None);
+        let mut out = GroupKeys::default();
         for kv in kvs {
             if kv.key == self.keys.leader(group) {
                 if let Ok(v) = serde_json::from_slice::<LeaderValue>(&kv.value) {
-                    leader = Some((v, kv.create_revision));
+                    out.leader = Some((v, kv.create_revision));
                 }
             } else if kv.key == self.keys.handoff(group) {
-                handoff = serde_json::from_slice(&kv.value).ok();
+                out.handoff = serde_json::from_slice(&kv.value).ok();
             } else if kv.key == self.keys.request(group) {
-                request = serde_json::from_slice(&kv.value).ok();
+                out.request = serde_json::from_slice(&kv.value).ok();
+            } else if kv.key == self.keys.beat(group) {
+                out.beat = Some(kv.mod_revision);
             }
         }
-        Ok((leader, handoff, request))
+        Ok(out)
     }
+}
+
+/// A group's keys in the store.
+#[derive(Debug, Default)]
+pub struct GroupKeys {
+    /// The active node and its fencing token.
+    pub leader: Option<(LeaderValue, i64)>,
+    pub handoff: Option<Handoff>,
+    pub request: Option<Handoff>,
+    /// The beat's modification revision (fast takeover).
+    pub beat: Option<i64>,
 }
 
 /// Closes the gates of every group's units before any unit starts: they
@@ -271,7 +280,7 @@ impl Cluster {
             let leader = match store_error {
                 Some(_) => None,
                 None => match self.inner.group_keys(&g.name).await {
-                    Ok((l, _, _)) => l,
+                    Ok(k) => k.leader,
                     Err(e) => {
                         store_error = Some(e.to_string());
                         None
@@ -329,7 +338,7 @@ impl Cluster {
                 ),
             ));
         }
-        let (leader, _, _) = i.group_keys(group).await.map_err(unavailable)?;
+        let leader = i.group_keys(group).await.map_err(unavailable)?.leader;
         let Some((from, _)) = leader else {
             return Err((
                 409,
@@ -378,7 +387,11 @@ impl Cluster {
     ) -> Result<(i64, i64), Refusal> {
         let start = tokio::time::Instant::now();
         loop {
-            if let Ok((Some((l, token)), _, _)) = self.inner.group_keys(group).await {
+            if let Ok(GroupKeys {
+                leader: Some((l, token)),
+                ..
+            }) = self.inner.group_keys(group).await
+            {
                 if l.node == node {
                     return Ok((token, l.since));
                 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::group::{Action, Group, Input, Observed, Params, Role};
 use super::node::Inner;
 use super::work::{campaign, keep_while_stopping, peers_agree, units_healthy, verify, write_state};
-use super::Handoff;
+use super::{Guard, Handoff, Op};
 use crate::config::cluster::{GroupConfig, OnStoreLoss, StandbyMode};
 use crate::event::EventKind;
 use crate::supervise::{Command, Gate};
@@ -35,6 +35,11 @@ enum Msg {
         sent_at: Instant,
         result: Result<Observed, String>,
     },
+    /// The answer of a fast takeover of `from`'s key.
+    TookOver {
+        from: String,
+        done: bool,
+    },
 }
 
 struct Shell {
@@ -46,6 +51,8 @@ struct Shell {
     token: i64,
     qualified: Option<Result<(), String>>,
     store_lost: bool,
+    /// Fast takeover: the node whose leader key this node deleted last, and when.
+    took_over_from: Option<(String, Instant)>,
 }
 
 pub async fn run(i: Arc<Inner>, g: GroupConfig, cancel: CancellationToken) {
@@ -60,6 +67,7 @@ pub async fn run(i: Arc<Inner>, g: GroupConfig, cancel: CancellationToken) {
         no_standby_grace: (g.verify_every * 3).max(ttl * 2),
         preempt: g.preempt,
         keep_if_peers_agree: i.cfg.on_store_loss == OnStoreLoss::KeepIfAllPeersAgree,
+        takeover_after: i.cfg.fast_takeover.then_some(ttl),
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut s = Shell {
@@ -71,6 +79,7 @@ pub async fn run(i: Arc<Inner>, g: GroupConfig, cancel: CancellationToken) {
         token: 0,
         qualified: None,
         store_lost: false,
+        took_over_from: None,
     };
     let mut poll = tokio::time::interval(i.cfg.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -119,6 +128,17 @@ pub async fn run(i: Arc<Inner>, g: GroupConfig, cancel: CancellationToken) {
                         }
                     }
                 }
+                Some(Msg::TookOver { from, done }) => {
+                    if done {
+                        s.took_over_from = Some((from, Instant::now()));
+                        // The group is leaderless now: no need to wait for the next tick.
+                        if !polling {
+                            polling = true;
+                            s.spawn_poll();
+                        }
+                    }
+                    s.feed(Input::TookOver(done)).await
+                }
                 Some(Msg::Qualified(r)) => {
                     verifying = false;
                     s.set_qualified(r);
@@ -135,6 +155,43 @@ pub async fn run(i: Arc<Inner>, g: GroupConfig, cancel: CancellationToken) {
         }
     }
     s.shutdown().await;
+}
+
+/// A keep-alive and, with fast takeover, then the beat, guarded by our
+/// leader key: `Ok(false)` when the lease or the key is no longer ours.
+async fn renew(i: &Inner, group: &str, lease: i64, token: i64) -> Result<bool, super::CoordError> {
+    if i.coord.keep_alive(lease).await?.is_none() {
+        return Ok(false);
+    }
+    if !i.cfg.fast_takeover {
+        return Ok(true);
+    }
+    let guard = [Guard::Created(i.keys.leader(group), token)];
+    let beat = [Op::Put {
+        key: i.keys.beat(group),
+        value: token.to_string().into_bytes(),
+        lease,
+    }];
+    i.coord.txn(&guard, &beat).await
+}
+
+/// Fast takeover: deletes the leader key (created at `token`) and its beat
+/// if the beat is still at revision `beat`.
+async fn take_over(
+    i: &Inner,
+    group: &str,
+    token: i64,
+    beat: i64,
+) -> Result<bool, super::CoordError> {
+    let guards = [
+        Guard::Created(i.keys.leader(group), token),
+        Guard::Modified(i.keys.beat(group), beat),
+    ];
+    let ops = [
+        Op::Delete(i.keys.leader(group)),
+        Op::Delete(i.keys.beat(group)),
+    ];
+    i.coord.txn(&guards, &ops).await
 }
 
 async fn sleep_until(t: Option<Instant>) {
@@ -155,13 +212,13 @@ impl Shell {
         tokio::spawn(async move {
             let sent_at = Instant::now();
             let result = async {
-                let (leader, handoff, request) = i.group_keys(&g).await?;
+                let keys = i.group_keys(&g).await?;
                 let recs = i.records().await?;
-                Ok::<_, super::CoordError>((leader, handoff, request, recs))
+                Ok::<_, super::CoordError>((keys, recs))
             }
             .await;
             let result = match result {
-                Ok((leader, handoff, request, recs)) => {
+                Ok((keys, recs)) => {
                     i.mark_store_ok();
                     let mut qualified: Vec<String> = recs
                         .iter()
@@ -186,10 +243,11 @@ impl Shell {
                         m.insert(g.clone(), peers);
                     }
                     Ok(Observed {
-                        leader: leader.map(|(l, t)| (l.node, t)),
-                        handoff: handoff.map(|h| h.to),
-                        request: request.map(|r| r.to),
+                        leader: keys.leader.map(|(l, t)| (l.node, t)),
+                        handoff: keys.handoff.map(|h| h.to),
+                        request: keys.request.map(|r| r.to),
                         qualified,
+                        beat: keys.beat,
                     })
                 }
                 Err(e) => Err(e.to_string()),
@@ -261,7 +319,16 @@ impl Shell {
                     });
                 });
             }
-            Action::Activate { token } => self.activate(token, "won the election").await,
+            Action::Activate { token } => {
+                let recent = self.i.cfg.lease_ttl * 2;
+                let reason = match self.took_over_from.take() {
+                    Some((old, at)) if at.elapsed() < recent => format!(
+                        "won the election after taking the group from {old}, whose lease had run out"
+                    ),
+                    _ => "won the election".to_string(),
+                };
+                self.activate(token, &reason).await
+            }
             Action::Retoken { token } => {
                 self.activate(token, "re-took its key after the store came back")
                     .await
@@ -275,16 +342,34 @@ impl Shell {
                     return;
                 };
                 let (i, tx) = (self.i.clone(), self.tx.clone());
+                let token = self.token;
                 tokio::spawn(async move {
                     let sent_at = Instant::now();
-                    let input = match i.coord.keep_alive(lease).await {
-                        Ok(ttl) => Input::Renewed {
-                            sent_at,
-                            alive: ttl.is_some(),
-                        },
+                    let input = match renew(&i, &group, lease, token).await {
+                        Ok(alive) => Input::Renewed { sent_at, alive },
                         Err(e) => Input::RenewFailed(e.to_string()),
                     };
                     let _ = tx.send(Msg::M(input));
+                });
+            }
+            Action::Takeover {
+                node: old,
+                token,
+                beat,
+            } => {
+                let (i, tx) = (self.i.clone(), self.tx.clone());
+                tokio::spawn(async move {
+                    let done = match take_over(&i, &group, token, beat).await {
+                        Ok(done) => done,
+                        Err(e) => {
+                            tracing::warn!(group = %group, error = %e, "Fast takeover failed.");
+                            false
+                        }
+                    };
+                    if done {
+                        tracing::warn!(group = %group, from = %old, token, "The active's beat stopped for a whole lease: deleted its leader key.");
+                    }
+                    let _ = tx.send(Msg::TookOver { from: old, done });
                 });
             }
             Action::Demote {

@@ -19,6 +19,9 @@ pub struct ClusterConfig {
     /// Key prefix in the store, ending in `/`.
     pub prefix: String,
     pub on_store_loss: OnStoreLoss,
+    /// Standbys delete a dead active's leader key themselves a lease after
+    /// its last beat, instead of waiting for the store's expiry sweep.
+    pub fast_takeover: bool,
     pub groups: Vec<GroupConfig>,
 }
 
@@ -124,6 +127,7 @@ pub fn compile(
         poll_interval: Duration::from_millis(100),
         prefix: "/mamori/".to_string(),
         on_store_loss: OnStoreLoss::Demote,
+        fast_takeover: false,
         groups: Vec::new(),
     };
     if let Some(t) = &cluster_tbl {
@@ -162,6 +166,9 @@ pub fn compile(
             if o == "keep-if-all-peers-agree" {
                 c.on_store_loss = OnStoreLoss::KeepIfAllPeersAgree;
             }
+        }
+        if let Some(b) = t.bool("fast_takeover") {
+            c.fast_takeover = b;
         }
         let backend = t.choice("backend", &["embedded", "etcd"]);
         let path = t.string("path");

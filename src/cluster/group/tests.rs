@@ -16,6 +16,7 @@ fn params(node: &str) -> Params {
         no_standby_grace: Duration::from_secs(10),
         preempt: false,
         keep_if_peers_agree: false,
+        takeover_after: None,
     }
 }
 
@@ -25,7 +26,22 @@ fn seen(leader: Option<(&str, i64)>, qualified: &[&str]) -> Observed {
         handoff: None,
         request: None,
         qualified: qualified.iter().map(|s| s.to_string()).collect(),
+        beat: None,
     }
+}
+
+fn beat(leader: (&str, i64), rev: i64, qualified: &[&str]) -> Observed {
+    Observed {
+        beat: Some(rev),
+        ..seen(Some(leader), qualified)
+    }
+}
+
+fn fast(node: &str) -> Group {
+    Group::new(Params {
+        takeover_after: Some(TTL),
+        ..params(node)
+    })
 }
 
 fn obs(g: &mut Group, s: Observed) -> Vec<Action> {
@@ -396,6 +412,99 @@ async fn the_active_reports_lost_redundancy_after_the_grace() {
         .collect();
     assert!(
         out.contains(&Action::NoStandby { leaderless: false }),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fast_takeover_deletes_the_key_ttl_after_the_beat_stopped_changing() {
+    let mut b = fast("b");
+    let t0 = Instant::now();
+    assert!(obs(&mut b, beat(("a", 7), 100, &["b"])).is_empty());
+    assert_eq!(b.next_deadline(), Some(t0 + TTL));
+    // The beat moves on: the clock restarts from when the new one was seen.
+    advance(Duration::from_millis(500)).await;
+    let t1 = Instant::now();
+    assert!(obs(&mut b, beat(("a", 7), 104, &["b"])).is_empty());
+    assert_eq!(b.next_deadline(), Some(t1 + TTL));
+    // The same beat seen again does not move the deadline.
+    advance(Duration::from_millis(1500)).await;
+    assert!(obs(&mut b, beat(("a", 7), 104, &["b"])).is_empty());
+    assert_eq!(b.next_deadline(), Some(t1 + TTL));
+    // Not a moment before ttl has passed since the beat was first seen.
+    advance(Duration::from_millis(499)).await;
+    assert!(b.handle(Input::Tick, Instant::now()).is_empty());
+    advance(Duration::from_millis(1)).await;
+    assert_eq!(
+        b.handle(Input::Tick, Instant::now()),
+        vec![Action::Takeover {
+            node: "a".into(),
+            token: 7,
+            beat: 104
+        }]
+    );
+    // One at a time; then the next poll decides (here: leaderless, so verify).
+    assert_eq!(b.next_deadline(), None);
+    assert!(b.handle(Input::Tick, Instant::now()).is_empty());
+    assert!(b.handle(Input::TookOver(true), Instant::now()).is_empty());
+    assert_eq!(b.role(), Role::Standby);
+    assert_eq!(obs(&mut b, seen(None, &["b"])), vec![Action::Verify]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fast_takeover_starts_over_after_a_failed_attempt_or_a_new_leader() {
+    let mut b = fast("b");
+    obs(&mut b, beat(("a", 7), 100, &["b"]));
+    advance(TTL).await;
+    assert!(matches!(
+        b.handle(Input::Tick, Instant::now())[..],
+        [Action::Takeover { beat: 100, .. }]
+    ));
+    // The guard failed (a newer beat we had not seen): wait a full ttl again.
+    b.handle(Input::TookOver(false), Instant::now());
+    assert_eq!(b.next_deadline(), None);
+    let t = Instant::now();
+    obs(&mut b, beat(("a", 7), 100, &["b"]));
+    assert_eq!(b.next_deadline(), Some(t + TTL));
+    // A new leader (new token) with the same beat revision is a new beat.
+    advance(Duration::from_millis(300)).await;
+    let t2 = Instant::now();
+    obs(&mut b, beat(("c", 9), 100, &["b"]));
+    assert_eq!(b.next_deadline(), Some(t2 + TTL));
+    // A leader without a beat (fast takeover off there): no takeover at all.
+    obs(&mut b, seen(Some(("c", 9)), &["b"]));
+    assert_eq!(b.next_deadline(), None);
+    advance(TTL * 3).await;
+    assert!(b.handle(Input::Tick, Instant::now()).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_fast_takeover_beats_are_ignored() {
+    let mut b = Group::new(params("b"));
+    obs(&mut b, beat(("a", 7), 100, &["b"]));
+    assert_eq!(b.next_deadline(), None);
+    advance(TTL * 3).await;
+    assert!(b.handle(Input::Tick, Instant::now()).is_empty());
+    assert!(obs(&mut b, beat(("a", 7), 100, &["b"])).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_active_whose_beat_guard_fails_demotes() {
+    let mut a = fast("a");
+    make_active(&mut a, 7);
+    advance(TTL / 4).await;
+    assert_eq!(a.handle(Input::Tick, Instant::now()), vec![Action::Renew]);
+    // The shell answers alive = false when the guarded beat write failed:
+    // the leader key is no longer ours.
+    let out = a.handle(
+        Input::Renewed {
+            sent_at: Instant::now(),
+            alive: false,
+        },
+        Instant::now(),
+    );
+    assert!(
+        matches!(&out[..], [Action::Demote { fence: true, .. }]),
         "{out:?}"
     );
 }
