@@ -1,6 +1,8 @@
 //! The dashboard's pages and flow buttons over real HTTP against the real
 //! agent: what each page shows, that output is escaped, and that the
-//! rerun-from-failed and release buttons act (with a session and CSRF token).
+//! rerun-from-failed and release buttons act (with a session and CSRF token);
+//! the failover groups of two agents on one host (embedded backend) and
+//! their drills.
 
 mod common;
 #[path = "common/httpx.rs"]
@@ -73,6 +75,18 @@ fn pages_show_units_checks_runs_and_escape_output() {
     });
     let (st, page) = common::http(a.port, "GET", "/", None).unwrap();
     assert_eq!(st, 200);
+    // No `[cluster]`: no group section, no drills, nothing in the summary.
+    for part in [
+        "id=\"groups\"",
+        "Failover groups",
+        "id=\"drills\"",
+        "failover groups active",
+    ] {
+        assert!(
+            !page.contains(part),
+            "an agent without [cluster] shows {part}"
+        );
+    }
     for part in [
         "Units (4)",
         "href=\"/ui/units/web\"",
@@ -221,4 +235,191 @@ fn flow_buttons_rerun_from_failed_and_release() {
     .unwrap();
     assert_eq!(r.status, 303);
     assert!(r.header("location").unwrap().starts_with("/?err="));
+}
+
+/// Two agents of one host in a group on the embedded backend.
+fn group_member(node: &str, db: &std::path::Path) -> Agent {
+    Agent::start(
+        "shutdown_timeout = \"10s\"",
+        &format!(
+            r#"
+[cluster]
+node = "{node}"
+path = {db:?}
+
+[[service]]
+name = "web"
+command = "sleep 100000"
+stop_timeout = "2s"
+
+[[group]]
+name = "pay"
+units = ["web"]
+nodes = ["alpha", "beta"]
+verify_every = "300ms"
+"#,
+            db = db.display().to_string()
+        ),
+    )
+}
+
+/// The part of the dashboard between `<section id="ID"` and its end.
+fn section(page: &str, id: &str) -> String {
+    let start = page
+        .find(&format!("<section id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no section {id} in the dashboard"));
+    let rest = &page[start..];
+    rest[..rest.find("</section>").expect("section end")].to_string()
+}
+
+#[test]
+fn groups_show_the_active_node_its_fencing_token_and_drills() {
+    let shared = tempfile::tempdir().unwrap();
+    let db = shared.path().join("cluster.db");
+    let alpha = group_member("alpha", &db);
+    let (cookie, _) = login(&alpha);
+    let dashboard = |a: &Agent| {
+        let r = request(a.port, "GET", "/?live=0", &[("Cookie", &cookie)], b"").unwrap();
+        assert_eq!(r.status, 200);
+        r.body
+    };
+    let token = wait_for("alpha active", || {
+        let g = alpha.get("/api/v1/groups");
+        (g[0]["active"] == "alpha")
+            .then(|| g[0]["token"].as_i64())
+            .flatten()
+    });
+
+    // A drill with no standby fails; the dashboard shows it red, with why.
+    let (st, d) = alpha.post("/api/v1/groups/pay/drill");
+    assert_eq!(st, 200, "{d}");
+    assert_eq!(d["ok"], false, "{d}");
+    let failed = d["id"].as_i64().unwrap();
+
+    let beta = group_member("beta", &db);
+    wait_for("beta a qualified standby, alpha healthy", || {
+        let g = alpha.get("/api/v1/groups");
+        (g[0]["members"]["beta"]["role"] == "standby"
+            && g[0]["members"]["beta"]["qualified"] == true
+            && g[0]["members"]["alpha"]["healthy"] == true)
+            .then_some(())
+    });
+    let page = dashboard(&alpha);
+    let groups = section(&page, "groups");
+    assert!(groups.contains("data-group=\"pay\""), "{groups}");
+    assert!(
+        groups.contains(&format!(
+            "Active node <b class=\"active-node\">alpha</b> · fencing token <b class=\"token\">{token}</b>"
+        )),
+        "{groups}"
+    );
+    assert!(groups.contains("units web · standby stopped · preempt off"));
+    // Members in priority order, each with its role.
+    let (a, b) = (
+        groups.find("data-node=\"alpha\"").expect("alpha's row"),
+        groups.find("data-node=\"beta\"").expect("beta's row"),
+    );
+    assert!(a < b);
+    assert!(
+        groups[a..b].contains(">active<") && groups[a..b].contains(">healthy<"),
+        "{groups}"
+    );
+    assert!(
+        groups[b..].contains(">standby<") && groups[b..].contains(">qualified<"),
+        "{groups}"
+    );
+    assert!(page.contains("<b class=\"ok\">1/1</b><a href=\"#groups\">failover groups active</a>"));
+    // beta's dashboard names the same active node and token.
+    let on_beta = section(&dashboard_of(&beta), "groups");
+    assert!(
+        on_beta.contains(&format!("<b class=\"token\">{token}</b>"))
+            && on_beta.contains("<b class=\"active-node\">alpha</b>"),
+        "{on_beta}"
+    );
+
+    // A drill that passes: over to beta and back.
+    let (st, d) = alpha.post("/api/v1/groups/pay/drill");
+    assert_eq!(st, 200, "{d}");
+    assert_eq!(d["ok"], true, "{d}");
+    let passed = d["id"].as_i64().unwrap();
+    let gap = d["gap_ms"].as_i64().unwrap();
+    let page = dashboard(&alpha);
+    let drills = section(&page, "drills");
+    let row = |id: i64| {
+        let s = drills
+            .find(&format!("data-drill=\"{id}\""))
+            .unwrap_or_else(|| panic!("drill {id} not listed: {drills}"));
+        let rest = &drills[s..];
+        rest[..rest.find("</tr>").unwrap()].to_string()
+    };
+    assert!(
+        drills.contains(&format!("<tr class=\"drill ok\" data-drill=\"{passed}\">")),
+        "{drills}"
+    );
+    let ok = row(passed);
+    assert!(
+        ok.contains("alpha → beta") && ok.contains(&format!("{gap} ms")),
+        "{ok}"
+    );
+    assert!(ok.contains(">passed<") && ok.contains("health checks passed on both nodes"));
+    assert!(
+        drills.contains(&format!("<tr class=\"drill bad\" data-drill=\"{failed}\">")),
+        "{drills}"
+    );
+    let bad = row(failed);
+    assert!(
+        bad.contains(">failed<") && bad.contains("no standby qualifies"),
+        "{bad}"
+    );
+    // Newest first.
+    assert!(
+        drills.find(&format!("data-drill=\"{passed}\""))
+            < drills.find(&format!("data-drill=\"{failed}\""))
+    );
+    // After the drill alpha holds the group again, with a newer token.
+    let g = alpha.get("/api/v1/groups");
+    assert_eq!(g[0]["active"], "alpha");
+    let now_token = g[0]["token"].as_i64().unwrap();
+    assert!(now_token > token);
+    let groups = section(&dashboard(&alpha), "groups");
+    assert!(
+        groups.contains(&format!("<b class=\"token\">{now_token}</b>")),
+        "{groups}"
+    );
+
+    // The store hangs (a writer holds the embedded database's lock; the
+    // agents wait up to 2 s for it): the page still comes at once, within
+    // the coordinator's request timeout (2 s lease / 4), and says why the
+    // active node and token are missing.
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let t = std::time::Instant::now();
+    let page = dashboard(&alpha);
+    let took = t.elapsed();
+    lock.execute_batch("ROLLBACK").unwrap();
+    let groups = section(&page, "groups");
+    assert!(
+        groups.contains("Cannot read the coordination store: the coordination store (embedded")
+            && groups.contains("did not answer within 500 ms"),
+        "{groups}"
+    );
+    assert!(!groups.contains("class=\"token\""), "{groups}");
+    assert!(
+        groups.contains("data-node=\"alpha\"><td>alpha <span class=\"small\">(this node)</span>")
+    );
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "the page took {took:?}"
+    );
+    // The rest of the page is there too.
+    assert!(page.contains("id=\"drills\"") && page.contains("id=\"units\""));
+    drop(beta);
+    drop(alpha);
+}
+
+/// The dashboard read from loopback without a session (the read rule's default).
+fn dashboard_of(a: &Agent) -> String {
+    let (st, page) = common::http(a.port, "GET", "/?live=0", None).unwrap();
+    assert_eq!(st, 200);
+    page
 }

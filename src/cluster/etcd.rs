@@ -111,7 +111,7 @@ impl Etcd {
     pub fn new(cfg: &EtcdConfig, lease_ttl: Duration) -> anyhow::Result<Etcd> {
         // A request must never outlive the time the caller has to act on its
         // failure (self-fencing runs at half the lease).
-        let timeout = (lease_ttl / 4).max(Duration::from_millis(200));
+        let timeout = super::request_timeout(lease_ttl);
         let mut b = reqwest::Client::builder()
             .no_proxy()
             .timeout(timeout)

@@ -114,6 +114,14 @@ pub enum Op {
     Delete(String),
 }
 
+/// How long one request to the coordination store may take (etcd's client
+/// timeout): a quarter of the lease, at least 200 ms, so a caller always has
+/// time to act on a failure before self-fencing at half the lease. The
+/// dashboard waits no longer than this for the store.
+pub fn request_timeout(lease_ttl: Duration) -> Duration {
+    (lease_ttl / 4).max(Duration::from_millis(200))
+}
+
 /// Builds the configured backend.
 pub fn connect(
     cfg: &crate::config::cluster::ClusterConfig,

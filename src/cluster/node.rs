@@ -291,24 +291,56 @@ impl Cluster {
                 .iter()
                 .filter_map(|r| Some((r.node.clone(), r.groups.get(&g.name)?.clone())))
                 .collect();
-            out.push(GroupStatus {
-                name: g.name.clone(),
-                units: g.units.clone(),
-                nodes: g.nodes.clone(),
-                active: leader.as_ref().map(|(l, _)| l.node.clone()),
-                token: leader.as_ref().map(|(_, t)| *t),
-                active_since: leader.as_ref().map(|(l, _)| l.since),
-                here: self.inner.view(&g.name),
-                members,
-                preempt: g.preempt,
-                standby: match g.standby {
-                    crate::config::cluster::StandbyMode::Warm => "warm",
-                    crate::config::cluster::StandbyMode::Stopped => "stopped",
-                },
-                store_error: store_error.clone(),
-            });
+            out.push(self.status(g, leader, members, store_error.clone()));
         }
         Ok(out)
+    }
+
+    /// Like `groups`, but gives the store at most `bound`: past it, every
+    /// group is shown from its config and this node's own view, with
+    /// `store_error` saying the store did not answer in time (for pages that
+    /// must render while the store hangs).
+    pub async fn groups_within(&self, bound: Duration) -> Vec<GroupStatus> {
+        let error = match tokio::time::timeout(bound, self.groups()).await {
+            Ok(Ok(all)) => return all,
+            Ok(Err((_, e))) => e,
+            Err(_) => format!(
+                "the coordination store ({}) did not answer within {} ms",
+                self.inner.coord.describe(),
+                bound.as_millis()
+            ),
+        };
+        self.inner
+            .cfg
+            .groups
+            .iter()
+            .map(|g| self.status(g, None, BTreeMap::new(), Some(error.clone())))
+            .collect()
+    }
+
+    fn status(
+        &self,
+        g: &GroupConfig,
+        leader: Option<(LeaderValue, i64)>,
+        members: BTreeMap<String, GroupView>,
+        store_error: Option<String>,
+    ) -> GroupStatus {
+        GroupStatus {
+            name: g.name.clone(),
+            units: g.units.clone(),
+            nodes: g.nodes.clone(),
+            active: leader.as_ref().map(|(l, _)| l.node.clone()),
+            token: leader.as_ref().map(|(_, t)| *t),
+            active_since: leader.as_ref().map(|(l, _)| l.since),
+            here: self.inner.view(&g.name),
+            members,
+            preempt: g.preempt,
+            standby: match g.standby {
+                crate::config::cluster::StandbyMode::Warm => "warm",
+                crate::config::cluster::StandbyMode::Stopped => "stopped",
+            },
+            store_error,
+        }
     }
 
     /// Whether `node` is a live standby of `group` that qualifies.

@@ -2,7 +2,8 @@
 //! incidents (post an update, open one), units (state, uptime, restarts,
 //! memory, last exit reason), memory charts of services suspected of a leak,
 //! checks with their last failure reason, flows as graphs (rerun from the
-//! failed job, release), and the latest runs. Built to stay fast with 500
+//! failed job, release), and the latest runs; with `[cluster]`, failover
+//! groups and recent drills (`groups`). Built to stay fast with 500
 //! units and 1,000 checks: one pass over in-memory statuses, a few indexed
 //! queries, charts only for leaking services (every service has its chart
 //! on its own page).
@@ -28,7 +29,8 @@ pub async fn page(
 ) -> Response {
     let (nav_html, sess) = nav(&s, &headers);
     let back = here(&uri);
-    let body = match render(&s, sess.as_ref(), &back, &q) {
+    let groups = super::groups::load(&s).await;
+    let body = match render(&s, sess.as_ref(), &back, &q, groups.as_ref()) {
         Ok(b) => b,
         Err(e) => format!(
             "<section><h2>Cannot read the store</h2><p>{}</p></section>",
@@ -46,6 +48,7 @@ fn render(
     sess: Option<&Session>,
     back: &str,
     q: &HashMap<String, String>,
+    groups: Option<&super::groups::Groups>,
 ) -> Result<String, String> {
     let now = crate::util::now_ms();
     let units = s.sup.statuses();
@@ -91,7 +94,7 @@ fn render(
 <div><b class=\"{}\">{down}/{}</b>checks down</div>\
 <div><b class=\"{}\">{firing}</b>alerts firing ({} active)</div>\
 <div><b class=\"{}\">{}</b>open incidents</div>\
-<div><b class=\"{}\">{stalled}</b>flows stalled</div></div><br>",
+<div><b class=\"{}\">{stalled}</b>flows stalled</div>{}</div><br>",
         units.len(),
         if bad_units > 0 { "bad" } else { "ok" },
         if down > 0 { "bad" } else { "ok" },
@@ -101,6 +104,7 @@ fn render(
         if incidents.is_empty() { "ok" } else { "warn" },
         incidents.len(),
         if stalled > 0 { "bad" } else { "ok" },
+        groups.map(|g| g.summary()).unwrap_or_default(),
     );
 
     // Alerts.
@@ -189,6 +193,11 @@ fn render(
         ));
     }
     b.push_str("</section>");
+
+    // Failover groups and recent drills (only with `[cluster]`).
+    if let Some(g) = groups {
+        b.push_str(&g.render(now));
+    }
 
     // Leaking services' charts.
     let leaking: Vec<_> = units

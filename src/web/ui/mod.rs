@@ -6,7 +6,7 @@
 //! Files by concept: `html` (escaping, page shell), `session` (login,
 //! cookie, CSRF), `dashboard` (the overview), `unit` (unit and run pages),
 //! `incidents` (incident pages and forms), `login`, `chart` (memory SVG),
-//! `flowgraph` (flow SVG),
+//! `flowgraph` (flow SVG), `groups` (failover groups and drills),
 //! `actions` (form POSTs), `status` (status page and JSON), `feed` (Atom).
 //! See docs/dashboard.md.
 
@@ -15,6 +15,7 @@ pub mod chart;
 pub mod dashboard;
 pub mod feed;
 pub mod flowgraph;
+pub mod groups;
 pub mod html;
 pub mod incidents;
 pub mod login;
