@@ -20,6 +20,8 @@ hook that moves a virtual address would), the units being up already.
 Usage: failover.py [--trials 50] [--mode kill|partition] [--ttl 2]
                    [--etcd-fast]   (etcd --election-timeout 500 --heartbeat-interval 100)
                    [--warm] [--poll 100ms]
+                   [--fast-takeover]  ([cluster] fast_takeover = true; the result
+                                       counts activations that took a key over)
 Env: MAMORI=path/to/mamori (default target/release/mamori).
 Prints one JSON line with the figures; writes raw times to --out if given.
 """
@@ -119,7 +121,7 @@ class Proxy:
 
 
 class Node:
-    def __init__(self, name, idx, endpoint, nodes, ttl, base, warm=False, poll='100ms'):
+    def __init__(self, name, idx, endpoint, nodes, ttl, base, warm=False, poll='100ms', fast=False):
         self.name, self.host = name, f'127.0.0.{idx + 2}'
         self.port, self.web = free_port(), free_port()
         self.dir = os.path.join(base, name)
@@ -139,6 +141,7 @@ backend = "etcd"
 endpoints = ["{endpoint}"]
 lease_ttl = "{ttl}s"
 poll_interval = "{poll}"
+fast_takeover = {'true' if fast else 'false'}
 
 [[service]]
 name = "web"
@@ -208,6 +211,13 @@ on_promote = "date +%s%N > {self.dir}/promoted"
             except ProcessLookupError:
                 pass
 
+    def takeovers(self):
+        """Activations that followed a fast takeover of a dead active's key."""
+        db = sqlite3.connect(f'file:{os.path.join(self.dir, "data/mamori.db")}?mode=ro', uri=True)
+        rows = db.execute("SELECT data FROM events WHERE kind = 'group.activated'").fetchall()
+        db.close()
+        return sum(1 for (d,) in rows if 'taking the group from' in json.loads(d).get('reason', ''))
+
     def history(self):
         db = sqlite3.connect(f'file:{os.path.join(self.dir, "data/mamori.db")}?mode=ro', uri=True)
         rows = db.execute("SELECT ts, kind, data FROM events WHERE kind IN ('group.activated','group.deactivated') ORDER BY id").fetchall()
@@ -252,6 +262,7 @@ def main():
     ap.add_argument('--etcd-fast', action='store_true')
     ap.add_argument('--warm', action='store_true')
     ap.add_argument('--poll', default='100ms')
+    ap.add_argument('--fast-takeover', action='store_true')
     ap.add_argument('--out')
     a = ap.parse_args()
     base = tempfile.mkdtemp(prefix='mamori-failover-')
@@ -269,7 +280,7 @@ def main():
         for i, n in enumerate(names):
             p = Proxy(cport)
             proxies.append(p)
-            nodes.append(Node(n, i, f'http://127.0.0.1:{p.port}', names, a.ttl, base, a.warm, a.poll))
+            nodes.append(Node(n, i, f'http://127.0.0.1:{p.port}', names, a.ttl, base, a.warm, a.poll, a.fast_takeover))
         for n in nodes:
             n.start()
         times, promoted = [], []
@@ -323,6 +334,7 @@ def main():
         n_iv, bad, tokens_ok = overlaps(nodes)
         res = {
             'mode': a.mode, 'lease_ttl_s': a.ttl, 'etcd_fast': a.etcd_fast, 'warm': a.warm, 'poll': a.poll,
+            'fast_takeover': a.fast_takeover, 'took_over': sum(n.takeovers() for n in nodes),
             'trials': len(times),
             'median_ms': round(statistics.median(times)), 'p99_ms': round(pct(times, 99)),
             'min_ms': round(min(times)), 'max_ms': round(max(times)),
