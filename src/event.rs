@@ -310,6 +310,15 @@ pub enum EventKind {
     },
     #[serde(rename = "group.store_back")]
     GroupStoreBack { group: String, node: String },
+    /// Fast takeover: this node deleted the leader key of `from`, whose beat
+    /// had not changed for a whole lease (`token`: that activation's).
+    #[serde(rename = "group.took_over")]
+    GroupTookOver {
+        group: String,
+        node: String,
+        from: String,
+        token: i64,
+    },
     /// Kept active through a store outage because every peer lost it too.
     #[serde(rename = "group.kept_by_peers")]
     GroupKeptByPeers { group: String, node: String },
@@ -399,6 +408,7 @@ impl EventKind {
             | GroupStoreLost { group, .. }
             | GroupStoreBack { group, .. }
             | GroupKeptByPeers { group, .. }
+            | GroupTookOver { group, .. }
             | GroupHookFailed { group, .. }
             | DrillPassed { group, .. }
             | DrillFailed { group, .. } => Some(group),

@@ -20,12 +20,15 @@ hook that moves a virtual address would), the units being up already.
 Usage: failover.py [--trials 50] [--mode kill|partition] [--ttl 2]
                    [--etcd-fast]   (etcd --election-timeout 500 --heartbeat-interval 100)
                    [--warm] [--poll 100ms]
+                   [--hold 1.0]  (kill at a random moment up to this long after the
+                                  group settled; 0 = at once, the worst case)
                    [--fast-takeover]  ([cluster] fast_takeover = true; the result
-                                       counts activations that took a key over)
-Env: MAMORI=path/to/mamori (default target/release/mamori).
+                                       counts the group.took_over events)
+Env: MAMORI=path/to/mamori (default target/release/mamori); KEEP=1 keeps
+the nodes' directories (configs, agent logs, stores) for a look afterwards.
 Prints one JSON line with the figures; writes raw times to --out if given.
 """
-import argparse, json, os, shutil, signal, socket, sqlite3, statistics
+import argparse, json, os, random, shutil, signal, socket, sqlite3, statistics
 import subprocess, sys, tempfile, threading, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -212,11 +215,11 @@ on_promote = "date +%s%N > {self.dir}/promoted"
                 pass
 
     def takeovers(self):
-        """Activations that followed a fast takeover of a dead active's key."""
+        """Fast takeovers: leader keys this node deleted (group.took_over)."""
         db = sqlite3.connect(f'file:{os.path.join(self.dir, "data/mamori.db")}?mode=ro', uri=True)
-        rows = db.execute("SELECT data FROM events WHERE kind = 'group.activated'").fetchall()
+        (n,) = db.execute("SELECT count(*) FROM events WHERE kind = 'group.took_over'").fetchone()
         db.close()
-        return sum(1 for (d,) in rows if 'taking the group from' in json.loads(d).get('reason', ''))
+        return n
 
     def history(self):
         db = sqlite3.connect(f'file:{os.path.join(self.dir, "data/mamori.db")}?mode=ro', uri=True)
@@ -255,6 +258,8 @@ def pct(xs, p):
 
 
 def main():
+    # SIGTERM runs the finally below (agents, units, proxies and etcd stopped).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser()
     ap.add_argument('--trials', type=int, default=50)
     ap.add_argument('--mode', choices=['kill', 'partition'], default='kill')
@@ -263,6 +268,10 @@ def main():
     ap.add_argument('--warm', action='store_true')
     ap.add_argument('--poll', default='100ms')
     ap.add_argument('--fast-takeover', action='store_true')
+    ap.add_argument('--hold', type=float, default=1.0,
+                    help='kill (or cut) at a random moment up to this many seconds after the group settled '
+                         '(a host fails at any point of its keep-alive cycle; 0: at once, right after the '
+                         'new active took its lease, the worst case for lease expiry)')
     ap.add_argument('--out')
     a = ap.parse_args()
     base = tempfile.mkdtemp(prefix='mamori-failover-')
@@ -309,6 +318,8 @@ def main():
                     os.unlink(os.path.join(n.dir, 'promoted'))
                 except FileNotFoundError:
                     pass
+            if a.hold > 0:
+                time.sleep(random.uniform(0, a.hold))
             t0 = time.time()
             if a.mode == 'kill':
                 node.kill9()
@@ -334,7 +345,7 @@ def main():
         n_iv, bad, tokens_ok = overlaps(nodes)
         res = {
             'mode': a.mode, 'lease_ttl_s': a.ttl, 'etcd_fast': a.etcd_fast, 'warm': a.warm, 'poll': a.poll,
-            'fast_takeover': a.fast_takeover, 'took_over': sum(n.takeovers() for n in nodes),
+            'fast_takeover': a.fast_takeover, 'hold_s': a.hold, 'took_over': sum(n.takeovers() for n in nodes),
             'trials': len(times),
             'median_ms': round(statistics.median(times)), 'p99_ms': round(pct(times, 99)),
             'min_ms': round(min(times)), 'max_ms': round(max(times)),
@@ -351,7 +362,10 @@ def main():
             p.close()
         etcd.kill()
         etcd.wait()
-        shutil.rmtree(base, ignore_errors=True)
+        if os.environ.get('KEEP'):
+            print(f'kept {base}', file=sys.stderr)
+        else:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == '__main__':

@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::group::{Action, Group, Input, Observed, Params, Role};
 use super::node::Inner;
-use super::work::{campaign, keep_while_stopping, peers_agree, units_healthy, verify, write_state};
+use super::work::{
+    beat, campaign, keep_while_stopping, peers_agree, units_healthy, verify, write_state,
+};
 use super::{Guard, Handoff, Op};
 use crate::config::cluster::{GroupConfig, OnStoreLoss, StandbyMode};
 use crate::event::EventKind;
@@ -166,13 +168,7 @@ async fn renew(i: &Inner, group: &str, lease: i64, token: i64) -> Result<bool, s
     if !i.cfg.fast_takeover {
         return Ok(true);
     }
-    let guard = [Guard::Created(i.keys.leader(group), token)];
-    let beat = [Op::Put {
-        key: i.keys.beat(group),
-        value: token.to_string().into_bytes(),
-        lease,
-    }];
-    i.coord.txn(&guard, &beat).await
+    beat(i, group, lease, token).await
 }
 
 /// Fast takeover: deletes the leader key (created at `token`) and its beat
@@ -368,6 +364,12 @@ impl Shell {
                     };
                     if done {
                         tracing::warn!(group = %group, from = %old, token, "The active's beat stopped for a whole lease: deleted its leader key.");
+                        i.bus.emit(EventKind::GroupTookOver {
+                            group: group.clone(),
+                            node: i.node.clone(),
+                            from: old.clone(),
+                            token,
+                        });
                     }
                     let _ = tx.send(Msg::TookOver { from: old, done });
                 });

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::node::Inner;
-use super::LeaderValue;
+use super::{Guard, LeaderValue, Op};
 use crate::config::cluster::{GroupConfig, StandbyMode};
 use crate::probe::health::Status;
 use crate::util::now_ms;
@@ -110,6 +110,12 @@ pub async fn campaign(
     let body = serde_json::to_vec(&v).unwrap_or_default();
     match i.coord.create(&i.keys.leader(group), &body, lease).await {
         Ok(Some(rev)) => {
+            if i.cfg.fast_takeover {
+                // The first beat, so standbys can take over even if this node
+                // dies before its first keep-alive. Best effort: without it a
+                // standby waits for the key to expire in the store.
+                let _ = beat(i, group, lease, rev).await;
+            }
             if let Some(o) = old {
                 let _ = i.coord.revoke(o).await;
             }
@@ -124,6 +130,23 @@ pub async fn campaign(
             (None, Err(e.to_string()))
         }
     }
+}
+
+/// Fast takeover: writes the group's beat (the token, on our lease) if the
+/// leader key is still the one we created at `token`; `Ok(false)` if not.
+pub async fn beat(
+    i: &Inner,
+    group: &str,
+    lease: i64,
+    token: i64,
+) -> Result<bool, super::CoordError> {
+    let guard = [Guard::Created(i.keys.leader(group), token)];
+    let put = [Op::Put {
+        key: i.keys.beat(group),
+        value: token.to_string().into_bytes(),
+        lease,
+    }];
+    i.coord.txn(&guard, &put).await
 }
 
 /// `on_store_loss = "keep-if-all-peers-agree"`: every other member of the
