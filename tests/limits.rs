@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{marker, sleeps_with, wait_for, Agent};
+use common::{marker, procs_with, sleeps_with, wait_for, Agent};
 
 /// Allocates and touches 8 MiB every 50 ms, forever.
 const HOG: &str = r#"["python3", "-c", "import time\nh=[]\nwhile True:\n    h.append(bytearray(8 << 20))\n    time.sleep(0.05)\n"]"#;
@@ -67,6 +67,68 @@ fn memory_limit_with_cgroup_v1_where_supported() {
         }
         Err(log) => panic!("agent failed:\n{log}"),
     }
+}
+
+/// cgroup v1 has no group kill: when the kernel OOM-kills a process that
+/// is not the run's main one, the agent (told by the cgroup's OOM
+/// notification) records the breach and kills the rest of the tree.
+#[test]
+fn cgroup_v1_oom_kill_of_a_child_ends_the_whole_tree() {
+    let m = marker("61");
+    let units = format!(
+        r#"[[job]]
+name = "oomchild"
+command = "python3 -c 'b = b\"x\" * (300 << 20)' {m} & sleep {m}"
+limits = {{ memory = "100MiB", wall = "60s" }}
+"#
+    );
+    let a = match Agent::try_start("enforcement = \"cgroup1\"", &units) {
+        Ok(a) => a,
+        Err(log) if log.contains("cannot work here") => {
+            println!("cgroup1 is not supported on this machine; the agent said:\n{log}");
+            assert!(
+                !std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
+                    || log.contains("cannot create"),
+                "cgroup v1 memory is mounted but the agent refused it:\n{log}"
+            );
+            return;
+        }
+        Err(log) => panic!("agent failed:\n{log}"),
+    };
+    let out = a.cli(&["run", "oomchild", "--wait"]);
+    let run = &a.runs("oomchild")[0];
+    assert_eq!(
+        run["reason"],
+        "limit:memory",
+        "{run}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        a.log()
+    );
+    assert_eq!(run["state"], "failed");
+    let events = a.get("/api/v1/events?unit=oomchild");
+    let breach = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "unit.limit_breached")
+        .cloned()
+        .unwrap_or_else(|| panic!("no limit event: {events}"));
+    assert_eq!(breach["limit"], "memory");
+    assert_eq!(breach["max"], 100 * 1024 * 1024);
+    assert_eq!(breach["enforced_by"], "cgroup1");
+    // Nothing of the tree is left: not the shell, not the sleep.
+    assert!(sleeps_with(&m).is_empty(), "the sleep was killed too");
+    assert_eq!(
+        procs_with(&m),
+        Vec::<i32>::new(),
+        "no process of the tree is left"
+    );
+    // The kernel's notification was used, not the per-sample fallback.
+    assert!(
+        !a.log().contains("OOM notification"),
+        "the OOM notification did not work:\n{}",
+        a.log()
+    );
 }
 
 #[test]

@@ -6,7 +6,22 @@
 //!   membership is exact and `cgroup.kill` ends it. Needs the memory
 //!   controller delegated to our cgroup (on a systemd host: `Delegate=yes`).
 //! - **cgroup1**: the same with the v1 memory hierarchy
-//!   (`memory.limit_in_bytes`; the OOM kill is read from `memory.oom_control`).
+//!   (`memory.limit_in_bytes`). v1 has no group kill, so the agent must
+//!   notice an OOM kill itself and kill the rest of the tree: each run cgroup
+//!   registers an eventfd for its `memory.oom_control` in
+//!   `cgroup.event_control` (the v1 "OOM Control" notification API), which
+//!   the run's watchdog awaits next to its tick. The kernel signals it when
+//!   the cgroup enters OOM, a few ms *before* it kills (so the watchdog then
+//!   confirms with the `oom_kill` counter, re-read briefly), and also when
+//!   the cgroup is removed (the counter file is gone then: not an OOM). An
+//!   OOM of any process of the tree is so acted on at once, and an idle
+//!   watchdog reads nothing for it. If registration fails (logged once per
+//!   agent), the watchdog reads the counter at every sample instead.
+//!   `memory.oom_control` stays open for the run and is read with `pread`.
+//! - On **cgroup2** the counter (`oom_kill` in `memory.events`) is read at
+//!   every sample; `memory.oom.group` already kills the whole tree. A
+//!   notification (inotify on `memory.events`) is not done: no machine here
+//!   has a v2 memory controller to test it on.
 //! - **poll**: a watchdog reads /proc every `poll_interval` (250 ms) and kills
 //!   the tree when its summed RSS passes the limit. Membership is the
 //!   descendants of the run's first process plus orphans re-parented to the
@@ -22,12 +37,17 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
 
 use super::proc::{self, ProcStat};
 use crate::config::Enforcement;
@@ -59,6 +79,8 @@ pub struct Enforcer {
     last_full_scan: Mutex<Option<Instant>>,
     /// Orphans re-parented to the agent: pid → run id (None: not ours).
     orphans: Mutex<HashMap<i32, Option<i64>>>,
+    /// A failed OOM notification registration has been logged.
+    oom_notify_failure_logged: AtomicBool,
 }
 
 impl Enforcer {
@@ -105,6 +127,7 @@ impl Enforcer {
             snapshot: Mutex::new(None),
             last_full_scan: Mutex::new(None),
             orphans: Mutex::new(HashMap::new()),
+            oom_notify_failure_logged: AtomicBool::new(false),
         })
     }
 
@@ -234,13 +257,39 @@ impl Enforcer {
             )
             .ok()
         });
+        let v1 = matches!(self.backend, Backend::Cgroup1 { .. });
+        let mut oom_control = None;
+        let mut oom_event = None;
+        if let (true, Some(dir)) = (v1, &dir_fd) {
+            // Kept open even without a notification: the per-sample
+            // fallback then reads it with pread.
+            let registered = open_at(dir, "memory.oom_control", nix::fcntl::OFlag::O_RDONLY)
+                .and_then(|file| {
+                    let event = register_oom_event(dir, &file);
+                    oom_control = Some(file);
+                    event
+                });
+            match registered {
+                Ok(event) => oom_event = Some(event),
+                Err(e) => {
+                    if !self.oom_notify_failure_logged.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            error = %e,
+                            "Cannot register a cgroup v1 OOM notification; watchdogs read memory.oom_control at every sample instead (logged once)."
+                        );
+                    }
+                }
+            }
+        }
         Ok(RunGroup {
             dir,
             dir_fd,
             v2: matches!(self.backend, Backend::Cgroup2 { .. }),
+            oom_control,
+            oom_event,
             run_id,
             seen: Mutex::new(HashMap::new()),
-            root_gone: std::sync::atomic::AtomicBool::new(false),
+            root_gone: AtomicBool::new(false),
         })
     }
 
@@ -398,23 +447,27 @@ pub struct RunGroup {
     /// `dir` opened with O_PATH, for `openat` of its files.
     dir_fd: Option<std::os::fd::OwnedFd>,
     v2: bool,
+    /// cgroup v1: `memory.oom_control`, open for the run (read with pread).
+    oom_control: Option<fs::File>,
+    /// cgroup v1: signalled by the kernel when the cgroup enters OOM (and
+    /// when it is removed). Registered on `oom_control`.
+    oom_event: Option<AsyncFd<EventFd>>,
     run_id: i64,
     /// Poll mode: every pid seen in the tree with its start time (so
     /// re-parented ones stay found, and a reused pid is not mistaken for one).
     seen: Mutex<HashMap<i32, u64>>,
     /// The run's first process has been reaped.
-    root_gone: std::sync::atomic::AtomicBool,
+    root_gone: AtomicBool,
 }
 
 impl RunGroup {
     /// Called once the root's exit has been received.
     pub fn mark_root_gone(&self) {
-        self.root_gone
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.root_gone.store(true, Ordering::SeqCst);
     }
 
     fn root_gone(&self) -> bool {
-        self.root_gone.load(std::sync::atomic::Ordering::SeqCst)
+        self.root_gone.load(Ordering::SeqCst)
     }
 
     /// The file a new process writes "0" into to join the run's cgroup.
@@ -424,18 +477,45 @@ impl RunGroup {
 
     /// How many processes the kernel killed for memory in this run's cgroup.
     pub fn oom_kills(&self) -> u64 {
-        let file = if self.v2 {
-            "memory.events"
-        } else {
-            "memory.oom_control"
+        self.read_oom_kills().unwrap_or(0)
+    }
+
+    /// The kernel's OOM kill counter; None when it cannot be read (no
+    /// cgroup, or the cgroup has been removed).
+    pub fn read_oom_kills(&self) -> Option<u64> {
+        let text = match &self.oom_control {
+            // Offset 0 makes the kernel format the file anew.
+            Some(f) => {
+                let mut buf = [0u8; 512];
+                let n = f.read_at(&mut buf, 0).ok()?;
+                String::from_utf8(buf[..n].to_vec()).ok()?
+            }
+            None if self.v2 => self.read("memory.events")?,
+            None => self.read("memory.oom_control")?,
         };
-        self.read(file)
-            .and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("oom_kill "))
-                    .and_then(|v| v.trim().parse().ok())
-            })
-            .unwrap_or(0)
+        oom_kill_count(&text)
+    }
+
+    /// Whether the kernel notifies this run's OOMs (see `oom_event`).
+    pub fn oom_notified(&self) -> bool {
+        self.oom_event.is_some()
+    }
+
+    /// Waits until the kernel signals the OOM eventfd, and drains it. A
+    /// signal means the cgroup entered OOM (the kill follows) or was
+    /// removed: confirm with `read_oom_kills`. Never returns without a
+    /// registered notification.
+    pub async fn oom_event(&self) -> io::Result<()> {
+        let Some(fd) = &self.oom_event else {
+            return std::future::pending().await;
+        };
+        loop {
+            let mut ready = fd.readable().await?;
+            match ready.try_io(|fd| fd.get_ref().read().map_err(io::Error::from)) {
+                Ok(result) => return result.map(|_| ()),
+                Err(_would_block) => continue,
+            }
+        }
     }
 
     /// Peak memory the kernel charged to the cgroup (v1 only), bytes.
@@ -451,21 +531,19 @@ impl RunGroup {
     /// Reads one of the run's cgroup files (None without a cgroup).
     fn read(&self, name: &str) -> Option<String> {
         use std::io::Read;
-        let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC;
-        let fd = match &self.dir_fd {
-            Some(dir) => {
-                nix::fcntl::openat(dir, name, flags, nix::sys::stat::Mode::empty()).ok()?
-            }
-            None => nix::fcntl::open(
-                self.dir.as_ref()?.join(name).as_path(),
-                flags,
-                nix::sys::stat::Mode::empty(),
-            )
-            .ok()?,
+        let mut f = match &self.dir_fd {
+            Some(dir) => open_at(dir, name, nix::fcntl::OFlag::O_RDONLY).ok()?,
+            None => fs::File::from(
+                nix::fcntl::open(
+                    self.dir.as_ref()?.join(name).as_path(),
+                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .ok()?,
+            ),
         };
         // A plain read loop: `read_to_string` on a File first asks for its
         // size (statx + lseek), two wasted syscalls on a pseudo-file.
-        let mut f = fs::File::from(fd);
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
@@ -489,6 +567,47 @@ impl RunGroup {
             }
         }
     }
+}
+
+/// Opens a file of a cgroup directory opened with O_PATH.
+fn open_at(dir: &OwnedFd, name: &str, flags: nix::fcntl::OFlag) -> io::Result<fs::File> {
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        flags | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    Ok(fs::File::from(fd))
+}
+
+/// The `oom_kill` counter of `memory.oom_control` (v1) or `memory.events` (v2).
+fn oom_kill_count(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// What is written to `cgroup.event_control` to be told of OOMs: the
+/// eventfd, then the `memory.oom_control` it is for (no argument).
+fn event_control_line(eventfd: i32, oom_control: i32) -> String {
+    format!("{eventfd} {oom_control}")
+}
+
+/// cgroup v1: asks the kernel to signal a new eventfd whenever the cgroup
+/// (`dir`) enters OOM. The eventfd is registered with the tokio reactor.
+fn register_oom_event(dir: &OwnedFd, oom_control: &fs::File) -> io::Result<AsyncFd<EventFd>> {
+    use std::io::Write;
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other("no tokio runtime to wait for the eventfd"));
+    }
+    let event = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+    let line = event_control_line(event.as_raw_fd(), oom_control.as_raw_fd());
+    open_at(dir, "cgroup.event_control", nix::fcntl::OFlag::O_WRONLY)?
+        .write_all(line.as_bytes())?;
+    // SAFETY: the EventFd owns its fd, never replaces it and is closed only
+    // when the AsyncFd drops it.
+    unsafe { AsyncFd::register_with_interest(event, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
 }
 
 fn remove_cgroup(dir: &Path) -> io::Result<()> {
@@ -617,4 +736,54 @@ fn cgroup2_root(agent_id: &str) -> Result<PathBuf, String> {
     fs::write(root.join("cgroup.subtree_control"), "+memory")
         .map_err(|e| format!("cannot enable memory in {}: {e}", root.display()))?;
     Ok(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_kill_counter_is_read_from_v1_and_v2_files() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(oom_kill_count(v1), Some(3));
+        let v2 = "low 0\nhigh 0\nmax 5\noom 2\noom_kill 1\noom_group_kill 1\n";
+        assert_eq!(oom_kill_count(v2), Some(1));
+        assert_eq!(oom_kill_count("oom_kill_disable 0\nunder_oom 1\n"), None);
+        assert_eq!(event_control_line(7, 9), "7 9", "the eventfd comes first");
+    }
+
+    /// Real kernel: the notification registers on a run cgroup, and its
+    /// removal (which the kernel also signals) reads as "gone", not as an OOM.
+    #[tokio::test]
+    async fn cgroup1_oom_notification_registers_and_removal_is_not_an_oom() {
+        let agent_id = format!("unittest{}", std::process::id());
+        let enforcer = match Enforcer::detect(Enforcement::Cgroup1, &agent_id) {
+            Ok(e) => e,
+            Err(e) => {
+                println!("cgroup1 is not usable here: {e}");
+                assert!(
+                    !Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
+                        || e.contains("cannot create"),
+                    "cgroup v1 memory is mounted but refused: {e}"
+                );
+                return;
+            }
+        };
+        let group = enforcer.prepare("u", 1, Some(64 << 20)).unwrap();
+        assert!(group.oom_notified(), "registered");
+        assert_eq!(group.read_oom_kills(), Some(0));
+        // Nothing happened yet: no signal.
+        let quiet = tokio::time::timeout(Duration::from_millis(100), group.oom_event()).await;
+        assert!(quiet.is_err(), "signalled without an OOM");
+        group.remove();
+        let signalled = tokio::time::timeout(Duration::from_secs(5), group.oom_event()).await;
+        assert!(
+            matches!(signalled, Ok(Ok(()))),
+            "removal is signalled: {signalled:?}"
+        );
+        assert_eq!(group.read_oom_kills(), None, "the cgroup is gone");
+        assert_eq!(group.oom_kills(), 0);
+        drop(group);
+        enforcer.cleanup();
+    }
 }

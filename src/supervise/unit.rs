@@ -881,8 +881,9 @@ async fn watchdog(
     cancel: CancellationToken,
 ) {
     // Fast polling only where we enforce: CPU always, memory only when the
-    // kernel does not (a kernel OOM kill of a non-main process is noticed at
-    // the next 1 s sample; the main process's death is noticed at once).
+    // kernel does not. A kernel OOM kill is noticed by the cgroup v1 OOM
+    // notification at once, otherwise (cgroup2, or no notification) at the
+    // next 1 s sample; the main process's death is noticed at once.
     let fast =
         limits.cpu.is_some() || (limits.memory.is_some() && !ctx.enforcer.kernel_memory_limit());
     let period = if fast {
@@ -902,11 +903,49 @@ async fn watchdog(
     // The first sample is taken at once (status and /metrics show a new
     // run's memory without waiting for the grid), the rest on the grid.
     let mut first = true;
+    let kernel_oom = limits.memory.is_some() && ctx.enforcer.kernel_memory_limit();
+    // Whether to wait for the kernel's OOM notification, and whether to read
+    // the OOM kill counter at every sample (without a notification, or after
+    // one that was not followed by a kill in time).
+    let mut notified = kernel_oom && group.oom_notified();
+    let mut read_oom_counter = kernel_oom && !notified;
     loop {
         if !first {
-            tokio::select! {
+            let oom = tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tick.tick() => {}
+                _ = tick.tick() => None,
+                r = group.oom_event(), if notified => Some(r),
+            };
+            match oom {
+                None => {}
+                Some(Err(e)) => {
+                    tracing::warn!(%unit, run_id, error = %e, "OOM notification failed; reading memory.oom_control at every sample.");
+                    notified = false;
+                    read_oom_counter = true;
+                    continue;
+                }
+                Some(Ok(())) => {
+                    match confirm_oom_kill(&group, &cancel).await {
+                        OomCheck::Killed => {
+                            let max = limits.memory.unwrap_or(0);
+                            let peak = group
+                                .kernel_peak()
+                                .unwrap_or(watch.rss.load(Ordering::Relaxed));
+                            let by = ctx.enforcer.mode().as_str();
+                            if record_breach(&ctx, &unit, run_id, &watch, "memory", peak, max, by) {
+                                ctx.enforcer.kill_tree(&group, root).await;
+                            }
+                            return;
+                        }
+                        // Removed: the run is ending, nothing more will come.
+                        OomCheck::Gone => notified = false,
+                        // Reclaim may have ended the OOM without a kill, or
+                        // the kill is late: watch the counter from now on.
+                        OomCheck::NoKill => read_oom_counter = true,
+                        OomCheck::Cancelled => return,
+                    }
+                    continue;
+                }
             }
         }
         first = false;
@@ -944,8 +983,8 @@ async fn watchdog(
 
         let mut breach = None;
         if let Some(max) = limits.memory {
-            if ctx.enforcer.kernel_memory_limit() {
-                if group.oom_kills() > 0 {
+            if kernel_oom {
+                if read_oom_counter && group.oom_kills() > 0 {
                     let peak = group.kernel_peak().unwrap_or(rss);
                     breach = Some(("memory", peak, max, ctx.enforcer.mode().as_str()));
                 }
@@ -966,6 +1005,42 @@ async fn watchdog(
             return;
         }
     }
+}
+
+/// What followed a cgroup OOM notification.
+#[derive(Debug, PartialEq, Eq)]
+enum OomCheck {
+    /// The kernel killed a process of the tree.
+    Killed,
+    /// No kill counted within `OOM_CONFIRM_DELAYS_MS`.
+    NoKill,
+    /// The counter cannot be read: the cgroup was removed (which the
+    /// kernel signals too).
+    Gone,
+    Cancelled,
+}
+
+/// When to read the OOM kill counter after a notification (each after the
+/// one before): the kernel notifies before it picks and kills a victim, and
+/// the counter moves some ms later (about 7 ms, measured here).
+const OOM_CONFIRM_DELAYS_MS: [u64; 10] = [0, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
+
+/// Confirms an OOM notification with the kill counter (see `OomCheck`).
+async fn confirm_oom_kill(group: &RunGroup, cancel: &CancellationToken) -> OomCheck {
+    for ms in OOM_CONFIRM_DELAYS_MS {
+        if ms > 0 {
+            tokio::select! {
+                _ = cancel.cancelled() => return OomCheck::Cancelled,
+                _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+            }
+        }
+        match group.read_oom_kills() {
+            None => return OomCheck::Gone,
+            Some(0) => {}
+            Some(_) => return OomCheck::Killed,
+        }
+    }
+    OomCheck::NoKill
 }
 
 /// The first instant of the grid `epoch + k * period` that is not in the past.
