@@ -543,12 +543,21 @@ impl RunGroup {
             ),
         };
         // A plain read loop: `read_to_string` on a File first asks for its
-        // size (statx + lseek), two wasted syscalls on a pseudo-file.
+        // size (statx + lseek), two wasted syscalls on a pseudo-file. These
+        // files are seq_files, which fill a read until the caller's buffer
+        // or the kernel's own page-sized one is full: a read that returned
+        // less than half of our buffer (records are a few bytes) has reached
+        // the end, and the read that would return 0 is saved (one syscall
+        // in six of an idle agent's, docs/benchmarks.md).
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
             match f.read(&mut buf) {
                 Ok(0) => break,
+                Ok(n) if n < buf.len() / 2 => {
+                    out.extend_from_slice(&buf[..n]);
+                    break;
+                }
                 Ok(n) => out.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return None,

@@ -85,12 +85,46 @@ pub fn stat(pid: i32) -> Option<ProcStat> {
 ///
 /// Open descriptors are counted with one `fstat` of an open `/proc/PID/fd`
 /// (Linux 6.2 and later report the count as the directory's size); older
-/// kernels report 0 there, and then the directory is listed instead.
+/// kernels report 0 there, and then the directory is listed instead. The
+/// count is only shown (status, samples), never enforced (`open_files` is
+/// an rlimit), so it is refreshed every `FD_EVERY` reads of a process and
+/// the last count is reported in between: a fifth of the `statx` calls,
+/// which were a sixth of an idle agent's syscalls (docs/benchmarks.md).
 #[derive(Default)]
 pub struct ProcFiles {
-    open: HashMap<i32, (fs::File, Option<fs::File>)>,
+    open: HashMap<i32, (fs::File, FdCount)>,
     /// Poll mode: just the fd directories, by pid and start time.
-    fd_dirs: HashMap<i32, (u64, Option<fs::File>)>,
+    fd_dirs: HashMap<i32, (u64, FdCount)>,
+}
+
+/// Reads of a process between two counts of its open descriptors.
+pub const FD_EVERY: u32 = 5;
+
+/// A process's kept `/proc/PID/fd` and its last count.
+struct FdCount {
+    dir: Option<fs::File>,
+    last: u64,
+    /// Reads since `last` was counted (`FD_EVERY` = count at the next read).
+    age: u32,
+}
+
+impl FdCount {
+    fn open(pid: i32) -> FdCount {
+        FdCount {
+            dir: fs::File::open(format!("/proc/{pid}/fd")).ok(),
+            last: 0,
+            age: FD_EVERY,
+        }
+    }
+
+    fn get(&mut self, pid: i32) -> u64 {
+        if self.age >= FD_EVERY {
+            self.last = fd_count(self.dir.as_ref(), pid);
+            self.age = 0;
+        }
+        self.age += 1;
+        self.last
+    }
 }
 
 impl ProcFiles {
@@ -109,8 +143,7 @@ impl ProcFiles {
                     let Ok(f) = fs::File::open(format!("/proc/{pid}/stat")) else {
                         continue;
                     };
-                    let fd = fs::File::open(format!("/proc/{pid}/fd")).ok();
-                    v.insert((f, fd))
+                    v.insert((f, FdCount::open(pid)))
                 }
             };
             let parsed = match entry.0.read_at(&mut buf, 0) {
@@ -126,7 +159,7 @@ impl ProcFiles {
             if st.state == 'Z' {
                 continue;
             }
-            let fds = fd_count(entry.1.as_ref(), pid);
+            let fds = entry.1.get(pid);
             out.push((st, fds));
         }
         out
@@ -147,13 +180,11 @@ impl ProcFiles {
             .into_iter()
             .filter(|s| s.state != 'Z')
             .map(|s| {
-                let (_, dir) = self.fd_dirs.entry(s.pid).or_insert_with(|| {
-                    (
-                        s.start_ticks,
-                        fs::File::open(format!("/proc/{}/fd", s.pid)).ok(),
-                    )
-                });
-                (s, fd_count(dir.as_ref(), s.pid))
+                let (_, fds) = self
+                    .fd_dirs
+                    .entry(s.pid)
+                    .or_insert_with(|| (s.start_ticks, FdCount::open(s.pid)));
+                (s, fds.get(s.pid))
             })
             .collect()
     }
@@ -339,6 +370,48 @@ mod tests {
         assert_eq!(files.read(&[me]).len(), 1);
         assert!(files.read(&[]).is_empty());
         assert!(files.open.is_empty());
+    }
+
+    #[test]
+    fn open_descriptors_are_recounted_every_few_reads() {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("go");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Opens two more descriptors once told to.
+        let mut child = Command::new("bash")
+            .arg("-c")
+            .arg("read x < \"$1\"; exec 7</dev/null 8</dev/null; sleep 30")
+            .arg("bash")
+            .arg(&fifo)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let mut files = ProcFiles::default();
+        let before = files.read(&[pid]).first().map(|(_, n)| *n);
+        // Blocks until bash has opened the fifo to read it.
+        fs::write(&fifo, "go\n").unwrap();
+        let mut now = 0;
+        for _ in 0..1000 {
+            now = count_fds(pid);
+            if before.is_some_and(|b| now >= b + 2) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stale: Vec<Option<u64>> = (1..FD_EVERY)
+            .map(|_| files.read(&[pid]).first().map(|(_, n)| *n))
+            .collect();
+        let fresh = files.read(&[pid]).first().map(|(_, n)| *n);
+        let _ = child.kill();
+        let _ = child.wait();
+        let before = before.unwrap();
+        assert_eq!(now, before + 2, "bash opened fds 7 and 8");
+        assert!(stale.iter().all(|n| *n == Some(before)), "{stale:?}");
+        assert_eq!(fresh, Some(now));
     }
 
     #[test]
