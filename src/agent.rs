@@ -112,6 +112,20 @@ pub async fn run(config: Config) -> Result<()> {
                 format!("cannot read or create read_token_file {}", f.display())
             })?),
         };
+    match crate::supervise::nofile::raise() {
+        Ok(Some(r)) => tracing::info!(
+            from = r.original,
+            to = r.raised,
+            "Open-files limit raised from {} to {} (units and commands get {} back).",
+            r.original,
+            r.raised,
+            r.original
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot raise the open-files limit; each unit needs several descriptors.")
+        }
+    }
     let reaper = Reaper::start().context("cannot become a child subreaper")?;
     let id = agent_id(&a.data_dir);
     let enforcer = Arc::new(Enforcer::detect(a.enforcement, &id).map_err(|e| {

@@ -207,3 +207,77 @@ limits = { open_files = 77 }
     let logs = a.cli(&["logs", "fds"]);
     assert_eq!(String::from_utf8_lossy(&logs.stdout).trim(), "77");
 }
+
+/// "Max open files" soft and hard limits of a process, from /proc/PID/limits.
+fn nofile_limits(pid: i64) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open-files line for {pid}:\n{text}"));
+    let f: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
+    (f[0].to_string(), f[1].to_string())
+}
+
+#[test]
+fn many_units_under_a_low_soft_open_files_limit_all_run_and_are_measured() {
+    // Each unit costs the agent several descriptors (output pipes, kept
+    // /proc files, cgroup files); started with a soft limit of 256, as a
+    // service manager might, 60 units would run it out of descriptors.
+    let m = marker("71");
+    let mut units = String::new();
+    for i in 0..60 {
+        units += &format!(
+            "[[service]]\nname = \"s{i}\"\ncommand = \"exec sleep {m}\"\nlimits = {{ memory = \"64MiB\" }}\n\n"
+        );
+    }
+    units += &format!(
+        "[[service]]\nname = \"capped\"\ncommand = \"exec sleep {m}\"\nlimits = {{ open_files = 100 }}\n"
+    );
+    let a = match Agent::try_start_with("", &units, Some(256)) {
+        Ok(a) => a,
+        Err(log) => panic!("agent failed:\n{log}"),
+    };
+    let units = wait_for("61 running units, each measured", || {
+        let list = a.get("/api/v1/units");
+        let list = list.as_array()?.clone();
+        let ready = list.len() == 61
+            && list.iter().all(|u| {
+                u["state"] == "running"
+                    && u["pid"].as_i64().is_some()
+                    && u["memory"].as_u64().is_some_and(|m| m > 0)
+            });
+        ready.then_some(list)
+    });
+    let (agent_soft, agent_hard) = nofile_limits(a.pid() as i64);
+    assert_eq!(agent_soft, agent_hard, "the agent raised its soft limit");
+    assert!(
+        a.log().contains("Open-files limit raised from 256"),
+        "{}",
+        a.log()
+    );
+    for u in &units {
+        let pid = u["pid"].as_i64().unwrap_or_default();
+        let (soft, hard) = nofile_limits(pid);
+        if u["name"] == "capped" {
+            assert_eq!((soft.as_str(), hard.as_str()), ("100", "100"), "{u}");
+        } else {
+            assert_eq!(
+                soft, "256",
+                "units get the agent's original soft limit: {u}"
+            );
+            assert_eq!(hard, agent_hard, "{u}");
+        }
+    }
+    assert!(
+        !a.log().contains("Too many open files"),
+        "no EMFILE anywhere:\n{}",
+        a.log()
+    );
+    let mut a = a;
+    a.stop();
+    assert!(
+        sleeps_with(&m).is_empty(),
+        "every unit stopped with the agent"
+    );
+}

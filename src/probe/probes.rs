@@ -168,6 +168,7 @@ pub async fn exec_env(
         .stdin(Stdio::null())
         .stdout(Stdio::from(write))
         .stderr(Stdio::from(write2));
+    crate::supervise::nofile::restore_for_child(&mut cmd);
     // SAFETY: setsid is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {

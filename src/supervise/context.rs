@@ -215,6 +215,7 @@ pub async fn interpreter_version(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::from(write))
         .stderr(std::process::Stdio::from(write2));
+    super::nofile::restore_for_child(&mut cmd);
     // SAFETY: setsid is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {

@@ -88,5 +88,11 @@ pub fn command(spec: &Spec) -> io::Result<Command> {
             Ok(())
         });
     }
+    // The agent's own soft open-files limit back, last: the steps above
+    // open files while the agent's descriptors are all still open, and a
+    // unit's own `open_files` wins.
+    if nofile.is_none() {
+        super::nofile::restore_for_child(&mut cmd);
+    }
     Ok(cmd)
 }

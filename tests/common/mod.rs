@@ -42,6 +42,9 @@ pub struct Agent {
     pub config: PathBuf,
     pub port: u16,
     pub child: Option<Child>,
+    /// Starts the agent with this soft open-files limit (hard unchanged),
+    /// as a service manager's default of 1024 would.
+    pub soft_nofile: Option<u64>,
 }
 
 impl Agent {
@@ -56,6 +59,15 @@ impl Agent {
 
     /// Like `start`, but an agent that exits at start is an `Err` with its log.
     pub fn try_start(extra_agent: &str, units: &str) -> Result<Agent, String> {
+        Self::try_start_with(extra_agent, units, None)
+    }
+
+    /// Like `try_start`, with a soft open-files limit for the agent.
+    pub fn try_start_with(
+        extra_agent: &str,
+        units: &str,
+        soft_nofile: Option<u64>,
+    ) -> Result<Agent, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let config = dir.path().join("mamori.toml");
@@ -68,6 +80,7 @@ impl Agent {
             config,
             port,
             child: None,
+            soft_nofile,
         };
         a.try_spawn()?;
         Ok(a)
@@ -86,15 +99,34 @@ impl Agent {
             .append(true)
             .open(self.dir.path().join("agent.log"))
             .expect("agent log");
-        let child = Command::new(BIN)
-            .arg("-c")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("-c")
             .arg(&self.config)
             .args(["agent", "--log-format", "json"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("start mamori agent");
+            .stderr(log);
+        if let Some(soft) = self.soft_nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: getrlimit/setrlimit are async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut lim = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    lim.rlim_cur = soft as libc::rlim_t;
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("start mamori agent");
         self.child = Some(child);
         let ready = wait_for("the agent's /healthz", || {
             if let Some(c) = self.child.as_mut() {

@@ -53,6 +53,7 @@ impl CommandChannel {
             .env("MAMORI_ALERT_TITLE", &n.title)
             .env("MAMORI_ALERT_BODY", &n.body)
             .env("MAMORI_ALERT_ACK_URL", n.ack_url.as_deref().unwrap_or(""));
+        crate::supervise::nofile::restore_for_child(&mut cmd);
         // SAFETY: setsid is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
