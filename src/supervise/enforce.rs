@@ -77,6 +77,9 @@ pub struct Enforcer {
     pub detail: String,
     snapshot: Mutex<Option<(Instant, Snapshot)>>,
     last_full_scan: Mutex<Option<Instant>>,
+    /// Poll mode: the agent's tree's stat files, kept open between snapshots
+    /// (locked only while `snapshot` is).
+    stat_files: Mutex<proc::StatFiles>,
     /// Orphans re-parented to the agent: pid → run id (None: not ours).
     orphans: Mutex<HashMap<i32, Option<i64>>>,
     /// A failed OOM notification registration has been logged.
@@ -126,6 +129,7 @@ impl Enforcer {
             detail,
             snapshot: Mutex::new(None),
             last_full_scan: Mutex::new(None),
+            stat_files: Mutex::default(),
             orphans: Mutex::new(HashMap::new()),
             oom_notify_failure_logged: AtomicBool::new(false),
         })
@@ -157,7 +161,7 @@ impl Enforcer {
         }
         // A full read of every process at most once per FULL_SCAN_EVERY;
         // between those, only new pids and the agent's own tree.
-        let me = std::process::id() as i32;
+        let me = proc::my_pid();
         let full = self
             .last_full_scan
             .lock()
@@ -168,7 +172,11 @@ impl Enforcer {
         } else {
             guard.as_ref().map(|(_, s)| s.clone())
         };
-        let snap = std::sync::Arc::new(proc::snapshot_since(prev.as_deref(), me));
+        let snap = match self.stat_files.lock() {
+            Ok(mut files) => proc::snapshot_since(prev.as_deref(), me, &mut files),
+            Err(_) => proc::snapshot_since(prev.as_deref(), me, &mut proc::StatFiles::default()),
+        };
+        let snap = std::sync::Arc::new(snap);
         if prev.is_none() {
             if let Ok(mut t) = self.last_full_scan.lock() {
                 *t = Some(Instant::now());
@@ -192,7 +200,7 @@ impl Enforcer {
                 }
             }
         }
-        let me = std::process::id() as i32;
+        let me = proc::my_pid();
         for pid in proc::snapshot().keys().copied() {
             if pid != me && proc::environ_var(pid, ENV_AGENT_ID).as_deref() == Some(&self.agent_id)
             {
@@ -302,7 +310,7 @@ impl Enforcer {
                 .unwrap_or_default();
         }
         let snap = self.snapshot(max_age);
-        let me = std::process::id() as i32;
+        let me = proc::my_pid();
         // Once the root was reaped its pid may belong to someone else.
         let mut roots: Vec<i32> = if group.root_gone() {
             Vec::new()

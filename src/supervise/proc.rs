@@ -70,8 +70,28 @@ pub fn parse_stat(text: &str, page: u64) -> Option<ProcStat> {
 }
 
 pub fn stat(pid: i32) -> Option<ProcStat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text, page_size())
+    let mut buf = [0u8; 1024];
+    parse_stat(read_stat(pid, &mut buf)?, page_size())
+}
+
+/// `/proc/PID/stat` in one `read`: `fs::read_to_string` would first ask for
+/// the size (`statx`, which says 0 for a pseudo-file) and then read in
+/// growing steps from 32 bytes, six syscalls where one does (the line is
+/// under 400 bytes, and a seq_file fills the buffer it is given).
+fn read_stat(pid: i32, buf: &mut [u8; 1024]) -> Option<&str> {
+    use std::io::Read;
+    let mut f = fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let n = f.read(buf).ok()?;
+    if n == 0 || n == buf.len() {
+        return None;
+    }
+    std::str::from_utf8(&buf[..n]).ok()
+}
+
+/// This process's pid (`std::process::id()` is a syscall every time).
+pub fn my_pid() -> i32 {
+    static PID: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *PID.get_or_init(|| std::process::id() as i32)
 }
 
 /// The /proc files of one run's processes, kept open between samples.
@@ -264,7 +284,50 @@ impl std::ops::Deref for ProcTable {
 
 /// Every process on the machine, by pid.
 pub fn snapshot() -> ProcTable {
-    snapshot_since(None, 0)
+    snapshot_since(None, 0, &mut StatFiles::default())
+}
+
+/// `/proc/PID/stat` of `me`'s descendants, kept open between snapshots:
+/// re-reading an open file skips the path walk (see [`ProcFiles`]), and a
+/// kept file keeps naming its process (a read fails once it is gone, and the
+/// pid is then read afresh by path).
+#[derive(Default)]
+pub struct StatFiles {
+    open: HashMap<i32, fs::File>,
+}
+
+impl StatFiles {
+    /// `pid`'s stat through its kept file (opened now if `keep` and not
+    /// kept yet), or by path.
+    fn read(&mut self, pid: i32, keep: bool, page: u64, buf: &mut [u8; 1024]) -> Option<ProcStat> {
+        use std::os::unix::fs::FileExt;
+        if let Some(f) = self.open.get(&pid) {
+            match f.read_at(buf, 0) {
+                Ok(n) if n > 0 && n < buf.len() => {
+                    return std::str::from_utf8(&buf[..n])
+                        .ok()
+                        .and_then(|t| parse_stat(t, page));
+                }
+                // Gone: the pid, if it exists, is another process now.
+                _ => {
+                    self.open.remove(&pid);
+                }
+            }
+        }
+        if keep {
+            if let Ok(f) = fs::File::open(format!("/proc/{pid}/stat")) {
+                self.open.insert(pid, f);
+                return self.read(pid, false, page, buf);
+            }
+            return None;
+        }
+        read_stat(pid, buf).and_then(|t| parse_stat(t, page))
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.open.len()
+    }
 }
 
 /// Like [`snapshot`], but re-reading only what can matter to `me`'s trees:
@@ -274,14 +337,16 @@ pub fn snapshot() -> ProcTable {
 /// line from `prev` is kept. The one miss is a pid that was reused between
 /// two scans by a new descendant; a full scan (`prev = None`) now and then
 /// bounds it. On a server with thousands of processes and a few dozen
-/// supervised ones this skips most of the reads.
-pub fn snapshot_since(prev: Option<&ProcTable>, me: i32) -> ProcTable {
+/// supervised ones this skips most of the reads. `files` keeps the stat
+/// files of `me`'s descendants open from one call to the next.
+pub fn snapshot_since(prev: Option<&ProcTable>, me: i32, files: &mut StatFiles) -> ProcTable {
     let page = page_size();
     let ours: std::collections::HashSet<i32> = match prev {
         Some(p) => p.descendants(&[me]).into_iter().collect(),
         None => Default::default(),
     };
     let mut out = HashMap::new();
+    let mut buf = [0u8; 1024];
     if let Ok(dir) = fs::read_dir("/proc") {
         for entry in dir.flatten() {
             let name = entry.file_name();
@@ -294,14 +359,19 @@ pub fn snapshot_since(prev: Option<&ProcTable>, me: i32) -> ProcTable {
                     continue;
                 }
             }
-            if let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) {
-                if let Some(s) = parse_stat(&text, page) {
-                    out.insert(pid, s);
-                }
+            if let Some(s) = files.read(pid, ours.contains(&pid), page, &mut buf) {
+                out.insert(pid, s);
             }
         }
     }
-    ProcTable::new(out)
+    let table = ProcTable::new(out);
+    if me > 0 {
+        let now: std::collections::HashSet<i32> = table.descendants(&[me]).into_iter().collect();
+        files.open.retain(|pid, _| now.contains(pid));
+    } else {
+        files.open.clear();
+    }
+    table
 }
 
 /// The value of `key` in a process's initial environment.
@@ -435,14 +505,24 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
+        let mut files = StatFiles::default();
         // A new pid is read even though the earlier snapshot lacked it...
-        let second = snapshot_since(Some(&first), me);
-        // ...and so is everything below `me` (the test process's tree).
-        let third = snapshot_since(Some(&second), me);
+        let second = snapshot_since(Some(&first), me, &mut files);
+        // ...and so is everything below `me` (the test process's tree),
+        // through a stat file kept open from then on.
+        let third = snapshot_since(Some(&second), me, &mut files);
+        let kept = files.open.contains_key(&pid);
         let _ = child.kill();
         let _ = child.wait();
+        // Reaped: its kept file fails, and is closed.
+        let fourth = snapshot_since(Some(&third), me, &mut files);
         assert_eq!(second.get(&pid).map(|s| s.ppid), Some(me));
         assert!(third.descendants(&[me]).contains(&pid));
+        assert!(third.get(&pid).is_some());
+        assert!(kept, "a descendant's stat file is kept open");
+        assert!(fourth.get(&pid).is_none());
+        assert!(!files.open.contains_key(&pid));
+        assert!(files.len() <= fourth.descendants(&[me]).len());
         // A process outside our tree keeps its earlier line: pid 1 was read
         // in full by `snapshot` and is carried over unchanged.
         assert_eq!(third.get(&1), first.get(&1));
