@@ -1,5 +1,5 @@
-//! Small helpers shared across modules: wall-clock time for records and
-//! timestamps for people.
+//! Small helpers shared across modules: wall-clock time for records,
+//! timestamps for people, and the output pipe of a short command.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -38,5 +38,28 @@ impl LazyHttp {
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(self.0.get_or_init(|| client))
+    }
+}
+
+/// A pipe for a command's output (check commands, hooks, alert commands),
+/// both ends close-on-exec. `pipe()` without the flag let any unit spawned
+/// by another thread in the meantime inherit the write end: the reader then
+/// saw no end of file until that unit exited (a check waited its 2 s tail
+/// timeout and lost its output), and the unit kept a stray descriptor. The
+/// child still gets its copy: `dup2` onto stdout/stderr clears the flag.
+pub fn output_pipe() -> nix::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+}
+
+#[cfg(test)]
+mod pipe_tests {
+    #[test]
+    fn output_pipe_ends_are_close_on_exec() {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        let (r, w) = super::output_pipe().unwrap();
+        for fd in [&r, &w] {
+            let flags = FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD).unwrap());
+            assert!(flags.contains(FdFlag::FD_CLOEXEC));
+        }
     }
 }

@@ -158,7 +158,8 @@ pub async fn exec_env(
     env: &[(String, String)],
     timeout: Duration,
 ) -> Result<(), Reason> {
-    let (read, write) = nix::unistd::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let (read, write) =
+        crate::util::output_pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
     let write2 = write
         .try_clone()
         .map_err(|e| format!("cannot create a pipe: {e}"))?;

@@ -208,7 +208,7 @@ pub async fn interpreter_version(
 ) -> Option<String> {
     use std::os::unix::process::CommandExt;
     use tokio::io::AsyncReadExt;
-    let (read, write) = nix::unistd::pipe().ok()?;
+    let (read, write) = crate::util::output_pipe().ok()?;
     let write2 = write.try_clone().ok()?;
     let mut cmd = std::process::Command::new(interpreter);
     cmd.arg("--version")

@@ -35,7 +35,7 @@ impl CommandChannel {
     pub async fn send(&self, n: &Notification) -> Result<(), String> {
         let json = serde_json::to_vec(n).map_err(|e| e.to_string())?;
         let (read, write) =
-            nix::unistd::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+            crate::util::output_pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
         let write2 = write
             .try_clone()
             .map_err(|e| format!("cannot create a pipe: {e}"))?;
