@@ -309,7 +309,12 @@ impl Enforcer {
                 .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
                 .unwrap_or_default();
         }
-        let snap = self.snapshot(max_age);
+        let mut snap = self.snapshot(max_age);
+        if !group.root_gone() && !snap.contains_key(&root) {
+            // The shared snapshot predates this run (a first sample right
+            // after the start): it would show no process and no memory.
+            snap = self.snapshot(Duration::ZERO);
+        }
         let me = proc::my_pid();
         // Once the root was reaped its pid may belong to someone else.
         let mut roots: Vec<i32> = if group.root_gone() {

@@ -445,25 +445,32 @@ mod tests {
     #[test]
     fn open_descriptors_are_recounted_every_few_reads() {
         use std::process::{Command, Stdio};
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("go");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-        // Opens two more descriptors once told to.
+        // Opens two more descriptors on SIGUSR1. (Not on a fifo: while a
+        // process is blocked opening one, its fd number is already reserved,
+        // and the directory's size counts it while a listing does not.)
         let mut child = Command::new("bash")
             .arg("-c")
-            .arg("read x < \"$1\"; exec 7</dev/null 8</dev/null; sleep 30")
-            .arg("bash")
-            .arg(&fifo)
+            .arg("trap 'exec 107</dev/null 108</dev/null' USR1; while :; do sleep 0.05; done")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
+        // The trap is set once the loop has started a sleep.
+        for _ in 0..1000 {
+            let kids = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+            if kids.is_ok_and(|k| !k.trim().is_empty()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let mut files = ProcFiles::default();
         let before = files.read(&[pid]).first().map(|(_, n)| *n);
-        // Blocks until bash has opened the fifo to read it.
-        fs::write(&fifo, "go\n").unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGUSR1,
+        );
         let mut now = 0;
         for _ in 0..1000 {
             now = count_fds(pid);
@@ -479,7 +486,7 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
         let before = before.unwrap();
-        assert_eq!(now, before + 2, "bash opened fds 7 and 8");
+        assert_eq!(now, before + 2, "bash opened fds 107 and 108");
         assert!(stale.iter().all(|n| *n == Some(before)), "{stale:?}");
         assert_eq!(fresh, Some(now));
     }

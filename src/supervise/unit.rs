@@ -102,10 +102,11 @@ impl UnitStatus {
     pub fn snapshot(&self) -> UnitStatus {
         let mut s = self.clone();
         if let Some(w) = &self.live {
-            s.memory = Some(w.rss.load(Ordering::Relaxed));
-            s.cpu_ms = Some(w.cpu_ms.load(Ordering::Relaxed));
+            // Nothing until the run's first sample: not a made-up 0.
             if let Ok(last) = w.last.lock() {
                 if let Some(l) = *last {
+                    s.memory = Some(w.rss.load(Ordering::Relaxed));
+                    s.cpu_ms = Some(w.cpu_ms.load(Ordering::Relaxed));
                     s.cpu_pct = Some(l.cpu_pct);
                     s.fds = Some(l.fds);
                     s.threads = Some(l.threads);
@@ -900,9 +901,15 @@ async fn watchdog(
     let mut cpu_seen: HashMap<i32, u64> = HashMap::new();
     // (when, cpu_ms) at the last recorded sample, for CPU %.
     let mut last_sample: Option<(Instant, u64)> = None;
-    // The first sample is taken at once (status and /metrics show a new
-    // run's memory without waiting for the grid), the rest on the grid.
+    // The first sample is taken soon (status and /metrics show a new run's
+    // memory without waiting for the grid), the rest on the grid. Not at
+    // once: right after `exec` the program has faulted in next to nothing
+    // (its RSS reads 0–300 KiB for the first millisecond or so).
     let mut first = true;
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = tokio::time::sleep(FIRST_SAMPLE_AFTER.min(period)) => {}
+    }
     let kernel_oom = limits.memory.is_some() && ctx.enforcer.kernel_memory_limit();
     // Whether to wait for the kernel's OOM notification, and whether to read
     // the OOM kill counter at every sample (without a notification, or after
@@ -1006,6 +1013,9 @@ async fn watchdog(
         }
     }
 }
+
+/// How long after a run's start its first sample is taken.
+const FIRST_SAMPLE_AFTER: Duration = Duration::from_millis(50);
 
 /// What followed a cgroup OOM notification.
 #[derive(Debug, PartialEq, Eq)]
