@@ -387,6 +387,18 @@ pub fn environ_var(pid: i32, key: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// A child with no stdio, for reading its /proc files.
+    fn spawn_quiet(program: &str, args: &[&str]) -> std::process::Child {
+        use std::process::{Command, Stdio};
+        Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     #[test]
     fn stat_with_odd_command_name() {
         let line = "4343 (my (odd) cmd) S 4340 4340 1033 0 -1 4194304 103 0 0 0 7 3 0 0 20 0 1 0 31145 3133440 381 18446744073709551615 0";
@@ -403,14 +415,7 @@ mod tests {
 
     #[test]
     fn kept_files_follow_the_process_and_count_fds() {
-        use std::process::{Command, Stdio};
-        let mut child = Command::new("sleep")
-            .arg("30")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_quiet("sleep", &["30"]);
         let pid = child.id() as i32;
         let mut files = ProcFiles::default();
         let first = files.read(&[pid]);
@@ -444,18 +449,16 @@ mod tests {
 
     #[test]
     fn open_descriptors_are_recounted_every_few_reads() {
-        use std::process::{Command, Stdio};
         // Opens two more descriptors on SIGUSR1. (Not on a fifo: while a
         // process is blocked opening one, its fd number is already reserved,
         // and the directory's size counts it while a listing does not.)
-        let mut child = Command::new("bash")
-            .arg("-c")
-            .arg("trap 'exec 107</dev/null 108</dev/null' USR1; while :; do sleep 0.05; done")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_quiet(
+            "bash",
+            &[
+                "-c",
+                "trap 'exec 107</dev/null 108</dev/null' USR1; while :; do sleep 0.05; done",
+            ],
+        );
         let pid = child.id() as i32;
         // The trap is set once the loop has started a sleep.
         for _ in 0..1000 {
