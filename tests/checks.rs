@@ -117,9 +117,13 @@ fall = 1
 
 #[test]
 fn exec_check_whose_command_does_not_exist_is_down_with_that_reason() {
+    // The slow probe's sleep is found by its exact command line (a plain
+    // "sleep 5" would also match someone's "sleep 540" elsewhere).
+    let m = common::marker("81");
     let a = Agent::start(
         "",
-        r#"[[check]]
+        &format!(
+            r#"[[check]]
 name = "probe"
 kind = "exec"
 command = ["/nonexistent/check-script"]
@@ -129,7 +133,7 @@ fall = 1
 [[check]]
 name = "slow"
 kind = "exec"
-command = "sleep 5"
+command = "sleep {m}"
 interval = "300ms"
 timeout = "200ms"
 fall = 1
@@ -140,7 +144,8 @@ kind = "exec"
 command = "echo 'replica lag 42s'; exit 2"
 interval = "200ms"
 fall = 1
-"#,
+"#
+        ),
     );
     let c = wait_status(&a, "probe", "down");
     let reason = c["last_reason"].as_str().unwrap();
@@ -160,8 +165,8 @@ fall = 1
     let c = wait_status(&a, "failing", "down");
     assert_eq!(c["last_reason"], "exit 2: replica lag 42s");
     // The timed-out probe's process is not left behind.
-    wait_for("no leftover sleep 5", || {
-        common::procs_with("sleep 5").is_empty().then_some(())
+    wait_for("no leftover sleep", || {
+        common::sleeps_with(&m).is_empty().then_some(())
     });
 }
 
