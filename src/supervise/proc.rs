@@ -88,6 +88,18 @@ fn read_stat(pid: i32, buf: &mut [u8; 1024]) -> Option<&str> {
     std::str::from_utf8(&buf[..n]).ok()
 }
 
+/// A kept `/proc/PID/stat` re-read from offset 0 (None once its process is
+/// gone: the file keeps naming the process it was opened for).
+fn pread_stat(f: &fs::File, page: u64, buf: &mut [u8; 1024]) -> Option<ProcStat> {
+    use std::os::unix::fs::FileExt;
+    match f.read_at(buf, 0) {
+        Ok(n) if n > 0 && n < buf.len() => std::str::from_utf8(&buf[..n])
+            .ok()
+            .and_then(|t| parse_stat(t, page)),
+        _ => None,
+    }
+}
+
 /// This process's pid (`std::process::id()` is a syscall every time).
 pub fn my_pid() -> i32 {
     static PID: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
@@ -151,7 +163,6 @@ impl ProcFiles {
     /// Stats of `pids` (zombies and vanished processes left out), with their
     /// open descriptors; files of processes no longer listed are closed.
     pub fn read(&mut self, pids: &[i32]) -> Vec<(ProcStat, u64)> {
-        use std::os::unix::fs::FileExt;
         let page = page_size();
         self.open.retain(|pid, _| pids.contains(pid));
         let mut out = Vec::with_capacity(pids.len());
@@ -166,13 +177,7 @@ impl ProcFiles {
                     v.insert((f, FdCount::open(pid)))
                 }
             };
-            let parsed = match entry.0.read_at(&mut buf, 0) {
-                Ok(n) if n > 0 => std::str::from_utf8(&buf[..n])
-                    .ok()
-                    .and_then(|t| parse_stat(t, page)),
-                _ => None,
-            };
-            let Some(st) = parsed else {
+            let Some(st) = pread_stat(&entry.0, page, &mut buf) else {
                 self.open.remove(&pid);
                 continue;
             };
@@ -300,26 +305,20 @@ impl StatFiles {
     /// `pid`'s stat through its kept file (opened now if `keep` and not
     /// kept yet), or by path.
     fn read(&mut self, pid: i32, keep: bool, page: u64, buf: &mut [u8; 1024]) -> Option<ProcStat> {
-        use std::os::unix::fs::FileExt;
         if let Some(f) = self.open.get(&pid) {
-            match f.read_at(buf, 0) {
-                Ok(n) if n > 0 && n < buf.len() => {
-                    return std::str::from_utf8(&buf[..n])
-                        .ok()
-                        .and_then(|t| parse_stat(t, page));
-                }
+            match pread_stat(f, page, buf) {
+                Some(s) => return Some(s),
                 // Gone: the pid, if it exists, is another process now.
-                _ => {
+                None => {
                     self.open.remove(&pid);
                 }
             }
         }
         if keep {
-            if let Ok(f) = fs::File::open(format!("/proc/{pid}/stat")) {
-                self.open.insert(pid, f);
-                return self.read(pid, false, page, buf);
-            }
-            return None;
+            let f = fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+            let st = pread_stat(&f, page, buf)?;
+            self.open.insert(pid, f);
+            return Some(st);
         }
         read_stat(pid, buf).and_then(|t| parse_stat(t, page))
     }
