@@ -103,6 +103,20 @@ fn unescape(s: &str) -> String {
     out
 }
 
+/// The first bytes of a file, enough for a `#!` line: never the whole file
+/// (a unit's program may be a binary of hundreds of megabytes).
+fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(SHEBANG_MAX);
+    std::fs::File::open(path)?
+        .take(SHEBANG_MAX as u64)
+        .read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// How much of a program is read to find its `#!` line.
+const SHEBANG_MAX: usize = 256;
+
 fn which(program: &str, cwd: &Path) -> Option<PathBuf> {
     if program.contains('/') {
         let p = cwd.join(program);
@@ -154,7 +168,7 @@ pub fn collect(unit: &UnitConfig) -> Context {
     let mut shebang = None;
     let mut interpreter = None;
     if let Some(p) = &program {
-        if let Ok(head) = std::fs::read(p).map(|b| b.into_iter().take(256).collect::<Vec<u8>>()) {
+        if let Ok(head) = read_head(p) {
             if head.starts_with(b"#!") {
                 let line = String::from_utf8_lossy(&head[2..]);
                 let line = line.lines().next().unwrap_or("").trim().to_string();
