@@ -310,6 +310,7 @@ fn load(path: &std::path::Path) -> Result<config::Config> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
+    crate::util::limit_malloc_arenas();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -484,9 +484,16 @@ impl UnitTask {
         let cfg = self.cfg.clone();
         let (store, reaper) = (self.ctx.store.clone(), self.ctx.reaper.clone());
         tokio::spawn(async move {
-            let Ok(mut ctx) =
-                tokio::task::spawn_blocking(move || super::context::collect(&cfg)).await
-            else {
+            // At most two collections at a time: a hundred units starting
+            // together would otherwise start a hundred blocking threads,
+            // each leaving behind a cached stack and a malloc arena.
+            let collected = match CONTEXT_SLOTS.acquire().await {
+                Ok(_slot) => {
+                    tokio::task::spawn_blocking(move || super::context::collect(&cfg)).await
+                }
+                Err(_) => return,
+            };
+            let Ok(mut ctx) = collected else {
                 return;
             };
             if let Ok(json) = serde_json::to_string(&ctx) {
@@ -868,6 +875,9 @@ fn record_breach(
     });
     true
 }
+
+/// Context collections running at once (`UnitTask::record_context`).
+static CONTEXT_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// Samples a run's tree and enforces the limits the kernel does not.
 #[allow(clippy::too_many_arguments)]
