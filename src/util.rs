@@ -1,6 +1,6 @@
 //! Small helpers shared across modules: wall-clock time for records,
-//! timestamps for people, the output pipe of a short command, and the
-//! process-wide malloc setting.
+//! timestamps for people, the set-up of a short command (its output pipe,
+//! session and open-files limit), and the process-wide malloc setting.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -52,17 +52,36 @@ pub fn output_pipe() -> nix::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
 }
 
-#[cfg(test)]
-mod pipe_tests {
-    #[test]
-    fn output_pipe_ends_are_close_on_exec() {
-        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-        let (r, w) = super::output_pipe().unwrap();
-        for fd in [&r, &w] {
-            let flags = FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD).unwrap());
-            assert!(flags.contains(FdFlag::FD_CLOEXEC));
-        }
+/// A short command the agent runs and waits for (check commands, hooks,
+/// alert commands, `INTERPRETER --version`), set up the same way for all:
+/// stdout and stderr into one [`output_pipe`], whose read end is returned;
+/// stdin as given; a session of its own, so that a timeout can kill its
+/// whole group; and the agent's original open-files limit
+/// (`supervise::nofile`), applied last. The caller adds arguments and
+/// environment, spawns it through the reaper and then drops the `Command`,
+/// which closes the agent's copies of the write ends.
+pub fn short_command(
+    program: &str,
+    stdin: std::process::Stdio,
+) -> std::io::Result<(std::process::Command, std::os::fd::OwnedFd)> {
+    use std::os::unix::process::CommandExt;
+    let (read, write) = output_pipe().map_err(std::io::Error::from)?;
+    let write2 = write.try_clone()?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.stdin(stdin)
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::from(write2));
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
+    crate::supervise::nofile::restore_for_child(&mut cmd);
+    Ok((cmd, read))
 }
 
 /// Malloc arenas glibc may create (`M_ARENA_MAX`), unless the operator set
@@ -78,9 +97,22 @@ pub const MALLOC_ARENAS: i32 = 2;
 pub fn limit_malloc_arenas() {
     #[cfg(target_env = "gnu")]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets a tunable; no other thread allocates yet.
+        // SAFETY: mallopt is thread-safe and only sets a tunable.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+}
+
+#[cfg(test)]
+mod pipe_tests {
+    #[test]
+    fn output_pipe_ends_are_close_on_exec() {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        let (r, w) = super::output_pipe().unwrap();
+        for fd in [&r, &w] {
+            let flags = FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD).unwrap());
+            assert!(flags.contains(FdFlag::FD_CLOEXEC));
         }
     }
 }

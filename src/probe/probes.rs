@@ -3,9 +3,8 @@
 //! script that cannot start as healthy; we count it as down, with why).
 
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -158,27 +157,9 @@ pub async fn exec_env(
     env: &[(String, String)],
     timeout: Duration,
 ) -> Result<(), Reason> {
-    let (read, write) =
-        crate::util::output_pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
-    let write2 = write
-        .try_clone()
+    let (mut cmd, read) = crate::util::short_command(&argv[0], Stdio::null())
         .map_err(|e| format!("cannot create a pipe: {e}"))?;
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(write))
-        .stderr(Stdio::from(write2));
-    crate::supervise::nofile::restore_for_child(&mut cmd);
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    cmd.args(&argv[1..]).envs(env.iter().map(|(k, v)| (k, v)));
     let (child, exit) = reaper
         .spawn(&mut cmd)
         .map_err(|e| format!("cannot start {}: {e}", argv[0]))?;

@@ -220,23 +220,10 @@ pub async fn interpreter_version(
     reaper: &super::reaper::Reaper,
     interpreter: &str,
 ) -> Option<String> {
-    use std::os::unix::process::CommandExt;
     use tokio::io::AsyncReadExt;
-    let (read, write) = crate::util::output_pipe().ok()?;
-    let write2 = write.try_clone().ok()?;
-    let mut cmd = std::process::Command::new(interpreter);
-    cmd.arg("--version")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::from(write))
-        .stderr(std::process::Stdio::from(write2));
-    super::nofile::restore_for_child(&mut cmd);
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    let (mut cmd, read) =
+        crate::util::short_command(interpreter, std::process::Stdio::null()).ok()?;
+    cmd.arg("--version");
     let (child, exit) = reaper.spawn(&mut cmd).ok()?;
     let pid = child.id() as i32;
     drop(child);

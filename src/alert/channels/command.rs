@@ -9,8 +9,7 @@
 //! `waitpid`; `tokio::process` would race it).
 
 use std::io::Write;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use super::Notification;
@@ -34,16 +33,9 @@ impl CommandChannel {
 
     pub async fn send(&self, n: &Notification) -> Result<(), String> {
         let json = serde_json::to_vec(n).map_err(|e| e.to_string())?;
-        let (read, write) =
-            crate::util::output_pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
-        let write2 = write
-            .try_clone()
+        let (mut cmd, read) = crate::util::short_command(&self.argv[0], Stdio::piped())
             .map_err(|e| format!("cannot create a pipe: {e}"))?;
-        let mut cmd = Command::new(&self.argv[0]);
         cmd.args(&self.argv[1..])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::from(write))
-            .stderr(Stdio::from(write2))
             .env("MAMORI_ALERT_ID", n.alert_id.to_string())
             .env("MAMORI_DELIVERY_ID", n.delivery_id.to_string())
             .env("MAMORI_ALERT_KEY", &n.key)
@@ -53,16 +45,6 @@ impl CommandChannel {
             .env("MAMORI_ALERT_TITLE", &n.title)
             .env("MAMORI_ALERT_BODY", &n.body)
             .env("MAMORI_ALERT_ACK_URL", n.ack_url.as_deref().unwrap_or(""));
-        crate::supervise::nofile::restore_for_child(&mut cmd);
-        // SAFETY: setsid is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let (mut child, exit) = self
             .reaper
             .spawn(&mut cmd)
