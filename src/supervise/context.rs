@@ -277,4 +277,26 @@ mod tests {
         assert!(!fs.network);
         assert_eq!(unescape("/mnt/my\\040share"), "/mnt/my share");
     }
+
+    #[test]
+    fn a_large_program_is_read_only_as_far_as_its_shebang_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.sh");
+        let mut body = b"#!/bin/sh -e\n".to_vec();
+        body.resize(8 << 20, b'#');
+        std::fs::write(&big, &body).unwrap();
+        let head = read_head(&big).unwrap();
+        assert_eq!(head.len(), SHEBANG_MAX);
+        assert!(head.starts_with(b"#!/bin/sh -e\n"));
+        let text = format!(
+            "[[service]]\nname = \"big\"\ncommand = [\"{}\"]\n",
+            big.display()
+        );
+        let config = crate::config::load_str(&dir.path().join("m.toml"), text).unwrap();
+        let ctx = collect(&config.units[0]);
+        assert_eq!(ctx.program.as_deref(), Some(big.to_str().unwrap()));
+        assert_eq!(ctx.shebang.as_deref(), Some("#!/bin/sh -e"));
+        let sh = Path::new("/bin/sh").canonicalize().unwrap();
+        assert_eq!(ctx.interpreter, Some(sh.display().to_string()));
+    }
 }
