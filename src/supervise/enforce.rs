@@ -76,7 +76,8 @@ pub struct Enforcer {
     /// Why this mode was chosen (and why better ones were not), for the log.
     pub detail: String,
     snapshot: Mutex<Option<(Instant, Snapshot)>>,
-    last_full_scan: Mutex<Option<Instant>>,
+    /// When the last full scan was taken, and the kernel's last pid then.
+    last_full_scan: Mutex<Option<(Instant, Option<i32>)>>,
     /// Poll mode: the agent's tree's stat files, kept open between snapshots
     /// (locked only while `snapshot` is).
     stat_files: Mutex<proc::StatFiles>,
@@ -159,13 +160,19 @@ impl Enforcer {
                 return snap.clone();
             }
         }
-        // A full read of every process at most once per FULL_SCAN_EVERY;
-        // between those, only new pids and the agent's own tree.
+        // A full read of every process at most once per FULL_SCAN_EVERY,
+        // and only if a pid was handed out since the last one (without one,
+        // no pid can have been reused); between those, only new pids and
+        // the agent's own tree.
         let me = proc::my_pid();
         let full = self
             .last_full_scan
             .lock()
-            .map(|t| t.is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY))
+            .map(|t| {
+                t.is_none_or(|(at, pid)| {
+                    at.elapsed() >= FULL_SCAN_EVERY && (pid.is_none() || pid != proc::last_pid())
+                })
+            })
             .unwrap_or(true);
         let prev = if full {
             None
@@ -179,7 +186,7 @@ impl Enforcer {
         let snap = std::sync::Arc::new(snap);
         if prev.is_none() {
             if let Ok(mut t) = self.last_full_scan.lock() {
-                *t = Some(Instant::now());
+                *t = Some((Instant::now(), snap.last_pid));
             }
         }
         *guard = Some((Instant::now(), snap.clone()));

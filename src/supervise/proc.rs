@@ -237,6 +237,9 @@ pub fn count_fds(pid: i32) -> u64 {
 pub struct ProcTable {
     procs: HashMap<i32, ProcStat>,
     children: HashMap<i32, Vec<i32>>,
+    /// The kernel's last handed-out pid, read before the table was (see
+    /// [`last_pid`]); None where it could not be read.
+    pub last_pid: Option<i32>,
     /// Per-snapshot memo for the enforcer: orphans re-parented to the agent,
     /// by the run they belong to.
     pub orphans_by_run: std::sync::OnceLock<HashMap<i64, Vec<i32>>>,
@@ -251,6 +254,7 @@ impl ProcTable {
         ProcTable {
             procs,
             children,
+            last_pid: None,
             orphans_by_run: std::sync::OnceLock::new(),
         }
     }
@@ -338,7 +342,25 @@ impl StatFiles {
 /// bounds it. On a server with thousands of processes and a few dozen
 /// supervised ones this skips most of the reads. `files` keeps the stat
 /// files of `me`'s descendants open from one call to the next.
+///
+/// When no pid was handed out since `prev` was taken ([`last_pid`]
+/// unchanged), no process can have started, so the `/proc` listing is
+/// skipped as well: `me`'s descendants are re-read (exits drop out, and an
+/// orphan's new parent shows), everything else is kept from `prev`. On a
+/// quiet host that is most snapshots.
 pub fn snapshot_since(prev: Option<&ProcTable>, me: i32, files: &mut StatFiles) -> ProcTable {
+    // Read first: a process started during the listing changes it, so the
+    // next snapshot lists again.
+    snapshot_at(prev, me, files, last_pid())
+}
+
+/// [`snapshot_since`] with the kernel's last pid read by the caller.
+fn snapshot_at(
+    prev: Option<&ProcTable>,
+    me: i32,
+    files: &mut StatFiles,
+    last: Option<i32>,
+) -> ProcTable {
     let page = page_size();
     let ours: std::collections::HashSet<i32> = match prev {
         Some(p) => p.descendants(&[me]).into_iter().collect(),
@@ -346,7 +368,16 @@ pub fn snapshot_since(prev: Option<&ProcTable>, me: i32, files: &mut StatFiles) 
     };
     let mut out = HashMap::new();
     let mut buf = [0u8; 1024];
-    if let Ok(dir) = fs::read_dir("/proc") {
+    let quiet = prev.filter(|p| last.is_some() && p.last_pid == last);
+    if let Some(prev) = quiet {
+        for (pid, old) in &prev.procs {
+            if !ours.contains(pid) {
+                out.insert(*pid, *old);
+            } else if let Some(s) = files.read(*pid, true, page, &mut buf) {
+                out.insert(*pid, s);
+            }
+        }
+    } else if let Ok(dir) = fs::read_dir("/proc") {
         for entry in dir.flatten() {
             let name = entry.file_name();
             let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
@@ -363,7 +394,8 @@ pub fn snapshot_since(prev: Option<&ProcTable>, me: i32, files: &mut StatFiles) 
             }
         }
     }
-    let table = ProcTable::new(out);
+    let mut table = ProcTable::new(out);
+    table.last_pid = last;
     if me > 0 {
         let now: std::collections::HashSet<i32> = table.descendants(&[me]).into_iter().collect();
         files.open.retain(|pid, _| now.contains(pid));
@@ -371,6 +403,21 @@ pub fn snapshot_since(prev: Option<&ProcTable>, me: i32, files: &mut StatFiles) 
         files.open.clear();
     }
     table
+}
+
+/// The last pid the kernel handed out in our pid namespace
+/// (`/proc/sys/kernel/ns_last_pid`), to processes and threads alike: while
+/// it stays the same, no process has started. None where it cannot be read.
+pub fn last_pid() -> Option<i32> {
+    let mut buf = [0u8; 32];
+    let n = {
+        use std::io::Read;
+        fs::File::open("/proc/sys/kernel/ns_last_pid")
+            .ok()?
+            .read(&mut buf)
+            .ok()?
+    };
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
 }
 
 /// The value of `key` in a process's initial environment.
@@ -535,5 +582,49 @@ mod tests {
         // A process outside our tree keeps its earlier line: pid 1 was read
         // in full by `snapshot` and is carried over unchanged.
         assert_eq!(third.get(&1), first.get(&1));
+    }
+
+    #[test]
+    fn without_a_new_pid_the_listing_is_skipped_and_only_our_tree_is_reread() {
+        let me = std::process::id() as i32;
+        let mut child = spawn_quiet("sleep", &["30"]);
+        let pid = child.id() as i32;
+        let mut files = StatFiles::default();
+        let real = snapshot_since(None, me, &mut files);
+        let Some(mine) = real.get(&pid).copied() else {
+            panic!("the child is listed");
+        };
+        // A made-up earlier table: a process that does not exist (so only a
+        // skipped listing keeps it), and our child with a stale line.
+        let ghost = ProcStat {
+            pid: 999_999_999,
+            ppid: 1,
+            ..mine
+        };
+        let stale = ProcStat { rss: 1, ..mine };
+        let mut procs: HashMap<i32, ProcStat> = real.procs.iter().map(|(p, s)| (*p, *s)).collect();
+        procs.insert(ghost.pid, ghost);
+        procs.insert(pid, stale);
+        let mut prev = ProcTable::new(procs);
+        prev.last_pid = Some(42);
+
+        let quiet = snapshot_at(Some(&prev), me, &mut files, Some(42));
+        assert_eq!(quiet.get(&ghost.pid), Some(&ghost), "kept: not listed");
+        assert_ne!(quiet.get(&pid).map(|s| s.rss), Some(1), "ours is re-read");
+        assert_eq!(quiet.last_pid, Some(42));
+
+        let listed = snapshot_at(Some(&prev), me, &mut files, Some(43));
+        assert!(listed.get(&ghost.pid).is_none(), "a listing drops it");
+        assert!(listed.get(&pid).is_some());
+
+        let unknown = snapshot_at(Some(&prev), me, &mut files, None);
+        assert!(unknown.get(&ghost.pid).is_none(), "no last pid: list");
+
+        // Our child exits without a pid being handed out: it drops out.
+        let _ = child.kill();
+        let _ = child.wait();
+        let after = snapshot_at(Some(&quiet), me, &mut files, Some(42));
+        assert!(after.get(&pid).is_none());
+        assert!(last_pid().is_some_and(|p| p > 0));
     }
 }
