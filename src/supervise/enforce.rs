@@ -165,12 +165,13 @@ impl Enforcer {
         // no pid can have been reused); between those, only new pids and
         // the agent's own tree.
         let me = proc::my_pid();
+        let last = proc::last_pid();
         let full = self
             .last_full_scan
             .lock()
             .map(|t| {
                 t.is_none_or(|(at, pid)| {
-                    at.elapsed() >= FULL_SCAN_EVERY && (pid.is_none() || pid != proc::last_pid())
+                    at.elapsed() >= FULL_SCAN_EVERY && (pid.is_none() || pid != last)
                 })
             })
             .unwrap_or(true);
@@ -180,8 +181,8 @@ impl Enforcer {
             guard.as_ref().map(|(_, s)| s.clone())
         };
         let snap = match self.stat_files.lock() {
-            Ok(mut files) => proc::snapshot_since(prev.as_deref(), me, &mut files),
-            Err(_) => proc::snapshot_since(prev.as_deref(), me, &mut proc::StatFiles::default()),
+            Ok(mut files) => proc::snapshot_at(prev.as_deref(), me, &mut files, last),
+            Err(_) => proc::snapshot_at(prev.as_deref(), me, &mut proc::StatFiles::default(), last),
         };
         let snap = std::sync::Arc::new(snap);
         if prev.is_none() {

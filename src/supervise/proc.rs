@@ -354,8 +354,9 @@ pub fn snapshot_since(prev: Option<&ProcTable>, me: i32, files: &mut StatFiles) 
     snapshot_at(prev, me, files, last_pid())
 }
 
-/// [`snapshot_since`] with the kernel's last pid read by the caller.
-fn snapshot_at(
+/// [`snapshot_since`] with the kernel's last pid read by the caller (before
+/// it decided what to pass as `prev`, so the two agree).
+pub fn snapshot_at(
     prev: Option<&ProcTable>,
     me: i32,
     files: &mut StatFiles,
