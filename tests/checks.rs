@@ -301,6 +301,44 @@ grace = "500ms"
 }
 
 #[test]
+fn a_heartbeat_added_after_its_job_ran_counts_that_success_as_its_ping() {
+    let mut a = Agent::start(
+        "",
+        r#"[[job]]
+name = "nightly"
+command = "true"
+"#,
+    );
+    let out = a.cli(&["run", "nightly", "--wait"]);
+    assert!(out.status.success());
+    let run = a.wait_run_end("nightly");
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let ended_at = run["ended_at"].as_i64().unwrap();
+    a.stop();
+
+    // The operator adds a heartbeat for the job and restarts the agent:
+    // the job's last success is its last ping, not "never".
+    let mut config = std::fs::read_to_string(&a.config).unwrap();
+    config.push_str(
+        r#"
+[[check]]
+name = "nightly-ran"
+kind = "heartbeat"
+period = "1h"
+job = "nightly"
+"#,
+    );
+    std::fs::write(&a.config, config).unwrap();
+    a.spawn();
+    let c = wait_for("the heartbeat's first ping", || {
+        let c = check(&a, "nightly-ran");
+        (!c["last_ping_at"].is_null()).then_some(c)
+    });
+    assert_eq!(c["status"], "up", "{c}");
+    assert_eq!(c["last_ping_at"].as_i64(), Some(ended_at), "{c}");
+}
+
+#[test]
 fn disk_and_tcp_checks() {
     let port = free_port();
     let a = Agent::start(

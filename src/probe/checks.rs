@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -420,6 +421,27 @@ impl Task {
         }
     }
 
+    /// Pings with the end of the job's newest succeeded run when that is
+    /// newer than the last ping: the store, not the lossy bus, is the truth
+    /// about which runs succeeded.
+    fn catch_up(&self, job: Option<&str>) {
+        let Some(job) = job else {
+            return;
+        };
+        let ended = match self.ctx.store.last_success_end(job) {
+            Ok(Some(t)) => t,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(job = %job, error = %e, "Could not read the job's last success.");
+                return;
+            }
+        };
+        let last = lock(&self.entry).view.last_ping_at;
+        if last.is_none_or(|l| ended > l) {
+            ping(&self.entry, &self.ctx, ended);
+        }
+    }
+
     async fn run_heartbeat(self, cancel: CancellationToken) {
         let cfg = self.cfg();
         let CheckKind::Heartbeat { period, grace, job } = &cfg.kind else {
@@ -435,6 +457,10 @@ impl Task {
             e.view.status = Status::Up;
             e.view.since = Some(started);
         }
+        let job = job.as_deref();
+        // A success that ended before this agent watched (say, the check
+        // was added to the config after the job last ran) counts as a ping.
+        self.catch_up(job);
         let mut events = self.ctx.bus.subscribe();
         let mut tick = tokio::time::interval(cfg.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -444,17 +470,32 @@ impl Task {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
                 ev = events.recv() => {
-                    if let Ok(ev) = ev {
-                        if let EventKind::UnitExited { unit, state, .. } = &ev.kind {
-                            if job.as_deref() == Some(unit.as_str()) && state == "succeeded" {
-                                ping(&self.entry, &self.ctx, ev.ts);
+                    match ev {
+                        Ok(ev) => {
+                            if let EventKind::UnitExited { unit, state, .. } = &ev.kind {
+                                if job == Some(unit.as_str()) && state == "succeeded" {
+                                    ping(&self.entry, &self.ctx, ev.ts);
+                                }
                             }
                         }
+                        // The bus is lossy: the job's success may be among
+                        // the events dropped, but its run is in the store.
+                        Err(RecvError::Lagged(_)) => self.catch_up(job),
+                        Err(RecvError::Closed) => return,
                     }
                     continue;
                 }
             }
             let now = now_ms();
+            let looks_late = {
+                let e = lock(&self.entry);
+                now - e.view.last_ping_at.unwrap_or(started) > allowed
+                    && e.health.status() != Status::Down
+            };
+            if looks_late {
+                // Once per lateness, before saying so: was a success missed?
+                self.catch_up(job);
+            }
             let mut e = lock(&self.entry);
             e.view.last_checked_at = Some(now);
             // Until the first ping ever, the agent's start counts as one.

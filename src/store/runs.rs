@@ -211,6 +211,21 @@ impl Store {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// When the newest succeeded run of `unit` ended. Heartbeats tied to a
+    /// job read it to catch up with a success whose event they missed.
+    pub fn last_success_end(&self, unit: &str) -> Result<Option<i64>, StoreError> {
+        let conn = self.conn()?;
+        Ok(conn
+            .query_row(
+                "SELECT ended_at FROM runs WHERE unit = ?1 AND state = 'succeeded'
+                 ORDER BY id DESC LIMIT 1",
+                params![unit],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
     /// The latest finished run of each unit, for status after a restart of the agent.
     pub fn last_run(&self, unit: &str) -> Result<Option<RunRecord>, StoreError> {
         Ok(self.runs(Some(unit), 1)?.into_iter().next())
@@ -264,5 +279,51 @@ mod tests {
         assert_eq!(rb.state, RunState::Interrupted);
         assert_eq!(rb.ended_at, Some(9));
         assert_eq!(s.run(a).unwrap().unwrap().state, RunState::Succeeded);
+    }
+
+    #[test]
+    fn the_last_success_is_the_newest_succeeded_run_not_the_newest_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("m.db")).unwrap();
+        assert_eq!(s.last_success_end("j").unwrap(), None);
+        let end = |state, ended_at| RunEnd {
+            state,
+            ended_at,
+            exit_code: None,
+            signal: None,
+            reason: String::new(),
+            peak_rss: 0,
+            cpu_ms: 0,
+            log_end: 0,
+        };
+        for (unit, state, ended_at) in [
+            ("j", RunState::Succeeded, 10),
+            ("j", RunState::Succeeded, 20),
+            ("j", RunState::Failed, 30),
+            ("other", RunState::Succeeded, 40),
+        ] {
+            let id = s
+                .insert_run(&NewRun {
+                    unit,
+                    kind: "job",
+                    trigger: "manual",
+                    started_at: ended_at - 1,
+                    log_start: 0,
+                })
+                .unwrap();
+            s.finish_run(id, &end(state, ended_at)).unwrap();
+        }
+        // Still running: not a success yet.
+        s.insert_run(&NewRun {
+            unit: "j",
+            kind: "job",
+            trigger: "manual",
+            started_at: 50,
+            log_start: 0,
+        })
+        .unwrap();
+        assert_eq!(s.last_success_end("j").unwrap(), Some(20));
+        assert_eq!(s.last_success_end("other").unwrap(), Some(40));
+        assert_eq!(s.last_success_end("nobody").unwrap(), None);
     }
 }
