@@ -426,6 +426,13 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// Events a slow subscriber may fall behind by before it lags. The bus is
+/// lossy on purpose: every subscriber handles `RecvError::Lagged` by reading
+/// what it needs from the store (alerts and incidents by event id, heartbeats
+/// by the job's last success, probes by the service's current run), so the
+/// size only decides how often that happens. Each slot is resident memory.
+const BUS_SLOTS: usize = 1024;
+
 /// Appends events to the store, then publishes them.
 #[derive(Clone)]
 pub struct Bus {
@@ -439,7 +446,7 @@ pub struct Bus {
 
 impl Bus {
     pub fn new(store: Store) -> Self {
-        let (tx, _) = broadcast::channel(16384);
+        let (tx, _) = broadcast::channel(BUS_SLOTS);
         Bus {
             store,
             tx,

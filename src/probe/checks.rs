@@ -227,6 +227,16 @@ impl Task {
         lock(&self.entry).cfg.clone()
     }
 
+    /// The watched service started anew: its health so far says nothing
+    /// about the new process (and a restart for being unhealthy can follow
+    /// again if it stays down).
+    fn judge_afresh(&self) {
+        let mut e = lock(&self.entry);
+        e.health.reset();
+        e.view.status = Status::Unknown;
+        e.view.since = Some(now_ms());
+    }
+
     /// Spreads the first probes of many checks over their interval.
     async fn jitter(&self, interval: Duration) {
         let max = interval.min(Duration::from_secs(1)).as_millis() as u64;
@@ -241,21 +251,34 @@ impl Task {
         let mut tick = tokio::time::interval(cfg.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut events = self.ctx.bus.subscribe();
+        let service = cfg.service.as_deref();
+        // The watched service's current run: a new one is a new start.
+        let run_of = |service: &str| self.sup.status(service).and_then(|s| s.run_id);
+        let mut known_run = service.and_then(run_of);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
                 ev = events.recv() => {
-                    // The watched service started anew: judge it afresh.
-                    if let Ok(ev) = ev {
-                        if let EventKind::UnitStarted { unit, .. } = &ev.kind {
-                            if cfg.service.as_deref() == Some(unit.as_str()) {
-                                let mut e = lock(&self.entry);
-                                e.health.reset();
-                                e.view.status = Status::Unknown;
-                                e.view.since = Some(now_ms());
+                    match ev {
+                        Ok(ev) => {
+                            if let EventKind::UnitStarted { unit, run_id, .. } = &ev.kind {
+                                if service == Some(unit.as_str()) {
+                                    known_run = Some(*run_id);
+                                    self.judge_afresh();
+                                }
                             }
                         }
+                        // The start may be among the events dropped: ask
+                        // the supervisor which run is current instead.
+                        Err(RecvError::Lagged(_)) => {
+                            let now_run = service.and_then(run_of);
+                            if now_run.is_some() && now_run != known_run {
+                                known_run = now_run;
+                                self.judge_afresh();
+                            }
+                        }
+                        Err(RecvError::Closed) => return,
                     }
                     continue;
                 }
