@@ -50,11 +50,19 @@ pub fn ticks_to_duration(ticks: u64) -> Duration {
 
 /// Parses `/proc/PID/stat`. The command name is in parentheses and may itself
 /// contain spaces and parentheses, so fields are counted after the last `)`.
-pub fn parse_stat(text: &str, page: u64) -> Option<ProcStat> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let pid: i32 = text[..open].trim().parse().ok()?;
-    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
+/// It is raw bytes, not UTF-8: the kernel cuts it at 15 bytes, which can
+/// split a character, and a process may set any bytes. Only the numbers
+/// around it are read as text.
+pub fn parse_stat(raw: &[u8], page: u64) -> Option<ProcStat> {
+    let open = raw.iter().position(|&b| b == b'(')?;
+    let close = raw.iter().rposition(|&b| b == b')')?;
+    let pid: i32 = std::str::from_utf8(raw.get(..open)?)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let after = std::str::from_utf8(raw.get(close + 1..)?).ok()?;
+    let rest: Vec<&str> = after.split_whitespace().collect();
     // rest[0] = state (field 3), so field N is rest[N - 3].
     let field = |n: usize| rest.get(n - 3).copied();
     Some(ProcStat {
@@ -78,14 +86,14 @@ pub fn stat(pid: i32) -> Option<ProcStat> {
 /// the size (`statx`, which says 0 for a pseudo-file) and then read in
 /// growing steps from 32 bytes, six syscalls where one does (the line is
 /// under 400 bytes, and a seq_file fills the buffer it is given).
-fn read_stat(pid: i32, buf: &mut [u8; 1024]) -> Option<&str> {
+fn read_stat(pid: i32, buf: &mut [u8; 1024]) -> Option<&[u8]> {
     use std::io::Read;
     let mut f = fs::File::open(format!("/proc/{pid}/stat")).ok()?;
     let n = f.read(buf).ok()?;
     if n == 0 || n == buf.len() {
         return None;
     }
-    std::str::from_utf8(&buf[..n]).ok()
+    buf.get(..n)
 }
 
 /// A kept `/proc/PID/stat` re-read from offset 0 (None once its process is
@@ -93,9 +101,7 @@ fn read_stat(pid: i32, buf: &mut [u8; 1024]) -> Option<&str> {
 fn pread_stat(f: &fs::File, page: u64, buf: &mut [u8; 1024]) -> Option<ProcStat> {
     use std::os::unix::fs::FileExt;
     match f.read_at(buf, 0) {
-        Ok(n) if n > 0 && n < buf.len() => std::str::from_utf8(&buf[..n])
-            .ok()
-            .and_then(|t| parse_stat(t, page)),
+        Ok(n) if n > 0 && n < buf.len() => parse_stat(buf.get(..n)?, page),
         _ => None,
     }
 }
@@ -449,7 +455,7 @@ mod tests {
     #[test]
     fn stat_with_odd_command_name() {
         let line = "4343 (my (odd) cmd) S 4340 4340 1033 0 -1 4194304 103 0 0 0 7 3 0 0 20 0 1 0 31145 3133440 381 18446744073709551615 0";
-        let s = parse_stat(line, 4096).unwrap();
+        let s = parse_stat(line.as_bytes(), 4096).unwrap();
         assert_eq!(s.pid, 4343);
         assert_eq!(s.ppid, 4340);
         assert_eq!(s.pgrp, 4340);
@@ -458,6 +464,36 @@ mod tests {
         assert_eq!(s.state, 'S');
         assert_eq!(s.threads, 1);
         assert_eq!(s.start_ticks, 31145);
+    }
+
+    #[test]
+    fn a_command_name_that_is_not_utf8_still_parses() {
+        let mut line =
+            b"77 (backup_\xe3\x83) S 1 77 77 0 -1 0 0 0 0 0 5 6 0 0 20 0 3 0 99 0 12".to_vec();
+        line.push(b'\n');
+        let s = parse_stat(&line, 4096).unwrap();
+        assert_eq!((s.pid, s.ppid, s.cpu_ticks, s.threads), (77, 1, 11, 3));
+        assert_eq!(s.rss, 12 * 4096);
+    }
+
+    #[test]
+    fn a_process_whose_name_was_cut_inside_a_character_is_seen() {
+        // The kernel keeps 15 bytes of "backup_データ" (16 bytes): the name
+        // ends in half a character, as real programs' names do.
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("backup_データ");
+        std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
+        let mut child = spawn_quiet(link.to_str().unwrap(), &["30"]);
+        let pid = child.id() as i32;
+        let comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap();
+        let seen = stat(pid);
+        let in_table = ProcFiles::default().read(&[pid]).len();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(std::str::from_utf8(&comm).is_err(), "{comm:?}");
+        let seen = seen.expect("the process is seen");
+        assert_eq!(seen.ppid, my_pid());
+        assert_eq!(in_table, 1);
     }
 
     #[test]
