@@ -3,7 +3,7 @@
 //! Start order: data dir and its lock (one agent per data dir), store (runs
 //! left `running` by a dead predecessor become `interrupted`), token, reaper,
 //! enforcement (and the predecessor's leftover processes are killed), API
-//! listener, then the units. Shutdown (SIGTERM/SIGINT): every unit is stopped
+//! listener, then the units. Shutdown (SIGTERM/SIGINT/SIGQUIT; see `Signals`): every unit is stopped
 //! with its own `stop_timeout`, the whole within `shutdown_timeout`; whatever
 //! is still alive at that deadline is killed.
 
@@ -77,6 +77,9 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
 
 pub async fn run(config: Config) -> Result<()> {
     let a = &config.agent;
+    // Before anything starts: a signal whose default is to terminate must
+    // never kill the agent and orphan its units.
+    let mut signals = Signals::install().context("cannot install signal handlers")?;
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("cannot create data_dir {}", a.data_dir.display()))?;
     let _lock = lock_data_dir(&a.data_dir)?;
@@ -126,6 +129,10 @@ pub async fn run(config: Config) -> Result<()> {
             tracing::warn!(error = %e, "Cannot raise the open-files limit; each unit needs several descriptors.")
         }
     }
+    // Before a cgroup exists: a taken port must not leave one behind.
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} ([agent] listen)", a.listen))?;
     let reaper = Reaper::start().context("cannot become a child subreaper")?;
     let id = agent_id(&a.data_dir);
     let enforcer = Arc::new(Enforcer::detect(a.enforcement, &id).map_err(|e| {
@@ -154,10 +161,6 @@ pub async fn run(config: Config) -> Result<()> {
         detail: enforcer.detail.clone(),
     });
 
-    let listener = tokio::net::TcpListener::bind(a.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} ([agent] listen)", a.listen))?;
-
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
     // --- alerts: subscribed before the units start ---
@@ -172,7 +175,8 @@ pub async fn run(config: Config) -> Result<()> {
         cancel.clone(),
         &mut tasks,
     )
-    .context("cannot start alerting")?;
+    .context("cannot start alerting")
+    .inspect_err(|_| enforcer.cleanup())?;
     let logs_dir = a.data_dir.join("logs");
     let sampler = Arc::new(crate::probe::sampler::Sampler::new(
         Some(bus.clone()),
@@ -208,7 +212,8 @@ pub async fn run(config: Config) -> Result<()> {
         crate::cluster::node::init_gates(cc, &ctx.gates);
     }
     let sup = Supervisor::start(&config, ctx.clone(), cancel.clone(), &mut tasks)
-        .context("cannot start the units")?;
+        .context("cannot start the units")
+        .inspect_err(|_| enforcer.cleanup())?;
     // on_leak = "restart": the sampler asks, the unit restarts gracefully.
     let (leak_tx, mut leak_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
     sampler.on_leak_restart(leak_tx);
@@ -314,7 +319,7 @@ pub async fn run(config: Config) -> Result<()> {
     });
     tracing::info!(listen = %a.listen, units = config.units.len(), config = %config.path.display(), "Agent running.");
 
-    let why = wait_for_signal().await;
+    let why = signals.stop().await;
     tracing::info!(signal = why, "Stopping: stopping every unit.");
     bus.emit(EventKind::AgentStopping {
         reason: why.to_string(),
@@ -355,18 +360,50 @@ async fn drain(tasks: &mut JoinSet<()>) {
     while tasks.join_next().await.is_some() {}
 }
 
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers we cannot stop cleanly; wait forever.
-        std::future::pending::<()>().await;
-        return "none";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// The agent's signal handlers.
+///
+/// TERM, INT and QUIT stop the agent in order (every unit stopped, nothing
+/// left behind). HUP, USR1 and USR2, whose default would kill the agent and
+/// orphan every unit (a closed terminal sends HUP), are logged and
+/// otherwise ignored: mamori does not reload its config in place. Caught
+/// signals go back to their defaults in the units at `exec`.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+            hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
+        })
+    }
+
+    /// Waits for a signal that stops the agent; returns its name.
+    async fn stop(&mut self) -> &'static str {
+        loop {
+            let ignored = tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                _ = self.quit.recv() => return "SIGQUIT",
+                _ = self.hup.recv() => "SIGHUP",
+                _ = self.usr1.recv() => "SIGUSR1",
+                _ = self.usr2.recv() => "SIGUSR2",
+            };
+            tracing::warn!(
+                signal = ignored,
+                "{ignored} ignored: every unit keeps running. mamori does not reload its config in place; to apply a changed config, restart the agent (SIGTERM, then start it again)."
+            );
+        }
     }
 }

@@ -291,3 +291,105 @@ log = { max_size = "1MiB", keep = 3 }
         .unwrap();
     assert!(rss_kib < 64 * 1024, "agent RSS grew to {rss_kib} KiB");
 }
+
+#[test]
+fn hangup_and_user_signals_leave_the_agent_and_its_units_running_and_quit_stops_it() {
+    let m = marker("91");
+    let mut a = Agent::start(
+        "",
+        &format!(
+            r#"[[service]]
+name = "web"
+command = ["sleep", "{m}"]
+"#
+        ),
+    );
+    let pid = wait_for("the service's process", || sleeps_with(&m).first().copied());
+    let agent = nix::unistd::Pid::from_raw(a.pid());
+    for sig in [
+        nix::sys::signal::Signal::SIGHUP,
+        nix::sys::signal::Signal::SIGUSR1,
+        nix::sys::signal::Signal::SIGUSR2,
+    ] {
+        nix::sys::signal::kill(agent, sig).unwrap();
+        wait_for(&format!("the agent to log {sig}"), || {
+            a.log().contains(&format!("{sig} ignored")).then_some(())
+        });
+    }
+    // Still serving, and the same process still runs: nothing was restarted.
+    assert_eq!(a.unit("web")["pid"], pid, "{}", a.log());
+    assert_eq!(sleeps_with(&m), vec![pid]);
+    assert!(a.child.as_mut().unwrap().try_wait().unwrap().is_none());
+
+    nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGQUIT).unwrap();
+    let status = wait_for("the agent to stop on SIGQUIT", || {
+        a.child.as_mut().unwrap().try_wait().unwrap()
+    });
+    a.child = None;
+    assert!(status.success(), "agent exit: {status}\n{}", a.log());
+    assert!(a.log().contains("\"signal\":\"SIGQUIT\""), "{}", a.log());
+    assert_eq!(procs_with(&m), Vec::<i32>::new(), "{}", a.log());
+}
+
+/// The cgroup v1 directory an agent on `data_dir` would make (`mamori-<id>`,
+/// id = FNV-1a of the canonical data dir) under this process's memory cgroup.
+fn cgroup1_root_of(data_dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let _ = parts.next()?;
+        let controllers = parts.next()?;
+        let path = parts.next()?;
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then(|| path.to_string())
+    })?;
+    let base = std::path::Path::new("/sys/fs/cgroup/memory").join(own.trim_start_matches('/'));
+    if !base.join("memory.limit_in_bytes").exists() {
+        return None;
+    }
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data_dir.canonicalize().ok()?.as_os_str().as_encoded_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    Some(base.join(format!("mamori-{h:016x}")))
+}
+
+#[test]
+fn an_agent_that_cannot_listen_leaves_no_cgroup_behind() {
+    let first = Agent::start("", "");
+    // A second agent, its own data dir, the first one's port.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let Some(root) = cgroup1_root_of(&data) else {
+        eprintln!("skipped: no writable cgroup v1 memory hierarchy here");
+        return;
+    };
+    let config = dir.path().join("mamori.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"data\"\nenforcement = \"cgroup1\"\n",
+            first.port
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("-c")
+        .arg(&config)
+        .arg("agent")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("cannot listen on"), "{text}");
+    assert!(
+        !root.exists(),
+        "{} was left behind:\n{text}",
+        root.display()
+    );
+}
