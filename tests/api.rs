@@ -164,3 +164,28 @@ fn a_second_agent_on_the_same_data_dir_is_refused() {
         "the first agent is untouched"
     );
 }
+
+#[test]
+fn cli_output_into_a_closed_pipe_ends_quietly_like_head_expects() {
+    use std::os::unix::process::ExitStatusExt;
+    let a = Agent::start("", UNITS);
+    // The reader is gone before the CLI writes anything (`mamori status | head -0`).
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let out = std::process::Command::new(common::BIN)
+        .arg("-c")
+        .arg(&a.config)
+        .args(["status"])
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {err}",
+        out.status
+    );
+}

@@ -296,6 +296,15 @@ enum SilenceCmd {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Agent { .. } | Cmd::Demo { .. }) {
+        // A client's output piped into `head` ends like any Unix tool's,
+        // silently, instead of a panic from `println!`. The agent keeps
+        // Rust's ignored SIGPIPE: a closed socket must not kill it.
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
