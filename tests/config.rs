@@ -129,3 +129,45 @@ fn valid_config_exits_zero() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ok (1 services, 1 jobs)"), "{out}");
 }
+
+#[test]
+fn check_addresses_and_timeouts_that_could_never_work_are_errors() {
+    let text = r#"[[check]]
+name = "no-port"
+kind = "tcp"
+address = "localhost"
+
+[[check]]
+name = "big-port"
+kind = "tcp"
+address = "127.0.0.1:99999"
+
+[[check]]
+name = "bare-v6"
+kind = "tcp"
+address = "::1:5432"
+
+[[check]]
+name = "zero"
+kind = "tcp"
+address = "db.internal:5432"
+timeout = "0s"
+
+[[check]]
+name = "fine"
+kind = "tcp"
+address = "[::1]:5432"
+"#;
+    let (code, _, err) = check(text);
+    assert_eq!(code, 1, "{err}");
+    let expected = [
+        "FILE:4:11: invalid `address` \"localhost\" in [[check]] \"no-port\": no port; expected host:port, e.g. \"127.0.0.1:5432\", \"db.internal:5432\" or \"[::1]:5432\"",
+        "FILE:9:11: invalid `address` \"127.0.0.1:99999\" in [[check]] \"big-port\": the port must be a number from 1 to 65535;",
+        "FILE:14:11: invalid `address` \"::1:5432\" in [[check]] \"bare-v6\": an IPv6 address needs brackets;",
+        "FILE:20:1: invalid `timeout` in [[check]] \"zero\": must be more than 0 (e.g. \"5s\")",
+    ];
+    for line in expected {
+        assert!(err.contains(line), "missing:\n  {line}\nin:\n{err}");
+    }
+    assert!(err.contains("FILE: 4 errors"), "{err}");
+}

@@ -116,6 +116,15 @@ pub fn check(t: &Tbl, service: Option<&str>, base: &Path) -> Option<CheckConfig>
     let timeout = t.duration("timeout").unwrap_or(Duration::from_secs(5));
     let fall = positive(t, "fall").unwrap_or(3);
     let rise = positive(t, "rise").unwrap_or(2);
+    if timeout.is_zero() {
+        t.reader().error(
+            t.key_span("timeout"),
+            format!(
+                "invalid `timeout` in {}: must be more than 0 (e.g. \"5s\")",
+                t.what
+            ),
+        );
+    }
     if interval < Duration::from_millis(100) {
         t.reader().error(
             t.key_span("interval"),
@@ -128,12 +137,23 @@ pub fn check(t: &Tbl, service: Option<&str>, base: &Path) -> Option<CheckConfig>
     let kind = match kind_name.as_deref() {
         Some("http") => http(t),
         Some("tcp") => {
-            let address = required_str(
-                t,
-                "address",
-                "host:port to connect to, e.g. \"127.0.0.1:5432\"",
-            );
-            address.map(|address| CheckKind::Tcp { address })
+            let address = t.str("address");
+            if address.is_none() && !t.has("address") {
+                t.missing(
+                    "address",
+                    "host:port to connect to, e.g. \"127.0.0.1:5432\"",
+                );
+            }
+            address.and_then(|(address, span)| match host_port(&address) {
+                Ok(()) => Some(CheckKind::Tcp { address }),
+                Err(why) => {
+                    t.reader().error(
+                        span,
+                        format!("invalid `address` \"{address}\" in {}: {why}", t.what),
+                    );
+                    None
+                }
+            })
         }
         Some("exec") => {
             let command = t.command("command");
@@ -200,6 +220,28 @@ fn positive(t: &Tbl, key: &'static str) -> Option<u32> {
         return None;
     }
     Some(n as u32)
+}
+
+/// A `host:port` the probe can connect to: a name or an IPv4 address, or an
+/// IPv6 address in brackets, then a port from 1 to 65535.
+fn host_port(address: &str) -> Result<(), String> {
+    const EXPECTED: &str =
+        "expected host:port, e.g. \"127.0.0.1:5432\", \"db.internal:5432\" or \"[::1]:5432\"";
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!("no port; {EXPECTED}"));
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(format!("no host; {EXPECTED}"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!("an IPv6 address needs brackets; {EXPECTED}"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!(
+            "the port must be a number from 1 to 65535; {EXPECTED}"
+        )),
+    }
 }
 
 fn required_str(t: &Tbl, key: &'static str, hint: &str) -> Option<String> {
