@@ -102,11 +102,16 @@ impl Tail {
             }
         };
         partial.push_str(&text);
+        // Split first, drain once: draining line by line would move the
+        // rest of a 1 MiB read once per line.
         let mut lines: Vec<String> = Vec::new();
-        while let Some(pos) = partial.find('\n') {
-            lines.push(partial[..pos].trim_end_matches('\r').to_string());
-            partial.drain(..=pos);
+        let mut consumed = 0;
+        while let Some(pos) = partial[consumed..].find('\n') {
+            let line = &partial[consumed..consumed + pos];
+            lines.push(line.trim_end_matches('\r').to_string());
+            consumed += pos + 1;
         }
+        partial.drain(..consumed);
         if partial.len() > MAX_READ {
             // A "line" this long is not a line; take it as one and move on.
             lines.push(std::mem::take(partial));
@@ -148,5 +153,32 @@ mod tests {
         std::fs::rename(&path, dir.path().join("app.log.1")).unwrap();
         std::fs::write(&path, "fresh file, longer than before\n").unwrap();
         assert_eq!(t.read_lines(), vec!["fresh file, longer than before"]);
+    }
+
+    #[test]
+    fn a_full_read_of_short_lines_yields_every_line_and_keeps_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("burst.log");
+        std::fs::write(&path, "").unwrap();
+        let mut t = Tail::file(path.clone());
+        assert!(t.read_lines().is_empty());
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        // More than one read's worth, in lines of 16 bytes, with \r\n endings.
+        let n = MAX_READ / 16 + 100;
+        for i in 0..n {
+            write!(f, "line {i:>9}\r\n").unwrap();
+        }
+        write!(f, "half").unwrap();
+        let mut got = t.read_lines();
+        assert_eq!(got.len(), MAX_READ / 16, "one read is MAX_READ bytes");
+        got.extend(t.read_lines());
+        assert_eq!(got.len(), n);
+        assert_eq!(got[0], format!("line {:>9}", 0));
+        assert_eq!(got[n - 1], format!("line {:>9}", n - 1));
+        writeln!(f, " a line").unwrap();
+        assert_eq!(t.read_lines(), vec!["half a line"]);
     }
 }
