@@ -393,3 +393,51 @@ fn an_agent_that_cannot_listen_leaves_no_cgroup_behind() {
         root.display()
     );
 }
+
+#[test]
+fn a_service_whose_run_cannot_be_recorded_is_retried_once_the_store_is_back() {
+    let m = marker("92");
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[service]]
+name = "web"
+command = ["sleep", "{m}"]
+backoff_min = "100ms"
+"#
+        ),
+    );
+    let first = wait_for("the service's process", || sleeps_with(&m).first().copied());
+    // Another writer holds the database: the agent's writes fail after its
+    // busy timeout, including the record of the next run.
+    let db = rusqlite::Connection::open(a.data_dir().join("mamori.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // While the store is held, API answers can take the busy timeout too.
+    let unit = || {
+        common::http(a.port, "GET", "/api/v1/units/web", None)
+            .ok()
+            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+    };
+    let u = wait_for("the start to fail for want of a record", || {
+        let u = unit()?;
+        u["last_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("cannot record the run"))
+            .then_some(u)
+    });
+    assert!(u["pid"].is_null(), "{u}");
+    db.execute_batch("ROLLBACK").unwrap();
+    let second = wait_for("the service to run again", || {
+        sleeps_with(&m).first().copied().filter(|p| *p != first)
+    });
+    let u = wait_for("the status to show it", || {
+        let u = a.unit("web");
+        (u["pid"] == second).then_some(u)
+    });
+    assert_eq!(u["state"], "running", "{u}");
+}

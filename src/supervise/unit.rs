@@ -395,20 +395,34 @@ impl UnitTask {
         }
         let now = Instant::now();
         let log_start = lock(&self.sink).offset();
-        let run_id = self
-            .ctx
-            .store
-            .insert_run(&NewRun {
-                unit: &self.cfg.name,
-                kind: self.cfg.kind.as_str(),
-                trigger,
-                started_at: now_ms(),
-                log_start,
-            })
-            .map_err(|e| CmdError {
-                status: 500,
-                error: format!("cannot record the run: {e}"),
-            })?;
+        let inserted = self.ctx.store.insert_run(&NewRun {
+            unit: &self.cfg.name,
+            kind: self.cfg.kind.as_str(),
+            trigger,
+            started_at: now_ms(),
+            log_start,
+        });
+        let run_id = match inserted {
+            Ok(id) => id,
+            Err(e) => {
+                // Nothing runs unrecorded; a service is retried like one
+                // that could not start (the store may be busy or full).
+                let reason = format!("cannot record the run: {e}");
+                tracing::error!(unit = %self.cfg.name, error = %e, "Could not start: the run cannot be recorded.");
+                self.set(|s| {
+                    s.last_reason = Some(reason.clone());
+                    s.last_exit_at = Some(now_ms());
+                    s.state = UnitState::Failed;
+                });
+                if self.cfg.kind == UnitKind::Service {
+                    self.decide(false, Duration::ZERO, true);
+                }
+                return Err(CmdError {
+                    status: 503,
+                    error: reason,
+                });
+            }
+        };
         if self.cfg.kind == UnitKind::Service {
             self.restarter.on_start(now);
         }
