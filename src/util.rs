@@ -84,6 +84,47 @@ pub fn short_command(
     Ok((cmd, read))
 }
 
+/// Kills a short command's process group (SIGKILL) when dropped while still
+/// armed: on a timeout, and also when the future waiting for the command is
+/// dropped (the agent shutting down, a check task cancelled), which would
+/// otherwise leave it running in its own session, out of every unit's tree.
+/// Disarm it once the command's exit has been seen.
+pub struct GroupGuard {
+    pgid: i32,
+    armed: bool,
+}
+
+impl GroupGuard {
+    /// `pid` is the leader of the group `short_command` made (its own session).
+    pub fn new(pid: i32) -> GroupGuard {
+        GroupGuard {
+            pgid: pid,
+            armed: true,
+        }
+    }
+
+    /// Kills the group now (a timeout).
+    pub fn kill(&mut self) {
+        if std::mem::take(&mut self.armed) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    /// The command ended by itself: nothing to kill.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Malloc arenas glibc may create (`M_ARENA_MAX`), unless the operator set
 /// `MALLOC_ARENA_MAX`. glibc's default is eight per core, and every thread
 /// that allocates gets one until then: tokio's blocking threads come and go

@@ -453,3 +453,27 @@ command = ["python3", "-c", "import time\nx = bytearray(30 << 20)\nwhile True:\n
     assert!(row[3].parse::<u64>().unwrap() >= 3, "fds");
     assert!(row[4].parse::<u64>().unwrap() >= 1, "threads");
 }
+
+#[test]
+fn a_check_command_still_running_when_the_agent_stops_is_killed() {
+    let m = common::marker("93");
+    let mut a = Agent::start(
+        "",
+        &format!(
+            r#"[[check]]
+name = "slow"
+kind = "exec"
+command = ["sleep", "{m}"]
+timeout = "1h"
+"#
+        ),
+    );
+    wait_for("the check's command", || {
+        common::sleeps_with(&m).first().copied()
+    });
+    let status = a.stop().expect("agent was running");
+    assert!(status.success(), "{status}\n{}", a.log());
+    wait_for("no check command left", || {
+        common::procs_with(&m).is_empty().then_some(())
+    });
+}

@@ -163,17 +163,16 @@ pub async fn exec_env(
     let (child, exit) = reaper
         .spawn(&mut cmd)
         .map_err(|e| format!("cannot start {}: {e}", argv[0]))?;
-    let pid = child.id() as i32;
+    let mut group = crate::util::GroupGuard::new(child.id() as i32);
     drop(child);
     drop(cmd); // closes our copies of the write ends
     let reader = tokio::spawn(read_tail(read));
     let result = tokio::time::timeout(timeout, exit).await;
     let killed_for_time = result.is_err();
     if killed_for_time {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        group.kill();
+    } else {
+        group.disarm();
     }
     let tail = tokio::time::timeout(Duration::from_secs(2), reader)
         .await

@@ -225,7 +225,7 @@ pub async fn interpreter_version(
         crate::util::short_command(interpreter, std::process::Stdio::null()).ok()?;
     cmd.arg("--version");
     let (child, exit) = reaper.spawn(&mut cmd).ok()?;
-    let pid = child.id() as i32;
+    let mut group = crate::util::GroupGuard::new(child.id() as i32);
     drop(child);
     drop(cmd);
     let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(read).ok()?;
@@ -243,12 +243,14 @@ pub async fn interpreter_version(
         .await
         .is_err()
     {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        group.kill();
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), exit).await;
+    if tokio::time::timeout(std::time::Duration::from_secs(2), exit)
+        .await
+        .is_ok()
+    {
+        group.disarm();
+    }
     String::from_utf8_lossy(&out)
         .lines()
         .map(str::trim)

@@ -49,7 +49,7 @@ impl CommandChannel {
             .reaper
             .spawn(&mut cmd)
             .map_err(|e| format!("cannot start {}: {e}", self.argv[0]))?;
-        let pid = child.id() as i32;
+        let mut group = crate::util::GroupGuard::new(child.id() as i32);
         drop(cmd); // closes our copies of the output pipe's write ends
         let stdin = child.stdin.take();
         drop(child);
@@ -62,10 +62,9 @@ impl CommandChannel {
         let reader = tokio::spawn(crate::probe::probes::read_tail(read));
         let result = tokio::time::timeout(self.timeout, exit).await;
         if result.is_err() {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            group.kill();
+        } else {
+            group.disarm();
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
         let tail = tokio::time::timeout(Duration::from_secs(2), reader)
