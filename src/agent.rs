@@ -163,6 +163,14 @@ pub async fn run(config: Config) -> Result<()> {
 
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    // --- incidents: before alerting, which may fire as it catches up ---
+    let incidents = crate::incident::start(
+        &config,
+        store.clone(),
+        bus.clone(),
+        cancel.child_token(),
+        &mut tasks,
+    );
     // --- alerts: subscribed before the units start ---
     let http = crate::util::LazyHttp::default();
     let alerts = crate::alert::start(
@@ -257,14 +265,6 @@ pub async fn run(config: Config) -> Result<()> {
         store.clone(),
         bus.clone(),
         sup.clone(),
-        cancel.child_token(),
-        &mut tasks,
-    );
-    // --- incidents: reminders and auto-open ---
-    let incidents = crate::incident::start(
-        &config,
-        store.clone(),
-        bus.clone(),
         cancel.child_token(),
         &mut tasks,
     );

@@ -476,3 +476,48 @@ fn dashboard_actions_need_a_session_a_csrf_token_and_the_same_origin() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+#[test]
+fn an_alert_fired_while_the_agent_starts_opens_an_incident() {
+    let m = common::marker("94");
+    let mut a = Agent::start(
+        "",
+        &format!(
+            r#"[[job]]
+name = "nightly"
+command = ["sleep", "{m}"]
+
+[[alert]]
+name = "run-lost"
+on = "run.interrupted"
+severity = "critical"
+
+[incidents]
+auto_open = true
+"#
+        ),
+    );
+    let out = a.cli(&["run", "nightly"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the job's process", || {
+        common::sleeps_with(&m).first().copied()
+    });
+    // The agent dies mid-run; the next one records the run as interrupted
+    // at its start, before anything else runs, and alerting fires on it as
+    // it catches up with the store.
+    a.crash();
+    a.spawn();
+    let inc = wait_for("an incident opened from that alert", || {
+        a.get("/api/v1/incidents").as_array()?.first().cloned()
+    });
+    assert_eq!(inc["opened_by"], "auto", "{inc}");
+    let alert_id = inc["alerts"][0].as_i64().expect("a linked alert");
+    assert_eq!(
+        a.get(&format!("/api/v1/alerts/{alert_id}"))["rule"],
+        "run-lost"
+    );
+}

@@ -315,12 +315,23 @@ pub fn start(
         config: Arc::new(config.status.clone()),
     };
     let mut events = bus.subscribe();
+    // Subscribed first, then the cursor: nothing stored from here on can be
+    // missed, and a lag before the first event still catches up from the
+    // store (seeing an event twice is harmless: an alert opens at most one
+    // incident).
+    let newest = match inc.store.events(None, None, 1) {
+        Ok(v) => v.first().map_or(0, |e| e.id),
+        Err(e) => {
+            tracing::error!(error = %e, "Could not read the newest event id.");
+            0
+        }
+    };
     let me = inc.clone();
     let every = tick(&config.status);
     tasks.spawn(async move {
         let mut timer = tokio::time::interval(every);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut cursor: Option<i64> = None;
+        let mut cursor: Option<i64> = Some(newest);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
