@@ -30,6 +30,11 @@ backoff_min = "200ms"
     });
     assert_eq!(run["reason"], "limit:memory", "{run}\n{}", a.log());
     assert_eq!(run["state"], "failed");
+    let peak = run["peak_rss"].as_u64().unwrap_or(0);
+    assert!(
+        peak >= 56 << 20,
+        "peak_rss {peak} of a run killed at 64 MiB: {run}"
+    );
     let events = a.get("/api/v1/events?unit=hog");
     let breach = events
         .as_array()
@@ -105,6 +110,12 @@ limits = {{ memory = "100MiB", wall = "60s" }}
         a.log()
     );
     assert_eq!(run["state"], "failed");
+    // The child never lived through a sample; the cgroup saw its peak.
+    let peak = run["peak_rss"].as_u64().unwrap_or(0);
+    assert!(
+        peak >= 90 << 20,
+        "peak_rss {peak} of a run killed at 100 MiB: {run}"
+    );
     let events = a.get("/api/v1/events?unit=oomchild");
     let breach = events
         .as_array()

@@ -768,7 +768,14 @@ impl UnitTask {
         } else {
             (RunState::Failed, "unknown".to_string())
         };
-        let peak = live.watch.peak.load(Ordering::Relaxed).max(info.max_rss);
+        // Sampling can miss a short spike (children that allocate and die
+        // between two samples); a run's cgroup knows its highest charge.
+        let peak = live
+            .watch
+            .peak
+            .load(Ordering::Relaxed)
+            .max(info.max_rss)
+            .max(live.group.kernel_peak().unwrap_or(0));
         let cpu_ms = live
             .watch
             .cpu_ms
