@@ -120,12 +120,24 @@ const SHEBANG_MAX: usize = 256;
 fn which(program: &str, cwd: &Path) -> Option<PathBuf> {
     if program.contains('/') {
         let p = cwd.join(program);
-        return p.exists().then_some(p);
+        return p.exists().then(|| real(p));
     }
     let paths = std::env::var_os("PATH")?;
     std::env::split_paths(&paths)
         .map(|d| d.join(program))
         .find(|p| p.is_file())
+        .map(real)
+}
+
+/// The file a path names, without `./`, `..` or links in the way.
+fn real(p: PathBuf) -> PathBuf {
+    p.canonicalize().unwrap_or(p)
+}
+
+/// A shell command that is more than one simple command (a list, a
+/// pipeline, a subshell, a substitution): the shell itself is what runs.
+fn is_compound(script: &str) -> bool {
+    script.contains([';', '|', '&', '\n', '`', '(', ')'])
 }
 
 const SHELLS_AND_INTERPRETERS: &[&str] = &[
@@ -136,6 +148,9 @@ const SHELLS_AND_INTERPRETERS: &[&str] = &[
 /// word of the command (and for `sh script.sh` / `perl x.pl`, the script).
 fn program_of(argv: &[String], cwd: &Path) -> Option<PathBuf> {
     let words: Vec<String> = if argv.len() == 3 && argv[0] == "/bin/sh" && argv[1] == "-c" {
+        if is_compound(&argv[2]) {
+            return which("/bin/sh", cwd);
+        }
         argv[2]
             .split_whitespace()
             .take(2)
@@ -150,7 +165,7 @@ fn program_of(argv: &[String], cwd: &Path) -> Option<PathBuf> {
         if let Some(script) = words.get(1).filter(|w| !w.starts_with('-')) {
             let p = cwd.join(script);
             if p.is_file() {
-                return Some(p);
+                return Some(real(p));
             }
         }
     }
@@ -245,13 +260,22 @@ pub async fn interpreter_version(
     {
         group.kill();
     }
-    if tokio::time::timeout(std::time::Duration::from_secs(2), exit)
-        .await
-        .is_ok()
-    {
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(2), exit).await;
+    if ended.is_ok() {
         group.disarm();
     }
-    String::from_utf8_lossy(&out)
+    let succeeded = matches!(ended, Ok(Ok(ref info)) if info.code == Some(0));
+    version_line(&out, succeeded)
+}
+
+/// The version an interpreter printed: its first non-empty line, if it
+/// succeeded. An interpreter without `--version` (dash) says so and fails;
+/// that complaint is no version.
+fn version_line(out: &[u8], succeeded: bool) -> Option<String> {
+    if !succeeded {
+        return None;
+    }
+    String::from_utf8_lossy(out)
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty())
@@ -273,11 +297,31 @@ mod tests {
             "sh ./import.sh --all".to_string(),
         ];
         let p = program_of(&argv, dir.path()).unwrap();
-        assert_eq!(p, dir.path().join("./import.sh"));
+        assert_eq!(p, dir.path().canonicalize().unwrap().join("import.sh"));
+        // A list of commands: the shell runs it, not its first word.
+        let list = |script: &str| {
+            let argv = ["/bin/sh", "-c", script].map(String::from);
+            program_of(&argv, dir.path())
+        };
+        let sh = Path::new("/bin/sh").canonicalize().unwrap();
+        assert_eq!(list("echo starting; while :; do :; done"), Some(sh.clone()));
+        assert_eq!(list("gzip -dc a.gz | ./load"), Some(sh.clone()));
+        assert_eq!(list("cd /srv && ./run"), Some(sh));
+        let echo = Path::new("/bin/echo").canonicalize().unwrap();
+        assert_eq!(list("echo hello > out.txt"), Some(echo));
         let fs = fs_of(dir.path()).unwrap();
         assert!(!fs.fs_type.is_empty());
         assert!(!fs.network);
         assert_eq!(unescape("/mnt/my\\040share"), "/mnt/my share");
+    }
+
+    #[test]
+    fn a_failed_version_probe_is_no_version() {
+        let dash = b"/usr/bin/dash: 0: Illegal option --\n";
+        assert_eq!(version_line(dash, false), None);
+        let python = b"\nPython 3.11.2\n";
+        assert_eq!(version_line(python, true).as_deref(), Some("Python 3.11.2"));
+        assert_eq!(version_line(b"", true), None);
     }
 
     #[test]
@@ -296,6 +340,7 @@ mod tests {
         );
         let config = crate::config::load_str(&dir.path().join("m.toml"), text).unwrap();
         let ctx = collect(&config.units[0]);
+        let big = big.canonicalize().unwrap();
         assert_eq!(ctx.program.as_deref(), Some(big.to_str().unwrap()));
         assert_eq!(ctx.shebang.as_deref(), Some("#!/bin/sh -e"));
         let sh = Path::new("/bin/sh").canonicalize().unwrap();
