@@ -163,6 +163,9 @@ struct Engine {
     long: Vec<(Instant, i64, String, u64)>,
     /// `must_finish_by` deadlines: (when, flow run, job).
     deadlines: Vec<(DateTime<Utc>, i64, String)>,
+    /// Flow runs whose last save failed: saved again every `SAVE_RETRY`
+    /// (kept in `runs` until then, even when finished).
+    unsaved: BTreeSet<i64>,
     specs: HashMap<String, crate::config::jobs::JobSpec>,
     checks: crate::probe::checks::Checks,
     /// Job ends of the runs this engine started (never lossy).
@@ -224,6 +227,7 @@ pub fn start(
         gated: Vec::new(),
         long: Vec::new(),
         deadlines: Vec::new(),
+        unsaved: BTreeSet::new(),
         specs: config
             .units
             .iter()
@@ -317,16 +321,25 @@ impl Engine {
             .min();
         let retry = self.retries.iter().map(|(t, _, _)| *t).min();
         let gate = (!self.gated.is_empty()).then(|| now_i + Duration::from_millis(500));
+        let save = (!self.unsaved.is_empty()).then(|| now_i + SAVE_RETRY);
         let long = self.long.iter().map(|(t, ..)| *t).min();
         let late = self
             .deadlines
             .iter()
             .map(|(t, ..)| now_i + (*t - now_u).to_std().unwrap_or(Duration::ZERO))
             .min();
-        [sched, retry, gate, long, late].into_iter().flatten().min()
+        [sched, retry, gate, save, long, late]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     async fn timers(&mut self) {
+        for id in self.unsaved.clone() {
+            if self.save(id) {
+                self.forget_if_succeeded(id);
+            }
+        }
         self.check_gates().await;
         self.check_overdue();
         let now_i = Instant::now();
@@ -447,7 +460,27 @@ impl Engine {
                 }
             }
         }
-        let _ = self.new_run(&flow, "schedule", Some((job, at))).await;
+        self.start_scheduled(&flow, "schedule", job, at).await;
+    }
+
+    /// Starts the flow run of a scheduled fire; a fire that cannot start
+    /// one is logged and reported (`job.skipped`), never dropped silently.
+    async fn start_scheduled(&mut self, flow: &str, trigger: &str, job: String, at: i64) {
+        match self.new_run(flow, trigger, Some((job.clone(), at))).await {
+            Ok(_) => {}
+            // Recorded already: that time ran (the one-run-per-time guarantee).
+            Err((409, e)) => {
+                tracing::info!(%job, %flow, scheduled_for = at, "Not starting a flow run: {e}.")
+            }
+            Err((_, e)) => {
+                tracing::error!(%job, %flow, scheduled_for = at, error = %e, "Could not start a scheduled flow run.");
+                self.bus.emit(EventKind::JobSkipped {
+                    job,
+                    scheduled_for: at,
+                    reason: format!("could not start the flow run: {e}"),
+                });
+            }
+        }
     }
 
     async fn cancel_run(&mut self, id: i64, why: &str) {
@@ -469,15 +502,15 @@ impl Engine {
         }
         self.retries.retain(|(_, fr, _)| *fr != id);
         self.run_map.retain(|_, (fr, _)| *fr != id);
+        self.unsaved.remove(&id);
         if let Some((flow, mut run)) = self.runs.remove(&id) {
-            let changed: Vec<(String, String)> = run
-                .take_dirty()
-                .into_iter()
-                .map(|(j, st)| (j, serde_json::to_string(&st).unwrap_or_default()))
-                .collect();
-            let _ = self
-                .store
-                .save_flow_run(id, "cancelled", &changed, now_ms());
+            let store = &self.store;
+            let saved = run.save_changes(|changed| {
+                store.save_flow_run(id, "cancelled", &as_json(changed), now_ms())
+            });
+            if let Err(e) = saved {
+                tracing::error!(%flow, flow_run = id, error = %e, "Could not save a cancelled flow run.");
+            }
             tracing::warn!(%flow, flow_run = id, why, "Flow run cancelled.");
         }
     }
@@ -596,13 +629,13 @@ impl Engine {
                 }
             }
         }
-        self.save(id);
-        // A finished run lets a queued trigger go.
+        let saved = self.save(id);
         let done = self.runs.get(&id).map(|(f, r)| (f.clone(), r.status()));
+        if saved {
+            self.forget_if_succeeded(id);
+        }
+        // A finished run lets a queued trigger go.
         if let Some((flow, status)) = done {
-            if status == Status::Succeeded {
-                self.runs.remove(&id);
-            }
             if status != Status::Running {
                 if let Some((trigger, at)) = self.queued.get_mut(&flow).and_then(|q| q.pop_front())
                 {
@@ -611,10 +644,30 @@ impl Engine {
                         .iter()
                         .find(|s| s.flow == flow)
                         .map(|s| s.job.clone());
-                    let sched = at.and_then(|a| job.map(|j| (j, a)));
-                    let _ = Box::pin(self.new_run(&flow, &trigger, sched)).await;
+                    match at.zip(job) {
+                        Some((at, job)) => {
+                            Box::pin(self.start_scheduled(&flow, &trigger, job, at)).await
+                        }
+                        None => {
+                            if let Err((_, e)) = Box::pin(self.new_run(&flow, &trigger, None)).await
+                            {
+                                tracing::error!(%flow, %trigger, error = %e, "Could not start a queued flow run.");
+                            }
+                        }
+                    }
                 }
             }
+        }
+    }
+
+    /// A succeeded run whose end is saved leaves memory (the store has it).
+    fn forget_if_succeeded(&mut self, id: i64) {
+        if self
+            .runs
+            .get(&id)
+            .is_some_and(|(_, r)| r.status() == Status::Succeeded)
+        {
+            self.runs.remove(&id);
         }
     }
 
@@ -822,22 +875,35 @@ impl Engine {
         self.deadlines.extend(planned);
     }
 
-    fn save(&mut self, id: i64) {
+    /// Saves the run's status and changed job states; false if the store
+    /// failed (the changes stay marked and are saved again, see `unsaved`).
+    fn save(&mut self, id: i64) -> bool {
         let Some((_, run)) = self.runs.get_mut(&id) else {
-            return;
+            self.unsaved.remove(&id);
+            return true;
         };
         let status = match run.status() {
             Status::Running => "running",
             Status::Succeeded => "succeeded",
             Status::Stalled => "stalled",
         };
-        let changed: Vec<(String, String)> = run
-            .take_dirty()
-            .into_iter()
-            .map(|(j, st)| (j, serde_json::to_string(&st).unwrap_or_default()))
-            .collect();
-        if let Err(e) = self.store.save_flow_run(id, status, &changed, now_ms()) {
-            tracing::error!(flow_run = id, error = %e, "Could not save a flow run.");
+        let store = &self.store;
+        let saved = run
+            .save_changes(|changed| store.save_flow_run(id, status, &as_json(changed), now_ms()));
+        match saved {
+            Ok(()) => {
+                if self.unsaved.remove(&id) {
+                    tracing::info!(flow_run = id, "Flow run saved again.");
+                }
+                true
+            }
+            Err(e) => {
+                // Logged once per outage, not at every retry.
+                if self.unsaved.insert(id) {
+                    tracing::error!(flow_run = id, error = %e, "Could not save a flow run; retrying.");
+                }
+                false
+            }
         }
     }
 
@@ -1163,6 +1229,16 @@ impl Engine {
             );
         }
     }
+}
+
+/// How often a flow run whose save failed is saved again.
+const SAVE_RETRY: Duration = Duration::from_secs(1);
+
+fn as_json(changed: &[(String, JobState)]) -> Vec<(String, String)> {
+    changed
+        .iter()
+        .map(|(j, st)| (j.clone(), serde_json::to_string(st).unwrap_or_default()))
+        .collect()
 }
 
 /// At most this many missed fire times of a schedule are looked at, run
