@@ -153,6 +153,10 @@ struct Engine {
     runs: BTreeMap<i64, (String, FlowRun)>,
     /// Unit run id → (flow run, job).
     run_map: HashMap<i64, (i64, String)>,
+    /// Flow run → the trigger recorded on the job runs it starts: its own
+    /// (`schedule`, `manual (WHO)`), `rerun` once a person reran part of it.
+    /// Retries are `retry` whatever this says.
+    job_triggers: HashMap<i64, String>,
     retries: Vec<(Instant, i64, String)>,
     /// Triggers waiting for the flow's current run (`concurrency = "queue"`).
     queued: HashMap<String, VecDeque<(String, Option<i64>)>>,
@@ -221,6 +225,7 @@ pub fn start(
         scheduled,
         runs: BTreeMap::new(),
         run_map: HashMap::new(),
+        job_triggers: HashMap::new(),
         retries: Vec::new(),
         queued: HashMap::new(),
         holds: BTreeSet::new(),
@@ -503,6 +508,7 @@ impl Engine {
         self.retries.retain(|(_, fr, _)| *fr != id);
         self.run_map.retain(|_, (fr, _)| *fr != id);
         self.unsaved.remove(&id);
+        self.job_triggers.remove(&id);
         if let Some((flow, mut run)) = self.runs.remove(&id) {
             let store = &self.store;
             let saved = run.save_changes(|changed| {
@@ -550,6 +556,7 @@ impl Engine {
             .and_then(|(_, ms)| DateTime::from_timestamp_millis(*ms))
             .unwrap_or_else(Utc::now);
         self.plan_deadlines(flow, id, at);
+        self.job_triggers.insert(id, trigger.to_string());
         self.runs.insert(id, (flow.to_string(), run));
         self.feed(id, Input::Start).await;
         Ok(id)
@@ -557,6 +564,12 @@ impl Engine {
 
     /// Feeds one input to a flow run and carries out its actions.
     async fn feed(&mut self, id: i64, input: Input) {
+        if matches!(
+            input,
+            Input::RerunFromFailed | Input::RerunFrom { .. } | Input::RerunOnly { .. }
+        ) {
+            self.job_triggers.insert(id, "rerun".into());
+        }
         let mut pending = VecDeque::from([input]);
         while let Some(input) = pending.pop_front() {
             let Some((flow, run)) = self.runs.get_mut(&id) else {
@@ -606,6 +619,7 @@ impl Engine {
                             .sup
                             .ask(&job, |reply| Command::Run {
                                 by,
+                                trigger: "on_failure".into(),
                                 reply,
                                 done: Some(self.ended_tx.clone()),
                             })
@@ -668,16 +682,26 @@ impl Engine {
             .is_some_and(|(_, r)| r.status() == Status::Succeeded)
         {
             self.runs.remove(&id);
+            self.job_triggers.remove(&id);
         }
     }
 
     /// Starts a job's run for a flow run; the input to feed back.
     async fn launch(&mut self, flow: &str, id: i64, job: &str, attempt: u32) -> Option<Input> {
         let by = format!("flow {flow} run {id} (attempt {attempt})");
+        let trigger = if attempt > 1 {
+            "retry".to_string()
+        } else {
+            self.job_triggers
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("flow run {id}"))
+        };
         match self
             .sup
             .ask(job, |reply| Command::Run {
                 by,
+                trigger,
                 reply,
                 done: Some(self.ended_tx.clone()),
             })
@@ -956,6 +980,7 @@ impl Engine {
                     self.retries.push((Instant::now(), rec.id, job.clone()));
                 }
             }
+            self.job_triggers.insert(rec.id, rec.trigger.clone());
             self.runs.insert(rec.id, (rec.flow.clone(), run));
             self.save(rec.id);
         }
