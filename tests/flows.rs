@@ -122,6 +122,16 @@ fn failure_holds_downstream_and_rerun_from_failed_completes() {
     assert_eq!(a.runs("extract").len(), 1, "extract is not rerun");
     assert_eq!(a.runs("transform").len(), 2);
     assert_eq!(a.runs("load").len(), 1);
+    // Runs say why they ran: the flow run's trigger, then the rerun's.
+    let transform = a.runs("transform");
+    assert_eq!(transform[0]["trigger"], "rerun", "{transform:?}");
+    assert!(
+        transform[1]["trigger"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("manual (")),
+        "{transform:?}"
+    );
+    assert_eq!(a.runs("load")[0]["trigger"], "rerun");
     let action = &events(&a, "flow.action")[0];
     assert_eq!(action["action"], "rerun --from-failed");
     assert_eq!(action["comment"], "input restored");
@@ -196,6 +206,61 @@ concurrency = "forbid"
     // Never two runs at once.
     let runs = a.runs("tick");
     assert!(runs.iter().filter(|r| r["state"] == "running").count() <= 1);
+}
+
+/// Regression: a run started by the schedule was recorded (run, `unit.started`,
+/// `mamori show`) as "manual"; only `flow.started` said "schedule".
+#[test]
+fn a_scheduled_run_is_recorded_with_the_schedule_trigger() {
+    let a = Agent::start(
+        "",
+        r#"[[job]]
+name = "nightly"
+every = "1s"
+command = "true"
+"#,
+    );
+    let run = a.wait_run_end("nightly");
+    assert_eq!(run["trigger"], "schedule", "{run}");
+    let id = run["id"].as_i64().unwrap();
+    let started: Vec<Value> = events(&a, "unit.started")
+        .into_iter()
+        .filter(|e| e["run_id"] == id)
+        .collect();
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0]["trigger"], "schedule", "{started:?}");
+    let flow_started = events(&a, "flow.started");
+    assert!(
+        !flow_started.is_empty() && flow_started.iter().all(|e| e["trigger"] == "schedule"),
+        "{flow_started:?}"
+    );
+    let out = a.cli(&["show", &id.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("run {id} of job \"nightly\" (schedule)")),
+        "{text}"
+    );
+    // `mamori run` of the job by hand stays "manual" (held, so that no
+    // scheduled run is in its way).
+    let out = a.cli(&["hold", "nightly"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    a.wait_run_end("nightly");
+    let out = a.cli(&["run", "nightly", "--wait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manual: Vec<Value> = a
+        .runs("nightly")
+        .into_iter()
+        .filter(|r| r["trigger"] == "manual")
+        .collect();
+    assert_eq!(manual.len(), 1, "{:?}", a.runs("nightly"));
 }
 
 #[test]

@@ -153,6 +153,10 @@ struct Engine {
     runs: BTreeMap<i64, (String, FlowRun)>,
     /// Unit run id → (flow run, job).
     run_map: HashMap<i64, (i64, String)>,
+    /// Flow run → the trigger recorded on the job runs it starts: its own
+    /// (`schedule`, `manual (WHO)`), `rerun` once a person reran part of it.
+    /// Retries are `retry` whatever this says.
+    job_triggers: HashMap<i64, String>,
     retries: Vec<(Instant, i64, String)>,
     /// Triggers waiting for the flow's current run (`concurrency = "queue"`).
     queued: HashMap<String, VecDeque<(String, Option<i64>)>>,
@@ -163,6 +167,9 @@ struct Engine {
     long: Vec<(Instant, i64, String, u64)>,
     /// `must_finish_by` deadlines: (when, flow run, job).
     deadlines: Vec<(DateTime<Utc>, i64, String)>,
+    /// Flow runs whose last save failed: saved again every `SAVE_RETRY`
+    /// (kept in `runs` until then, even when finished).
+    unsaved: BTreeSet<i64>,
     specs: HashMap<String, crate::config::jobs::JobSpec>,
     checks: crate::probe::checks::Checks,
     /// Job ends of the runs this engine started (never lossy).
@@ -218,12 +225,14 @@ pub fn start(
         scheduled,
         runs: BTreeMap::new(),
         run_map: HashMap::new(),
+        job_triggers: HashMap::new(),
         retries: Vec::new(),
         queued: HashMap::new(),
         holds: BTreeSet::new(),
         gated: Vec::new(),
         long: Vec::new(),
         deadlines: Vec::new(),
+        unsaved: BTreeSet::new(),
         specs: config
             .units
             .iter()
@@ -317,16 +326,25 @@ impl Engine {
             .min();
         let retry = self.retries.iter().map(|(t, _, _)| *t).min();
         let gate = (!self.gated.is_empty()).then(|| now_i + Duration::from_millis(500));
+        let save = (!self.unsaved.is_empty()).then(|| now_i + SAVE_RETRY);
         let long = self.long.iter().map(|(t, ..)| *t).min();
         let late = self
             .deadlines
             .iter()
             .map(|(t, ..)| now_i + (*t - now_u).to_std().unwrap_or(Duration::ZERO))
             .min();
-        [sched, retry, gate, long, late].into_iter().flatten().min()
+        [sched, retry, gate, save, long, late]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     async fn timers(&mut self) {
+        for id in self.unsaved.clone() {
+            if self.save(id) {
+                self.forget_if_succeeded(id);
+            }
+        }
         self.check_gates().await;
         self.check_overdue();
         let now_i = Instant::now();
@@ -348,10 +366,22 @@ impl Engine {
             if at > now {
                 continue;
             }
-            self.scheduled[i].next = self.scheduled[i].schedule.next_n(at, 1).first().copied();
-            let lateness = (now - at).num_milliseconds();
-            tracing::info!(job = %self.scheduled[i].job, lateness_ms = lateness, "Schedule fired.");
-            self.fire(i, at.timestamp_millis()).await;
+            let s = &self.scheduled[i];
+            let plan = plan_due(&s.schedule, s.catch_up, at, now);
+            let job = s.job.clone();
+            self.scheduled[i].next = plan.next;
+            if !plan.skip.is_empty() {
+                tracing::warn!(%job, missed = plan.skip.len(), late_ms = (now - at).num_milliseconds(), "Schedule fire times missed (clock stepped, host suspended or agent blocked); catch_up decides.");
+            }
+            for t in &plan.skip {
+                let late = (now - *t).num_seconds();
+                self.skip_missed(&job, *t, &format!("missed: {late}s past when the agent got to it (the clock stepped forward, the host was suspended or the agent was blocked; catch_up)"));
+            }
+            for t in plan.run {
+                let lateness = (now - t).num_milliseconds();
+                tracing::info!(%job, lateness_ms = lateness, "Schedule fired.");
+                self.fire(i, t.timestamp_millis()).await;
+            }
         }
     }
 
@@ -364,34 +394,26 @@ impl Engine {
         let Some(last) = DateTime::from_timestamp_millis(last) else {
             return;
         };
-        let missed: Vec<DateTime<Utc>> = s
-            .schedule
-            .next_n(last, 1000)
-            .into_iter()
-            .filter(|t| *t <= now)
-            .collect();
-        if missed.is_empty() {
-            return;
-        }
+        let missed = due_after(&s.schedule, last, now);
+        let (run, skip) = settle(s.catch_up, missed, false);
         let job = s.job.clone();
-        let chosen: Vec<DateTime<Utc>> = match s.catch_up {
-            CatchUp::None => Vec::new(),
-            CatchUp::Latest => missed.last().copied().into_iter().collect(),
-            CatchUp::All => missed.clone(),
-        };
-        for t in &missed {
-            if !chosen.contains(t) {
-                let _ = self.store.record_fire(&job, t.timestamp_millis());
-                self.bus.emit(EventKind::JobSkipped {
-                    job: job.clone(),
-                    scheduled_for: t.timestamp_millis(),
-                    reason: "missed while the agent was down (catch_up)".into(),
-                });
-            }
+        for t in skip {
+            self.skip_missed(&job, t, "missed while the agent was down (catch_up)");
         }
-        for t in chosen {
+        for t in run {
             self.fire(i, t.timestamp_millis()).await;
         }
+    }
+
+    /// A missed fire time that does not run: recorded as fired (so that it
+    /// is not missed again after a restart) and reported.
+    fn skip_missed(&self, job: &str, t: DateTime<Utc>, reason: &str) {
+        let _ = self.store.record_fire(job, t.timestamp_millis());
+        self.bus.emit(EventKind::JobSkipped {
+            job: job.to_string(),
+            scheduled_for: t.timestamp_millis(),
+            reason: reason.to_string(),
+        });
     }
 
     /// A scheduled fire: overlap rules, then a new flow run.
@@ -443,7 +465,27 @@ impl Engine {
                 }
             }
         }
-        let _ = self.new_run(&flow, "schedule", Some((job, at))).await;
+        self.start_scheduled(&flow, "schedule", job, at).await;
+    }
+
+    /// Starts the flow run of a scheduled fire; a fire that cannot start
+    /// one is logged and reported (`job.skipped`), never dropped silently.
+    async fn start_scheduled(&mut self, flow: &str, trigger: &str, job: String, at: i64) {
+        match self.new_run(flow, trigger, Some((job.clone(), at))).await {
+            Ok(_) => {}
+            // Recorded already: that time ran (the one-run-per-time guarantee).
+            Err((409, e)) => {
+                tracing::info!(%job, %flow, scheduled_for = at, "Not starting a flow run: {e}.")
+            }
+            Err((_, e)) => {
+                tracing::error!(%job, %flow, scheduled_for = at, error = %e, "Could not start a scheduled flow run.");
+                self.bus.emit(EventKind::JobSkipped {
+                    job,
+                    scheduled_for: at,
+                    reason: format!("could not start the flow run: {e}"),
+                });
+            }
+        }
     }
 
     async fn cancel_run(&mut self, id: i64, why: &str) {
@@ -465,15 +507,16 @@ impl Engine {
         }
         self.retries.retain(|(_, fr, _)| *fr != id);
         self.run_map.retain(|_, (fr, _)| *fr != id);
+        self.unsaved.remove(&id);
+        self.job_triggers.remove(&id);
         if let Some((flow, mut run)) = self.runs.remove(&id) {
-            let changed: Vec<(String, String)> = run
-                .take_dirty()
-                .into_iter()
-                .map(|(j, st)| (j, serde_json::to_string(&st).unwrap_or_default()))
-                .collect();
-            let _ = self
-                .store
-                .save_flow_run(id, "cancelled", &changed, now_ms());
+            let store = &self.store;
+            let saved = run.save_changes(|changed| {
+                store.save_flow_run(id, "cancelled", &as_json(changed), now_ms())
+            });
+            if let Err(e) = saved {
+                tracing::error!(%flow, flow_run = id, error = %e, "Could not save a cancelled flow run.");
+            }
             tracing::warn!(%flow, flow_run = id, why, "Flow run cancelled.");
         }
     }
@@ -513,6 +556,7 @@ impl Engine {
             .and_then(|(_, ms)| DateTime::from_timestamp_millis(*ms))
             .unwrap_or_else(Utc::now);
         self.plan_deadlines(flow, id, at);
+        self.job_triggers.insert(id, trigger.to_string());
         self.runs.insert(id, (flow.to_string(), run));
         self.feed(id, Input::Start).await;
         Ok(id)
@@ -520,6 +564,12 @@ impl Engine {
 
     /// Feeds one input to a flow run and carries out its actions.
     async fn feed(&mut self, id: i64, input: Input) {
+        if matches!(
+            input,
+            Input::RerunFromFailed | Input::RerunFrom { .. } | Input::RerunOnly { .. }
+        ) {
+            self.job_triggers.insert(id, "rerun".into());
+        }
         let mut pending = VecDeque::from([input]);
         while let Some(input) = pending.pop_front() {
             let Some((flow, run)) = self.runs.get_mut(&id) else {
@@ -569,6 +619,7 @@ impl Engine {
                             .sup
                             .ask(&job, |reply| Command::Run {
                                 by,
+                                trigger: "on_failure".into(),
                                 reply,
                                 done: Some(self.ended_tx.clone()),
                             })
@@ -592,13 +643,13 @@ impl Engine {
                 }
             }
         }
-        self.save(id);
-        // A finished run lets a queued trigger go.
+        let saved = self.save(id);
         let done = self.runs.get(&id).map(|(f, r)| (f.clone(), r.status()));
+        if saved {
+            self.forget_if_succeeded(id);
+        }
+        // A finished run lets a queued trigger go.
         if let Some((flow, status)) = done {
-            if status == Status::Succeeded {
-                self.runs.remove(&id);
-            }
             if status != Status::Running {
                 if let Some((trigger, at)) = self.queued.get_mut(&flow).and_then(|q| q.pop_front())
                 {
@@ -607,20 +658,50 @@ impl Engine {
                         .iter()
                         .find(|s| s.flow == flow)
                         .map(|s| s.job.clone());
-                    let sched = at.and_then(|a| job.map(|j| (j, a)));
-                    let _ = Box::pin(self.new_run(&flow, &trigger, sched)).await;
+                    match at.zip(job) {
+                        Some((at, job)) => {
+                            Box::pin(self.start_scheduled(&flow, &trigger, job, at)).await
+                        }
+                        None => {
+                            if let Err((_, e)) = Box::pin(self.new_run(&flow, &trigger, None)).await
+                            {
+                                tracing::error!(%flow, %trigger, error = %e, "Could not start a queued flow run.");
+                            }
+                        }
+                    }
                 }
             }
+        }
+    }
+
+    /// A succeeded run whose end is saved leaves memory (the store has it).
+    fn forget_if_succeeded(&mut self, id: i64) {
+        if self
+            .runs
+            .get(&id)
+            .is_some_and(|(_, r)| r.status() == Status::Succeeded)
+        {
+            self.runs.remove(&id);
+            self.job_triggers.remove(&id);
         }
     }
 
     /// Starts a job's run for a flow run; the input to feed back.
     async fn launch(&mut self, flow: &str, id: i64, job: &str, attempt: u32) -> Option<Input> {
         let by = format!("flow {flow} run {id} (attempt {attempt})");
+        let trigger = if attempt > 1 {
+            "retry".to_string()
+        } else {
+            self.job_triggers
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("flow run {id}"))
+        };
         match self
             .sup
             .ask(job, |reply| Command::Run {
                 by,
+                trigger,
                 reply,
                 done: Some(self.ended_tx.clone()),
             })
@@ -818,22 +899,35 @@ impl Engine {
         self.deadlines.extend(planned);
     }
 
-    fn save(&mut self, id: i64) {
+    /// Saves the run's status and changed job states; false if the store
+    /// failed (the changes stay marked and are saved again, see `unsaved`).
+    fn save(&mut self, id: i64) -> bool {
         let Some((_, run)) = self.runs.get_mut(&id) else {
-            return;
+            self.unsaved.remove(&id);
+            return true;
         };
         let status = match run.status() {
             Status::Running => "running",
             Status::Succeeded => "succeeded",
             Status::Stalled => "stalled",
         };
-        let changed: Vec<(String, String)> = run
-            .take_dirty()
-            .into_iter()
-            .map(|(j, st)| (j, serde_json::to_string(&st).unwrap_or_default()))
-            .collect();
-        if let Err(e) = self.store.save_flow_run(id, status, &changed, now_ms()) {
-            tracing::error!(flow_run = id, error = %e, "Could not save a flow run.");
+        let store = &self.store;
+        let saved = run
+            .save_changes(|changed| store.save_flow_run(id, status, &as_json(changed), now_ms()));
+        match saved {
+            Ok(()) => {
+                if self.unsaved.remove(&id) {
+                    tracing::info!(flow_run = id, "Flow run saved again.");
+                }
+                true
+            }
+            Err(e) => {
+                // Logged once per outage, not at every retry.
+                if self.unsaved.insert(id) {
+                    tracing::error!(flow_run = id, error = %e, "Could not save a flow run; retrying.");
+                }
+                false
+            }
         }
     }
 
@@ -886,6 +980,7 @@ impl Engine {
                     self.retries.push((Instant::now(), rec.id, job.clone()));
                 }
             }
+            self.job_triggers.insert(rec.id, rec.trigger.clone());
             self.runs.insert(rec.id, (rec.flow.clone(), run));
             self.save(rec.id);
         }
@@ -1161,9 +1256,252 @@ impl Engine {
     }
 }
 
+/// How often a flow run whose save failed is saved again.
+const SAVE_RETRY: Duration = Duration::from_secs(1);
+
+fn as_json(changed: &[(String, JobState)]) -> Vec<(String, String)> {
+    changed
+        .iter()
+        .map(|(j, st)| (j.clone(), serde_json::to_string(st).unwrap_or_default()))
+        .collect()
+}
+
+/// At most this many missed fire times of a schedule are looked at, run
+/// (`catch_up = "all"`) or reported (`job.skipped`); the latest is always
+/// among them.
+const MAX_MISSED: usize = 1000;
+
+/// A fire time the engine gets to at most this late runs as usual. Later, it
+/// was missed (the wall clock stepped forward, the host was suspended, or
+/// the engine was blocked), and `catch_up` decides, as after a restart.
+const LATE_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
+/// Fire times in `(after, now]`, oldest first: at most `MAX_MISSED`, of
+/// which the last is the latest (those in between are left out).
+fn due_after(
+    s: &super::when::Schedule,
+    after: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
+    let mut due: Vec<DateTime<Utc>> = s
+        .next_n(after, MAX_MISSED)
+        .into_iter()
+        .take_while(|t| *t <= now)
+        .collect();
+    if due.len() == MAX_MISSED {
+        if let Some(last) = s.last_in(after, now) {
+            if due.last() != Some(&last) {
+                due.pop();
+                due.push(last);
+            }
+        }
+    }
+    due
+}
+
+/// Splits due fire times into those that run and those skipped: `catch_up`
+/// picks among them, and the latest runs anyway when it is `on_time`.
+fn settle(
+    catch_up: CatchUp,
+    due: Vec<DateTime<Utc>>,
+    on_time: bool,
+) -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) {
+    let latest = due.last().copied();
+    let mut run: Vec<DateTime<Utc>> = match catch_up {
+        CatchUp::None => Vec::new(),
+        CatchUp::Latest => latest.into_iter().collect(),
+        CatchUp::All => due.clone(),
+    };
+    if let Some(t) = latest.filter(|t| on_time && !run.contains(t)) {
+        run.push(t);
+    }
+    let skip = due.into_iter().filter(|t| !run.contains(t)).collect();
+    (run, skip)
+}
+
+/// What to do when a schedule's fire time `at` has come, at `now`.
+#[derive(Debug, PartialEq)]
+struct DuePlan {
+    /// Fire times to run now, oldest first.
+    run: Vec<DateTime<Utc>>,
+    /// Missed fire times that do not run (`job.skipped`).
+    skip: Vec<DateTime<Utc>>,
+    /// The fire time to wait for next: the first after `now`, never a missed one.
+    next: Option<DateTime<Utc>>,
+}
+
+/// Pure: the usual case is `at` alone, a little late, which runs. When more
+/// fire times are due, or the latest is more than `LATE_GRACE` late, they
+/// were missed and `catch_up` decides, as after a restart; either way the
+/// next fire time is counted from `now`, so missed ones never fire one after
+/// the other.
+fn plan_due(
+    s: &super::when::Schedule,
+    catch_up: CatchUp,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> DuePlan {
+    let mut due = Vec::new();
+    if s.next_n(at, 1).first().is_some_and(|t| *t <= now) {
+        due = due_after(s, at - chrono::TimeDelta::milliseconds(1), now);
+    }
+    if due.is_empty() {
+        due.push(at);
+    }
+    let on_time = due.last().is_some_and(|t| now - *t <= LATE_GRACE);
+    let (run, skip) = settle(catch_up, due, on_time);
+    DuePlan {
+        run,
+        skip,
+        next: s.next_n(now, 1).first().copied(),
+    }
+}
+
 async fn sleep_until_opt(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::when::{Schedule, Trigger};
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn every(secs: u64) -> Schedule {
+        Schedule {
+            trigger: Trigger::Every(Duration::from_secs(secs)),
+            tz: chrono_tz::Tz::UTC,
+            calendar: None,
+        }
+    }
+
+    /// What the engine's timer loop does with one schedule until its next
+    /// fire time is after `now`: every time run and skipped, the next fire
+    /// time, and how many rounds it took.
+    fn drive(
+        s: &Schedule,
+        catch_up: CatchUp,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> (DuePlan, usize) {
+        let mut all = DuePlan {
+            run: Vec::new(),
+            skip: Vec::new(),
+            next: Some(at),
+        };
+        let mut rounds = 0;
+        while let Some(at) = all.next.filter(|t| *t <= now) {
+            rounds += 1;
+            assert!(rounds <= 10_000, "the loop does not end");
+            let plan = plan_due(s, catch_up, at, now);
+            all.run.extend(plan.run);
+            all.skip.extend(plan.skip);
+            all.next = plan.next;
+        }
+        (all, rounds)
+    }
+
+    /// Regression: the next fire time was counted from the missed one, so
+    /// after the clock stepped a day forward an `every = "1m"` job fired
+    /// 1,441 times back to back, whatever `catch_up` said.
+    #[test]
+    fn a_clock_step_does_not_fire_every_missed_time() {
+        let s = every(60);
+        let at = utc("2026-11-23T00:00:00Z");
+        // The engine wakes a day and 30 s of wall clock later, as after a
+        // suspend or an NTP step.
+        let now = at + chrono::TimeDelta::days(1) + chrono::TimeDelta::seconds(30);
+        let latest = utc("2026-11-24T00:00:00Z");
+        for catch_up in [CatchUp::None, CatchUp::Latest] {
+            let (all, rounds) = drive(&s, catch_up, at, now);
+            assert_eq!(rounds, 1, "{catch_up:?}");
+            // The latest time is only 30 s late: it runs as usual, once.
+            assert_eq!(all.run, vec![latest], "{catch_up:?}");
+            assert_eq!(all.next, Some(utc("2026-11-24T00:01:00Z")), "{catch_up:?}");
+            assert_eq!(all.skip.len(), MAX_MISSED - 1, "{catch_up:?}");
+            assert_eq!(all.skip[0], at);
+        }
+        // "all" runs each, up to MAX_MISSED, oldest first, the latest last.
+        let (all, rounds) = drive(&s, CatchUp::All, at, now);
+        assert_eq!((all.run.len(), all.skip.len(), rounds), (MAX_MISSED, 0, 1));
+        assert_eq!((all.run[0], all.run[MAX_MISSED - 1]), (at, latest));
+    }
+
+    #[test]
+    fn missed_times_follow_catch_up_as_after_a_restart() {
+        let s = every(3600);
+        let at = utc("2026-11-23T00:00:00Z");
+        // Five hours and a half later: 00:00 to 05:00 were all missed
+        // (05:00 is 30 min late).
+        let now = utc("2026-11-23T05:30:00Z");
+        let hours = |hs: &[u32]| -> Vec<DateTime<Utc>> {
+            hs.iter()
+                .map(|h| at + chrono::TimeDelta::hours(i64::from(*h)))
+                .collect()
+        };
+        let next = Some(utc("2026-11-23T06:00:00Z"));
+        assert_eq!(
+            plan_due(&s, CatchUp::None, at, now),
+            DuePlan {
+                run: vec![],
+                skip: hours(&[0, 1, 2, 3, 4, 5]),
+                next
+            }
+        );
+        assert_eq!(
+            plan_due(&s, CatchUp::Latest, at, now),
+            DuePlan {
+                run: hours(&[5]),
+                skip: hours(&[0, 1, 2, 3, 4]),
+                next
+            }
+        );
+        assert_eq!(
+            plan_due(&s, CatchUp::All, at, now),
+            DuePlan {
+                run: hours(&[0, 1, 2, 3, 4, 5]),
+                skip: vec![],
+                next
+            }
+        );
+        // One time due, but 59 minutes late (a suspend over it): missed too.
+        let late = plan_due(&s, CatchUp::None, at, at + chrono::TimeDelta::minutes(59));
+        assert_eq!((late.run, late.skip.len()), (vec![], 1));
+    }
+
+    #[test]
+    fn a_time_a_little_late_runs_as_usual() {
+        let s = every(3600);
+        let at = utc("2026-11-23T00:00:00Z");
+        for catch_up in [CatchUp::None, CatchUp::Latest, CatchUp::All] {
+            let plan = plan_due(&s, catch_up, at, at + chrono::TimeDelta::milliseconds(200));
+            assert_eq!(
+                plan,
+                DuePlan {
+                    run: vec![at],
+                    skip: vec![],
+                    next: Some(utc("2026-11-23T01:00:00Z"))
+                },
+                "{catch_up:?}"
+            );
+        }
+        // Every second, the engine 1.5 s late: the time just past runs, the
+        // one before it was missed.
+        let s = every(1);
+        let plan = plan_due(
+            &s,
+            CatchUp::None,
+            at,
+            at + chrono::TimeDelta::milliseconds(1500),
+        );
+        assert_eq!(plan.run, vec![at + chrono::TimeDelta::seconds(1)]);
+        assert_eq!(plan.skip, vec![at]);
+        assert_eq!(plan.next, Some(at + chrono::TimeDelta::seconds(2)));
     }
 }

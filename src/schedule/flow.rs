@@ -263,11 +263,26 @@ impl FlowRun {
     }
 
     /// The jobs whose state changed since the last call, with their state.
-    pub fn take_dirty(&mut self) -> Vec<(String, JobState)> {
+    fn take_dirty(&mut self) -> Vec<(String, JobState)> {
         std::mem::take(&mut self.dirty)
             .into_iter()
             .filter_map(|j| self.states.get(&j).map(|s| (j, s.clone())))
             .collect()
+    }
+
+    /// Hands the job states that changed since the last save to `write`.
+    /// If it fails they stay marked, so the next save writes them again
+    /// (with their state by then) instead of leaving the store behind.
+    pub fn save_changes<E>(
+        &mut self,
+        write: impl FnOnce(&[(String, JobState)]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let changed = self.take_dirty();
+        let r = write(&changed);
+        if r.is_err() {
+            self.dirty.extend(changed.into_iter().map(|(j, _)| j));
+        }
+        r
     }
 
     fn state(&self, job: &str) -> Result<&JobState, String> {
@@ -656,6 +671,42 @@ mod tests {
             dirty.contains(&("extract".to_string(), JobState::Succeeded { run_id: 1 })),
             "{dirty:?}"
         );
+    }
+
+    /// Regression: the changed states were taken before the write, so when
+    /// the write failed they were never written and the store kept the old
+    /// states for good.
+    #[test]
+    fn changes_a_failed_save_did_not_write_are_saved_next_time() {
+        let none = BTreeSet::new();
+        let mut f = FlowRun::new(def());
+        f.handle(Input::Start, &none).unwrap();
+        let running = (
+            "extract".to_string(),
+            JobState::Running {
+                run_id: None,
+                attempt: 1,
+            },
+        );
+        let failed: Result<(), &str> = f.save_changes(|changed| {
+            assert_eq!(changed, std::slice::from_ref(&running));
+            Err("disk I/O error")
+        });
+        assert!(failed.is_err());
+        // Nothing changed since: the next save still writes it.
+        let mut written = Vec::new();
+        f.save_changes(|changed| {
+            written = changed.to_vec();
+            Ok::<(), &str>(())
+        })
+        .unwrap();
+        assert_eq!(written, [running]);
+        // Saved: nothing is left to write.
+        f.save_changes(|changed| {
+            assert!(changed.is_empty(), "{changed:?}");
+            Ok::<(), &str>(())
+        })
+        .unwrap();
     }
 
     #[test]

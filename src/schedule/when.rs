@@ -130,6 +130,37 @@ impl Schedule {
         }
     }
 
+    /// The latest fire time in `(after, until]`, if any: a binary search on
+    /// `next_n`, so a gap of a year of one-second fires costs ~40 lookups.
+    pub fn last_in(&self, after: DateTime<Utc>, until: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let first = self
+            .next_n(after, 1)
+            .first()
+            .copied()
+            .filter(|t| *t <= until)?;
+        let has_one_after = |ms: i64| {
+            Utc.timestamp_millis_opt(ms)
+                .single()
+                .and_then(|x| self.next_n(x, 1).first().copied())
+                .is_some_and(|t| t <= until)
+        };
+        // Fire times fall on whole milliseconds: one lies in (lo, until], none in (hi, until].
+        let (mut lo, mut hi) = (first.timestamp_millis() - 1, until.timestamp_millis());
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if has_one_after(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let last = Utc.timestamp_millis_opt(lo).single()?;
+        self.next_n(last, 1)
+            .first()
+            .copied()
+            .filter(|t| *t <= until)
+    }
+
     /// Moves a raw fire time according to the calendar (None: skipped).
     fn adjust(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let Some((cal, rule)) = &self.calendar else {
@@ -206,6 +237,33 @@ mod tests {
         assert_eq!(
             s.next_n(utc("2026-11-23T00:07:10Z"), 2),
             vec![utc("2026-11-23T00:10:00Z"), utc("2026-11-23T00:15:00Z")]
+        );
+    }
+
+    #[test]
+    fn last_in_finds_the_latest_fire_time_of_a_long_gap() {
+        let every = Schedule {
+            trigger: Trigger::Every(Duration::from_secs(60)),
+            tz: Tz::UTC,
+            calendar: None,
+        };
+        let from = utc("2026-11-23T00:00:00Z");
+        assert_eq!(
+            every.last_in(from, utc("2026-11-24T00:00:30Z")),
+            Some(utc("2026-11-24T00:00:00Z"))
+        );
+        // `until` itself counts; `after` does not.
+        assert_eq!(
+            every.last_in(from, utc("2026-11-23T00:01:00Z")),
+            Some(utc("2026-11-23T00:01:00Z"))
+        );
+        assert_eq!(every.last_in(from, utc("2026-11-23T00:00:59Z")), None);
+        let s = closing(OnClosed::NextOpenDay);
+        // Closed days from the 31st to the 3rd: the last run before the 3rd
+        // ends is the one of the 30th (06:00 JST = 21:00 UTC the day before).
+        assert_eq!(
+            s.last_in(utc("2026-12-01T00:00:00Z"), utc("2027-01-03T12:00:00Z")),
+            Some(utc("2026-12-29T21:00:00Z"))
         );
     }
 

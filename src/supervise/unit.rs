@@ -154,6 +154,10 @@ pub enum Command {
     /// Jobs only: start a run now; replies with its id.
     Run {
         by: String,
+        /// Recorded on the run and its `unit.started` event: `manual`, or
+        /// for a flow's job the flow run's trigger (`schedule`, …), `retry`,
+        /// `rerun` or `on_failure`.
+        trigger: String,
         reply: Reply<i64>,
         /// Told how the run ended. Unlike the broadcast bus, this channel
         /// never drops a message, so a flow never loses a job's end.
@@ -334,7 +338,12 @@ impl UnitTask {
                 let r = self.start("manual");
                 let _ = reply.send(r.map(|id| format!("restarted (run {id})")));
             }
-            Command::Run { by, reply, done } => {
+            Command::Run {
+                by,
+                trigger,
+                reply,
+                done,
+            } => {
                 if self.cfg.kind != UnitKind::Job {
                     let _ = reply.send(Err(CmdError {
                         status: 400,
@@ -359,7 +368,7 @@ impl UnitTask {
                     unit: self.cfg.name.clone(),
                     by,
                 });
-                let started = self.start("manual");
+                let started = self.start(&trigger);
                 if let (Ok(run_id), Some(done)) = (&started, done) {
                     match self.live.as_mut() {
                         Some(l) => l.done = Some(done),

@@ -190,6 +190,7 @@ pub async fn run_job(
         .sup
         .ask(&name, |reply| Command::Run {
             by,
+            trigger: "manual".into(),
             reply,
             done: None,
         })
