@@ -3,7 +3,9 @@
 //!
 //! - `when`: pure schedule arithmetic (next fire times)
 //! - `flow`: the pure flow-run state machine (hold, retry, rerun, release)
+//! - `missed`: what runs when fire times were missed (`catch_up`)
 
 pub mod engine;
 pub mod flow;
+mod missed;
 pub mod when;
