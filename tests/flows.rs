@@ -167,6 +167,24 @@ fn hold_by_hand_stops_a_job_until_unhold() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The flow shares its name with its first job: holding that name is
+    // one hold, listed once; the reason given is shown.
+    assert!(a.cli(&["hold", "extract"]).status.success());
+    // (Flow views are refreshed within 100 ms.)
+    let held = wait_for("both holds in `mamori flows`", || {
+        let out = a.cli(&["flows", "extract"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .find_map(|l| l.split_once("held by hand: ").map(|(_, h)| h.to_string()))
+            .filter(|h| h.contains("load"))
+    });
+    assert!(held.starts_with("extract (by "), "{held}");
+    assert_eq!(held.matches("extract").count(), 1, "{held}");
+    assert!(
+        held.contains(", load (by ") && held.ends_with(": db maintenance)"),
+        "{held}"
+    );
+    assert!(a.cli(&["unhold", "extract"]).status.success());
     a.cli(&["run", "extract"]);
     wait_flow(&a, "extract", "stalled");
     assert_eq!(job_state(&a, "extract", "load"), "held");

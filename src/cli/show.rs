@@ -533,6 +533,20 @@ pub async fn flows(c: &Client, flow: Option<&str>, json: bool) -> Result<ExitCod
         Value::Array(a) => a.clone(),
         other => vec![other.clone()],
     };
+    // Who held what and why, for the held ones.
+    let holds = c.get("/api/v1/holds").await?;
+    let hold_text = |target: &str| {
+        let h = holds
+            .as_array()
+            .and_then(|a| a.iter().find(|h| h["target"] == target));
+        match h {
+            Some(h) if !s(h, "comment").is_empty() && s(h, "comment") != "-" => {
+                format!("{target} (by {}: {})", s(h, "by"), s(h, "comment"))
+            }
+            Some(h) => format!("{target} (by {})", s(h, "by")),
+            None => target.to_string(),
+        }
+    };
     for (i, f) in list.iter().enumerate() {
         if i > 0 {
             println!();
@@ -552,6 +566,7 @@ pub async fn flows(c: &Client, flow: Option<&str>, json: bool) -> Result<ExitCod
                     "  held by hand: {}",
                     h.iter()
                         .filter_map(Value::as_str)
+                        .map(hold_text)
                         .collect::<Vec<_>>()
                         .join(", ")
                 ))

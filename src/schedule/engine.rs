@@ -1244,10 +1244,10 @@ impl Engine {
                     schedule: sched.map(|s| schedule_text(&s.schedule)),
                     next: sched.and_then(|s| s.next).map(|t| t.timestamp_millis()),
                     latest,
-                    held_by_hand: def
-                        .jobs
-                        .iter()
-                        .chain(std::iter::once(name))
+                    // The flow itself, then its jobs (a flow may share its
+                    // name with one of its jobs: one hold, listed once).
+                    held_by_hand: std::iter::once(name)
+                        .chain(def.jobs.iter().filter(|j| *j != name))
                         .filter(|j| self.holds.contains(*j))
                         .cloned()
                         .collect(),

@@ -102,8 +102,8 @@ pub(super) fn plan_due(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use crate::schedule::when::{Schedule, Trigger};
+    use std::time::Duration;
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
