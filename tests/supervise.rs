@@ -247,13 +247,19 @@ command = ["/nonexistent/program"]
     let (status, body) = a.post("/api/v1/jobs/missing/run");
     assert_eq!(status, 409, "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains("No such file"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/program: No such file"),
         "{body}"
     );
     let run = &a.runs("missing")[0];
     assert_eq!(run["state"], "failed");
     assert!(
-        run["reason"].as_str().unwrap().starts_with("spawn: "),
+        run["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("spawn: /nonexistent/program: No such file"),
         "{run}"
     );
 }

@@ -562,7 +562,9 @@ impl UnitTask {
             Ok(x) => x,
             Err(e) => {
                 group.remove();
-                return Err(e);
+                // "No such file or directory" alone does not say which.
+                let program = cmd.get_program().to_string_lossy();
+                return Err(std::io::Error::new(e.kind(), format!("{program}: {e}")));
             }
         };
         let pid = child.id() as i32;
