@@ -90,10 +90,7 @@ pub async fn run(config: Config) -> Result<()> {
         tracing::warn!(unit = %r.unit, run_id = r.id, "A run was in flight when the previous agent died; marked interrupted.");
         // Its output ends where the unit's stream ends now.
         let dir = a.data_dir.join("logs").join(&r.unit);
-        let end = crate::supervise::logs::files(&dir)
-            .pop()
-            .and_then(|(start, p)| std::fs::metadata(p).ok().map(|m| start + m.len()))
-            .unwrap_or(r.log_start);
+        let end = crate::supervise::logs::stream_end(&dir).unwrap_or(r.log_start);
         if let Err(e) = store.set_log_end(r.id, end) {
             tracing::warn!(run_id = r.id, error = %e, "Could not close the run's log range.");
         }

@@ -447,3 +447,53 @@ backoff_min = "100ms"
     });
     assert_eq!(u["state"], "running", "{u}");
 }
+
+#[test]
+fn logs_show_the_last_lines_and_follow_starts_from_the_last_ten() {
+    let m = marker("95");
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[service]]
+name = "chatty"
+command = "seq 1 100; sleep {m}"
+"#
+        ),
+    );
+    wait_for("all 100 lines captured", || {
+        let out = a.cli(&["logs", "chatty"]);
+        String::from_utf8_lossy(&out.stdout)
+            .ends_with("99\n100\n")
+            .then_some(())
+    });
+    let out = a.cli(&["logs", "chatty", "-n", "3"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "98\n99\n100\n");
+    let run = a.runs("chatty")[0]["id"].as_i64().unwrap().to_string();
+    let out = a.cli(&["logs", "chatty", "--run", &run, "-n", "2"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "99\n100\n");
+
+    // `-f` starts like `tail -f`: the last ten lines, then whatever comes.
+    let mut follow = std::process::Command::new(common::BIN)
+        .arg("-c")
+        .arg(&a.config)
+        .args(["logs", "chatty", "-f"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(10)
+            .collect::<Result<Vec<_>, _>>()
+    });
+    wait_for("ten lines from logs -f", || {
+        reader.is_finished().then_some(())
+    });
+    let lines = reader.join().unwrap().unwrap();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let expected: Vec<String> = (91..=100).map(|i| i.to_string()).collect();
+    assert_eq!(lines, expected);
+}

@@ -95,12 +95,15 @@ enum Cmd {
     /// Print a unit's captured stdout and stderr.
     Logs {
         unit: String,
-        /// Keep printing new output.
+        /// Keep printing new output (starting with the last 10 lines, unless -n or --run says otherwise).
         #[arg(short, long)]
         follow: bool,
         /// Only the output of this run.
         #[arg(long)]
         run: Option<i64>,
+        /// Only the last N lines (then follow, with -f).
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<usize>,
     },
     /// List recorded runs, newest first.
     Runs {
@@ -422,7 +425,17 @@ async fn remote(cmd: Cmd, c: client::Client) -> Result<ExitCode> {
         Cmd::Stop { unit } => show::action(&c, &unit, "stop").await,
         Cmd::Restart { unit } => show::action(&c, &unit, "restart").await,
         Cmd::Run { job, wait } => show::run(&c, &job, wait).await,
-        Cmd::Logs { unit, follow, run } => show::logs(&c, &unit, follow, run).await,
+        Cmd::Logs {
+            unit,
+            follow,
+            run,
+            lines,
+        } => {
+            // `tail -f`: following a unit starts from its last lines, not
+            // from the whole history; a run is shown from its start.
+            let lines = lines.or((follow && run.is_none()).then_some(10));
+            show::logs(&c, &unit, follow, run, lines).await
+        }
         Cmd::Runs { unit, limit, json } => show::runs(&c, unit.as_deref(), limit, json).await,
         Cmd::Events { unit, limit, json } => show::events(&c, unit.as_deref(), limit, json).await,
         Cmd::Checks { json } => show::checks(&c, json).await,

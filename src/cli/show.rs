@@ -164,14 +164,23 @@ fn signal_exit_code(signal: &str) -> u8 {
         .unwrap_or(1)
 }
 
-pub async fn logs(c: &Client, unit: &str, follow: bool, run: Option<i64>) -> Result<ExitCode> {
+pub async fn logs(
+    c: &Client,
+    unit: &str,
+    follow: bool,
+    run: Option<i64>,
+    lines: Option<usize>,
+) -> Result<ExitCode> {
     use std::io::Write;
     let mut from: Option<u64> = None;
     let mut warned = false;
     loop {
         let mut q = format!("/api/v1/units/{unit}/logs?max=1048576");
-        if let Some(f) = from {
-            q.push_str(&format!("&from={f}"));
+        match (from, lines) {
+            (Some(f), _) => q.push_str(&format!("&from={f}")),
+            // The first read: only the last lines.
+            (None, Some(n)) => q.push_str(&format!("&tail={n}")),
+            (None, None) => {}
         }
         if let Some(r) = run {
             q.push_str(&format!("&run={r}"));

@@ -27,7 +27,7 @@ pub enum Tail {
 
 impl Tail {
     pub fn unit(dir: PathBuf) -> Tail {
-        let offset = stream_end(&dir).unwrap_or(0);
+        let offset = logs::stream_end(&dir).unwrap_or(0);
         Tail::Unit {
             dir,
             offset,
@@ -118,12 +118,6 @@ impl Tail {
         }
         lines
     }
-}
-
-/// The offset after the last byte of a unit's stream.
-fn stream_end(dir: &std::path::Path) -> Option<u64> {
-    let (start, path) = logs::files(dir).pop()?;
-    Some(start + std::fs::metadata(path).ok()?.len())
 }
 
 #[cfg(test)]

@@ -168,6 +168,49 @@ pub fn read_range(dir: &Path, from: u64, to: Option<u64>, max: usize) -> io::Res
     })
 }
 
+/// The offset after the last byte of a unit's stream (None: no output yet).
+pub fn stream_end(dir: &Path) -> Option<u64> {
+    let (start, path) = files(dir).pop()?;
+    Some(start + fs::metadata(path).ok()?.len())
+}
+
+/// The last `lines` lines of `[floor, to)` (to: the stream's end when
+/// None), reading at most `max` bytes back from the end: what `tail -n`
+/// shows, and where to follow on from (`end`).
+pub fn read_last_lines(
+    dir: &Path,
+    floor: u64,
+    to: Option<u64>,
+    lines: usize,
+    max: usize,
+) -> io::Result<LogChunk> {
+    let end = match to {
+        Some(t) => t,
+        None => stream_end(dir).unwrap_or(floor),
+    };
+    let from = end.saturating_sub(max as u64).max(floor);
+    let mut chunk = read_range(dir, from, Some(end), max)?;
+    let cut = last_lines_start(&chunk.text, lines);
+    chunk.text.drain(..cut);
+    chunk.start += cut as u64;
+    // Older output was left out on purpose, not lost.
+    chunk.truncated = false;
+    Ok(chunk)
+}
+
+/// Where the last `n` lines of `text` begin (a final line without its
+/// newline counts as a line).
+fn last_lines_start(text: &str, n: usize) -> usize {
+    if n == 0 {
+        return text.len();
+    }
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    match body.rmatch_indices('\n').nth(n - 1) {
+        Some((i, _)) => i + 1,
+        None => 0,
+    }
+}
+
 /// Copies one pipe into the sink until the writer side closes.
 ///
 /// The 64 KiB buffer exists only while output is flowing: it is allocated
@@ -221,6 +264,18 @@ fn write(sink: &Mutex<LogSink>, data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_lines_of_a_text() {
+        let t = "a\nb\nc\n";
+        assert_eq!(&t[last_lines_start(t, 2)..], "b\nc\n");
+        assert_eq!(&t[last_lines_start(t, 3)..], t);
+        assert_eq!(&t[last_lines_start(t, 10)..], t);
+        assert_eq!(&t[last_lines_start(t, 0)..], "");
+        let partial = "a\nb\nhalf";
+        assert_eq!(&partial[last_lines_start(partial, 1)..], "half");
+        assert_eq!(&partial[last_lines_start(partial, 2)..], "b\nhalf");
+    }
 
     #[test]
     fn rotation_keeps_offsets_and_disk_cap() {

@@ -117,6 +117,7 @@ pub async fn logs(
         .unwrap_or(1 << 20)
         .clamp(1, 8 << 20);
     let mut from = num::<u64>(&q, "from")?;
+    let tail = num::<usize>(&q, "tail")?;
     let mut to = None;
     let mut running = false;
     if let Some(run_id) = num::<i64>(&q, "run")? {
@@ -135,13 +136,17 @@ pub async fn logs(
         running = run.state == crate::store::RunState::Running;
     }
     let dir = s.logs_dir.join(&name);
-    let chunk =
-        crate::supervise::logs::read_range(&dir, from.unwrap_or(0), to, max).map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("reading logs: {e}"),
-            )
-        })?;
+    let read = match tail {
+        // The last lines of the range; `from` is only its floor.
+        Some(n) => crate::supervise::logs::read_last_lines(&dir, from.unwrap_or(0), to, n, max),
+        None => crate::supervise::logs::read_range(&dir, from.unwrap_or(0), to, max),
+    };
+    let chunk = read.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("reading logs: {e}"),
+        )
+    })?;
     let mut v = json!(chunk);
     // `complete`: a run's range has been read to its end; nothing more will come.
     v["complete"] = json!(q.contains_key("run") && !running && to.is_none_or(|t| chunk.end >= t));
