@@ -11,6 +11,7 @@ command = ["sleep", "1000"]
 [[job]]
 name = "nightly"
 command = "true"
+limits = { wall = "90s", cpu = "1500ms" }
 "#;
 
 fn json(body: &str) -> serde_json::Value {
@@ -119,6 +120,11 @@ fn status_shows_units_as_a_table_and_as_json() {
     assert_eq!(units.len(), 2);
     assert_eq!(units[0]["name"], "web");
     assert_eq!(units[1]["state"], "idle");
+    // Times in milliseconds, like everywhere else in the API.
+    assert_eq!(
+        units[1]["limits"],
+        serde_json::json!({"memory": null, "cpu_ms": 1500, "wall_ms": 90000, "open_files": null})
+    );
 }
 
 #[test]

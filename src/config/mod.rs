@@ -177,14 +177,24 @@ impl Default for RestartConfig {
     }
 }
 
+/// A duration as whole milliseconds, like every other time in the API.
+fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_u64(d.as_millis().min(u64::MAX as u128) as u64),
+        None => s.serialize_none(),
+    }
+}
+
 /// Limits on a unit's whole process tree. `None` means unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Limits {
     /// Resident memory of the tree, bytes.
     pub memory: Option<u64>,
-    /// CPU time (user + system) of the tree.
+    /// CPU time (user + system) of the tree (`cpu_ms` in the API).
+    #[serde(rename = "cpu_ms", serialize_with = "millis")]
     pub cpu: Option<Duration>,
-    /// Wall-clock time of one run.
+    /// Wall-clock time of one run (`wall_ms` in the API).
+    #[serde(rename = "wall_ms", serialize_with = "millis")]
     pub wall: Option<Duration>,
     /// Open file descriptors per process (RLIMIT_NOFILE).
     pub open_files: Option<u64>,
