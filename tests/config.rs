@@ -171,3 +171,40 @@ address = "[::1]:5432"
     }
     assert!(err.contains("FILE: 4 errors"), "{err}");
 }
+
+#[test]
+fn messages_say_what_is_really_wrong() {
+    let text = r#"[agent]
+listen = "localhost:17999"
+
+[[service]]
+name = "s"
+command = "true"
+
+[[job]]
+name = "j"
+command = "true"
+after = ["s"]
+"#;
+    let (code, _, err) = check(text);
+    assert_eq!(code, 1, "{err}");
+    for line in [
+        "FILE:2:10: invalid `listen` in [agent]: \"localhost:17999\"; expected an IP address and a port, e.g. \"127.0.0.1:7878\" (a host name is not looked up)",
+        "FILE:11:10: unknown job \"s\" in `after` of [[job]] \"j\": it is a service; `after` names jobs",
+    ] {
+        assert!(err.contains(line), "missing:\n  {line}\nin:\n{err}");
+    }
+    assert!(!err.contains("did you mean"), "{err}");
+
+    // A file that cannot be read has no line and column to point at.
+    let out = Command::new(common::BIN)
+        .args(["check-config", "/nonexistent/mamori.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("/nonexistent/mamori.toml: cannot read the config file: No such file"),
+        "{err}"
+    );
+}

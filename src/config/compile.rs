@@ -168,7 +168,7 @@ fn agent(t: &Tbl, base: &Path) -> AgentConfig {
             Ok(addr) => a.listen = addr,
             Err(_) => t.reader().error(
                 span,
-                format!("invalid `listen` in [agent]: \"{s}\"; expected an address with a port, e.g. \"{DEFAULT_LISTEN}\""),
+                format!("invalid `listen` in [agent]: \"{s}\"; expected an IP address and a port, e.g. \"{DEFAULT_LISTEN}\" (a host name is not looked up)"),
             ),
         }
     }
@@ -588,10 +588,10 @@ fn cross_check(r: &Reader, parsed: &[Parsed], declared: &[(UnitKind, String)]) {
             } else if !jobs.contains(&dep.as_str()) {
                 let mut message =
                     format!("unknown job \"{dep}\" in `after` of [[job]] \"{}\"", u.name);
-                if let Some(best) = closest(dep, &jobs) {
-                    message.push_str(&format!("; did you mean \"{best}\"?"));
-                } else if declared.iter().any(|(_, n)| n == dep) {
+                if declared.iter().any(|(_, n)| n == dep) {
                     message.push_str(": it is a service; `after` names jobs");
+                } else if let Some(best) = closest(dep, &jobs).filter(|b| *b != u.name) {
+                    message.push_str(&format!("; did you mean \"{best}\"?"));
                 }
                 r.error(span, message);
             }
