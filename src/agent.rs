@@ -238,6 +238,7 @@ pub async fn run(config: Config) -> Result<()> {
             let _ = leak_sup
                 .ask(&unit, |reply| crate::supervise::Command::Restart {
                     by,
+                    trigger: "leak",
                     reply,
                 })
                 .await;

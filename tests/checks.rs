@@ -410,6 +410,14 @@ health = {{ kind = "exec", command = "test -f {flag}", interval = "200ms", fall 
     assert_eq!(first["reason"], "restart");
     wait_status(&a, "api", "up");
     assert_eq!(a.unit("api")["state"], "running");
+    // The new run says why it started, and it counts as an automatic restart.
+    let runs = a.runs("api");
+    let second = runs
+        .iter()
+        .find(|r| r["id"].as_i64() > first["id"].as_i64())
+        .unwrap_or_else(|| panic!("no second run: {runs:?}"));
+    assert_eq!(second["trigger"], "unhealthy", "{second}");
+    assert!(a.unit("api")["restarts"].as_u64() >= Some(1));
     let requested = events_of(&a, "api", "unit.start_requested");
     assert!(
         requested.iter().any(|e| e["by"] == "health check \"api\""),

@@ -56,6 +56,9 @@ leak = { warmup = "3s", floor_window = "5s", confirm = "5s", on_leak = "restart"
     wait_for("running again", || {
         (a.unit("leaky")["state"] == "running").then_some(())
     });
+    let again = a.runs("leaky")[0].clone();
+    assert!(again["id"].as_i64() > first["id"].as_i64(), "{again}");
+    assert_eq!(again["trigger"], "leak", "{again}");
     // The built-in rule turned the suspicion into a warning alert (resolved
     // again by `leak.cleared` once the restarted service starts over).
     let alerts = a.get("/api/v1/alerts?state=all");

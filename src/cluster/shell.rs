@@ -473,7 +473,11 @@ impl Shell {
                 if let Err(e) = self
                     .i
                     .sup
-                    .ask(u, |reply| Command::Start { by, reply })
+                    .ask(u, |reply| Command::Start {
+                        by,
+                        trigger: "group",
+                        reply,
+                    })
                     .await
                 {
                     tracing::warn!(unit = %u, error = %e.error, "Could not start a group unit.");

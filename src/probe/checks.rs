@@ -318,7 +318,11 @@ impl Task {
                         tracing::warn!(unit = %service, "Unhealthy: restarting.");
                         tokio::spawn(async move {
                             let _ = sup
-                                .ask(&service, |reply| Command::Restart { by, reply })
+                                .ask(&service, |reply| Command::Restart {
+                                    by,
+                                    trigger: "unhealthy",
+                                    reply,
+                                })
                                 .await;
                         });
                     }

@@ -134,6 +134,9 @@ pub type Reply<T> = oneshot::Sender<Result<T, CmdError>>;
 pub enum Command {
     Start {
         by: String,
+        /// Recorded on the run: `manual` from a person, `group` from a
+        /// failover group.
+        trigger: &'static str,
         reply: Reply<String>,
     },
     Stop {
@@ -142,6 +145,9 @@ pub enum Command {
     },
     Restart {
         by: String,
+        /// Recorded on the new run: `manual` from a person, `unhealthy`
+        /// (`on_unhealthy`) or `leak` (`on_leak`).
+        trigger: &'static str,
         reply: Reply<String>,
     },
     /// Stop within `within` (then kill the tree), whatever `stop_timeout`
@@ -289,7 +295,7 @@ impl UnitTask {
 
     async fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Start { by, reply } => {
+            Command::Start { by, trigger, reply } => {
                 self.ctx.bus.emit(EventKind::StartRequested {
                     unit: self.cfg.name.clone(),
                     by,
@@ -300,7 +306,7 @@ impl UnitTask {
                 }
                 self.restarter.reset();
                 self.backoff_until = None;
-                let r = self.start("manual");
+                let r = self.start(trigger);
                 let _ = reply.send(r.map(|id| format!("started (run {id})")));
             }
             Command::Stop { by, reply } => {
@@ -328,14 +334,14 @@ impl UnitTask {
                     None => "was not running".to_string(),
                 }));
             }
-            Command::Restart { by, reply } => {
+            Command::Restart { by, trigger, reply } => {
                 self.ctx.bus.emit(EventKind::StartRequested {
                     unit: self.cfg.name.clone(),
                     by,
                 });
                 self.stop("restart").await;
                 self.restarter.reset();
-                let r = self.start("manual");
+                let r = self.start(trigger);
                 let _ = reply.send(r.map(|id| format!("restarted (run {id})")));
             }
             Command::Run {
@@ -457,7 +463,9 @@ impl UnitTask {
                     s.run_id = Some(run_id);
                     s.started_at = Some(now_ms());
                     s.live = Some(watch);
-                    if trigger == "restart" {
+                    // Automatic restarts: the policy's, a failing health
+                    // check's and a leak's (not a person's).
+                    if matches!(trigger, "restart" | "unhealthy" | "leak") {
                         s.restarts += 1;
                     }
                 });

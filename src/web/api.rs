@@ -162,7 +162,11 @@ pub async fn unit_action(
     let message = match action.as_str() {
         "start" => {
             s.sup
-                .ask(&name, |reply| Command::Start { by, reply })
+                .ask(&name, |reply| Command::Start {
+                    by,
+                    trigger: "manual",
+                    reply,
+                })
                 .await?
         }
         "stop" => {
@@ -172,7 +176,11 @@ pub async fn unit_action(
         }
         "restart" => {
             s.sup
-                .ask(&name, |reply| Command::Restart { by, reply })
+                .ask(&name, |reply| Command::Restart {
+                    by,
+                    trigger: "manual",
+                    reply,
+                })
                 .await?
         }
         other => {
