@@ -1221,3 +1221,55 @@ to = ["ops@example.com"]
     let id = wait_alert(&a, "firing")["id"].as_i64().unwrap();
     assert!(msg.contains(&format!("/ack/{id}/")), "{msg}");
 }
+
+#[test]
+fn a_delivery_whose_record_fails_is_not_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (started, go, out) = (
+        dir.path().join("started"),
+        dir.path().join("go"),
+        dir.path().join("sent"),
+    );
+    let flag = dir.path().join("db-ok");
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[channel]]
+name = "script"
+kind = "command"
+timeout = "60s"
+command = ["/bin/sh", "-c", "touch {started}; while [ ! -f {go} ]; do sleep 0.05; done; echo sent >> {out}"]
+
+{}"#,
+            check(&flag),
+            started = started.display(),
+            go = go.display(),
+            out = out.display()
+        ),
+    );
+    wait_for("the channel's command", || started.exists().then_some(()));
+    let id = wait_alert(&a, "firing")["id"].as_i64().unwrap();
+    // The send succeeds while another writer holds the store: its record
+    // fails (after the busy timeout).
+    let db = rusqlite::Connection::open(a.data_dir().join("mamori.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    std::fs::write(&go, "").unwrap();
+    wait_for("the failed record in the agent's log", || {
+        a.log()
+            .contains("Could not record a delivery")
+            .then_some(())
+    });
+    db.execute_batch("ROLLBACK").unwrap();
+    // The record is written once the store is back, and it went out once.
+    wait_for("the delivery recorded as sent", || {
+        let (_, body) = http(a.port, "GET", &format!("/api/v1/alerts/{id}"), None).ok()?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        (v["deliveries"][0]["state"] == "sent").then_some(())
+    });
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "sent\n",
+        "{}",
+        a.log()
+    );
+}

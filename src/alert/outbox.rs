@@ -11,6 +11,13 @@
 //!
 //! Up to 32 sends run at once; two deliveries for the same alert and channel
 //! never overlap, so "resolved" does not overtake "fired".
+//!
+//! When the store cannot take an outcome (full, or busy past its timeout),
+//! the worker remembers it (`Hold`): a delivered notification is not sent
+//! again, only its record is retried every second; a failed one waits its
+//! backoff, counting the attempts the store missed. Without that, the row
+//! still due in the store was sent again at once, in a loop: a pager spammed
+//! by the full disk it was telling about.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -53,6 +60,10 @@ impl Outbox {
         let mut tasks: JoinSet<Sent> = JoinSet::new();
         let mut in_flight: HashSet<i64> = HashSet::new();
         let mut busy: HashSet<(i64, String)> = HashSet::new();
+        // Deliveries whose outcome could not be recorded (the store is full
+        // or busy): held back in memory until then, so that a failing write
+        // neither re-sends at once nor retries without a pause.
+        let mut held: HashMap<i64, Hold> = HashMap::new();
         loop {
             let now = now_ms();
             if in_flight.len() < MAX_IN_FLIGHT {
@@ -63,9 +74,25 @@ impl Outbox {
                         tracing::error!(error = %e, "Could not read the outbox.");
                         Vec::new()
                     });
-                for d in due {
+                for mut d in due {
                     if in_flight.len() >= MAX_IN_FLIGHT {
                         break;
+                    }
+                    if let Some(h) = held.get_mut(&d.id) {
+                        if h.until > now {
+                            continue;
+                        }
+                        if h.sent {
+                            // Delivered; only the record is missing.
+                            if self.store.delivery_sent(&d, now, h.took_ms).is_ok() {
+                                held.remove(&d.id);
+                            } else {
+                                h.until = now + STORE_RETRY_MS;
+                            }
+                            continue;
+                        }
+                        // Failed before: count the attempts the store missed.
+                        d.attempts = d.attempts.max(h.attempts);
                     }
                     if in_flight.contains(&d.id) || busy.contains(&(d.alert_id, d.channel.clone()))
                     {
@@ -104,9 +131,10 @@ impl Outbox {
             // Sleep until the next retry that is not due yet (due ones are
             // either in flight or wait for a free slot: a finished send wakes us).
             let next = self.store.next_delivery_after(now).ok().flatten();
-            let sleep_ms = match next {
-                Some(t) if t > now => (t - now).min(60_000),
-                _ => 60_000,
+            let next_held = held.values().map(|h| h.until).filter(|t| *t > now).min();
+            let sleep_ms = match next.into_iter().chain(next_held).filter(|t| *t > now).min() {
+                Some(t) => (t - now).min(60_000),
+                None => 60_000,
             };
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -115,7 +143,11 @@ impl Outbox {
                     if let Ok(sent) = done {
                         in_flight.remove(&sent.delivery.id);
                         busy.remove(&(sent.delivery.alert_id, sent.delivery.channel.clone()));
-                        self.record(sent);
+                        let id = sent.delivery.id;
+                        match self.record(sent) {
+                            Some(h) => held.insert(id, h),
+                            None => held.remove(&id),
+                        };
                     }
                 }
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
@@ -126,7 +158,8 @@ impl Outbox {
         tasks.abort_all();
     }
 
-    fn record(&self, sent: Sent) {
+    /// Records how a send went; a `Hold` when the store did not take it.
+    fn record(&self, sent: Sent) -> Option<Hold> {
         let d = &sent.delivery;
         let now = now_ms();
         match &sent.result {
@@ -136,10 +169,18 @@ impl Outbox {
                     .store
                     .delivery_sent(d, now, sent.took.as_millis() as u64)
                 {
-                    tracing::error!(delivery = d.id, error = %e, "Could not record a delivery.");
+                    tracing::error!(delivery = d.id, error = %e, "Could not record a delivery; it is not sent again.");
+                    return Some(Hold {
+                        until: now + STORE_RETRY_MS,
+                        attempts: d.attempts,
+                        sent: true,
+                        took_ms: sent.took.as_millis() as u64,
+                    });
                 }
+                None
             }
             Err(err) => {
+                let mut hold = None;
                 let attempts = d.attempts + 1;
                 let delay = backoff(attempts);
                 tracing::warn!(alert = d.alert_id, delivery = d.id, channel = %d.channel, attempts, retry_in_ms = delay.as_millis() as u64, error = %err, "Notification not delivered; will retry.");
@@ -150,7 +191,13 @@ impl Outbox {
                     now + delay.as_millis() as i64,
                     err,
                 ) {
-                    tracing::error!(delivery = d.id, error = %e, "Could not record a failed delivery.");
+                    tracing::error!(delivery = d.id, error = %e, "Could not record a failed delivery; retrying it after the same pause.");
+                    hold = Some(Hold {
+                        until: now + delay.as_millis() as i64,
+                        attempts,
+                        sent: false,
+                        took_ms: sent.took.as_millis() as u64,
+                    });
                 }
                 if attempts == 1 || attempts % 10 == 0 {
                     self.bus.emit(EventKind::DeliveryFailed {
@@ -161,9 +208,26 @@ impl Outbox {
                         error: err.clone(),
                     });
                 }
+                hold
             }
         }
     }
+}
+
+/// How often a delivered notification's missing record is written again.
+const STORE_RETRY_MS: i64 = 1_000;
+
+/// A delivery the store does not know the outcome of.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    /// Not sent again before this (ms since the epoch).
+    until: i64,
+    /// Attempts so far, counting those the store missed.
+    attempts: u32,
+    /// It was delivered: only the record is missing, never send it again.
+    sent: bool,
+    /// How long the send took, for the record.
+    took_ms: u64,
 }
 
 #[cfg(test)]
