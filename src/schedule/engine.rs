@@ -409,11 +409,31 @@ impl Engine {
     /// A missed fire time that does not run: recorded as fired (so that it
     /// is not missed again after a restart) and reported.
     fn skip_missed(&self, job: &str, t: DateTime<Utc>, reason: &str) {
-        let _ = self.store.record_fire(job, t.timestamp_millis());
+        if let Err(e) = self.store.record_fire(job, t.timestamp_millis()) {
+            tracing::error!(%job, error = %e, "Could not record a skipped fire time; it may be reported again after a restart.");
+        }
         self.bus.emit(EventKind::JobSkipped {
             job: job.to_string(),
             scheduled_for: t.timestamp_millis(),
             reason: reason.to_string(),
+        });
+    }
+
+    /// A fire time that does not run now (held, or the previous run still
+    /// running): reported once, even when the store cannot record it.
+    fn skip_fire(&self, job: String, at: i64, reason: String) {
+        match self.store.record_fire(&job, at) {
+            Ok(true) => {}
+            // This time was already fired or reported.
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(%job, error = %e, "Could not record a skipped fire time; it may be reported again after a restart.");
+            }
+        }
+        self.bus.emit(EventKind::JobSkipped {
+            job,
+            scheduled_for: at,
+            reason,
         });
     }
 
@@ -424,13 +444,7 @@ impl Engine {
             (s.job.clone(), s.flow.clone(), s.concurrency)
         };
         if self.holds.contains(&flow) || self.holds.contains(&job) {
-            if let Ok(true) = self.store.record_fire(&job, at) {
-                self.bus.emit(EventKind::JobSkipped {
-                    job,
-                    scheduled_for: at,
-                    reason: "held by hand".into(),
-                });
-            }
+            self.skip_fire(job, at, "held by hand".into());
             return;
         }
         let running: Vec<i64> = self
@@ -442,13 +456,8 @@ impl Engine {
         if !running.is_empty() {
             match concurrency {
                 Concurrency::Forbid => {
-                    if let Ok(true) = self.store.record_fire(&job, at) {
-                        self.bus.emit(EventKind::JobSkipped {
-                            job,
-                            scheduled_for: at,
-                            reason: format!("the previous run of flow \"{flow}\" (flow run {}) is still running (concurrency = \"forbid\")", running[0]),
-                        });
-                    }
+                    let reason = format!("the previous run of flow \"{flow}\" (flow run {}) is still running (concurrency = \"forbid\")", running[0]);
+                    self.skip_fire(job, at, reason);
                     return;
                 }
                 Concurrency::Queue => {
