@@ -171,6 +171,7 @@ enum Cmd {
         #[arg(long, default_value = "")]
         comment: String,
     },
+    /// Lift a hold by hand: the job or flow may start again (a held job in a run starts now).
     Unhold {
         target: String,
     },
