@@ -521,3 +521,39 @@ auto_open = true
         "run-lost"
     );
 }
+
+#[test]
+fn an_open_incident_on_no_component_sets_the_headline() {
+    let a = Agent::start(
+        "",
+        r#"
+[[check]]
+name = "mail-smtp"
+kind = "exec"
+command = "true"
+interval = "200ms"
+rise = 1
+
+[[component]]
+name = "Mail"
+checks = ["mail-smtp"]
+"#,
+    );
+    wait_for("Mail operational", || {
+        let v = a.get("/status.json");
+        (v["components"][0]["level"] == "operational").then_some(())
+    });
+    assert_eq!(a.get("/status.json")["overall"], "operational");
+    let r = post_json(
+        &a,
+        "/api/v1/incidents",
+        Some(&a.token()),
+        &json!({"title": "Payments are delayed", "impact": "partial_outage"}),
+    );
+    assert!(r.status < 300, "{}", r.body);
+    let v = a.get("/status.json");
+    assert_eq!(v["overall"], "partial_outage", "{v}");
+    assert_eq!(v["components"][0]["level"], "operational", "{v}");
+    let page = httpx::request(a.port, "GET", "/status", &[], b"").unwrap();
+    assert!(page.body.contains("Partial outage"), "{}", page.body);
+}

@@ -74,17 +74,11 @@ enum Cmd {
         json: bool,
     },
     /// Start a unit (a service, or a job run).
-    Start {
-        unit: String,
-    },
+    Start { unit: String },
     /// Stop a unit: its stop signal to the whole tree, SIGKILL after stop_timeout.
-    Stop {
-        unit: String,
-    },
+    Stop { unit: String },
     /// Stop and start a unit; also the way out of `gave-up`.
-    Restart {
-        unit: String,
-    },
+    Restart { unit: String },
     /// Run a job now.
     Run {
         job: String,
@@ -119,9 +113,7 @@ enum Cmd {
         json: bool,
     },
     /// Say that a heartbeat's job ran (what an outside cron job calls).
-    Ping {
-        check: String,
-    },
+    Ping { check: String },
     /// A live table of units' memory, CPU, fds and threads, and the host.
     Top {
         /// Print once and exit.
@@ -172,9 +164,7 @@ enum Cmd {
         comment: String,
     },
     /// Lift a hold by hand: the job or flow may start again (a held job in a run starts now).
-    Unhold {
-        target: String,
-    },
+    Unhold { target: String },
     /// The next run times of a scheduled job (read from the config; no agent needed).
     Next {
         job: String,
@@ -212,13 +202,9 @@ enum Cmd {
         comment: String,
     },
     /// Resolve an alert by hand.
-    Resolve {
-        id: i64,
-    },
+    Resolve { id: i64 },
     /// Send a test notification through a channel now (checks mail setup).
-    TestChannel {
-        channel: String,
-    },
+    TestChannel { channel: String },
     /// Mute notifications of matching alerts for a while (alerts stay visible).
     Silence {
         #[command(subcommand)]

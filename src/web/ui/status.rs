@@ -216,7 +216,15 @@ pub fn view(s: &AppState) -> StatusView {
         .iter()
         .map(|c| (c.name.clone(), c.level))
         .collect();
-    let overall = calc::worst(&levels);
+    // An open incident on no component (or only on components the page
+    // no longer has) is about the service as a whole: the headline must
+    // not say "operational" above it.
+    let unplaced = incidents
+        .iter()
+        .filter(|i| i.resolved_at.is_none())
+        .filter(|i| !i.components.iter().any(|c| levels.contains_key(c)))
+        .map(|i| Level::from_impact(&i.impact));
+    let overall = unplaced.fold(calc::worst(&levels), Level::max);
     StatusView {
         title: cfg.title.clone(),
         generated_at: format_ts(now),
