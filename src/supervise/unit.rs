@@ -629,18 +629,19 @@ impl UnitTask {
         live.wall_deadline = None;
         let ran = live.started.elapsed();
         let max = self.cfg.limits.wall.unwrap_or_default();
-        if record_breach(
+        kill_for_breach(
             &self.ctx,
             &self.cfg.name,
             live.id,
-            &live.watch,
-            "wall",
-            ran.as_millis() as u64,
-            max.as_millis() as u64,
-            "timer",
-        ) {
-            self.ctx.enforcer.kill_tree(&live.group, live.pid).await;
-        }
+            (&live.group, live.pid, &live.watch),
+            (
+                "wall",
+                ran.as_millis() as u64,
+                max.as_millis() as u64,
+                "timer",
+            ),
+        )
+        .await;
     }
 
     async fn exited(&mut self, info: ExitInfo) {
@@ -889,22 +890,61 @@ fn record_breach(
     max: u64,
     enforced_by: &str,
 ) -> bool {
-    {
-        let mut b = lock(&watch.breach);
-        if b.is_some() {
-            return false;
-        }
-        *b = Some(limit.to_string());
+    if !claim_breach(watch, limit) {
+        return false;
     }
-    tracing::warn!(
-        unit,
-        run_id,
-        limit,
-        value,
-        max,
-        enforced_by,
-        "Limit breached; killing the tree."
-    );
+    emit_breach(ctx, unit, run_id, limit, value, max, enforced_by);
+    true
+}
+
+/// Marks the run as ended by `limit`; false when another limit was first.
+fn claim_breach(watch: &Watch, limit: &str) -> bool {
+    let mut b = lock(&watch.breach);
+    if b.is_some() {
+        return false;
+    }
+    *b = Some(limit.to_string());
+    true
+}
+
+/// Kills the tree for a breach, then records it: the kill must not wait
+/// for the store (busy, or a disk stalled by the very job being killed).
+/// SIGKILL goes out first; the event follows at once (so it still comes
+/// before the run's end, as a rule reading both expects), and then the
+/// tree is waited for.
+async fn kill_for_breach(
+    ctx: &Ctx,
+    unit: &str,
+    run_id: i64,
+    (group, root, watch): (&RunGroup, i32, &Watch),
+    (limit, value, max, enforced_by): (&str, u64, u64, &str),
+) {
+    if claim_breach(watch, limit) {
+        tracing::warn!(
+            unit,
+            run_id,
+            limit,
+            value,
+            max,
+            enforced_by,
+            "Limit breached; killing the tree."
+        );
+        ctx.enforcer
+            .signal_all(group, root, nix::sys::signal::Signal::SIGKILL);
+        emit_breach(ctx, unit, run_id, limit, value, max, enforced_by);
+        ctx.enforcer.kill_tree(group, root).await;
+    }
+}
+
+fn emit_breach(
+    ctx: &Ctx,
+    unit: &str,
+    run_id: i64,
+    limit: &str,
+    value: u64,
+    max: u64,
+    enforced_by: &str,
+) {
     ctx.bus.emit(EventKind::LimitBreached {
         unit: unit.to_string(),
         run_id,
@@ -913,7 +953,6 @@ fn record_breach(
         max,
         enforced_by: enforced_by.to_string(),
     });
-    true
 }
 
 /// Context collections running at once (`UnitTask::record_context`).
@@ -989,9 +1028,14 @@ async fn watchdog(
                                 .kernel_peak()
                                 .unwrap_or(watch.rss.load(Ordering::Relaxed));
                             let by = ctx.enforcer.mode().as_str();
-                            if record_breach(&ctx, &unit, run_id, &watch, "memory", peak, max, by) {
-                                ctx.enforcer.kill_tree(&group, root).await;
-                            }
+                            kill_for_breach(
+                                &ctx,
+                                &unit,
+                                run_id,
+                                (&group, root, &watch),
+                                ("memory", peak, max, by),
+                            )
+                            .await;
                             return;
                         }
                         // Removed: the run is ending, nothing more will come.
@@ -1055,10 +1099,8 @@ async fn watchdog(
                 breach = Some(("cpu", cpu_ms, max_ms, "poll"));
             }
         }
-        if let Some((limit, value, max, by)) = breach {
-            if record_breach(&ctx, &unit, run_id, &watch, limit, value, max, by) {
-                ctx.enforcer.kill_tree(&group, root).await;
-            }
+        if let Some(breach) = breach {
+            kill_for_breach(&ctx, &unit, run_id, (&group, root, &watch), breach).await;
             return;
         }
     }
