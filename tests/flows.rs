@@ -139,6 +139,71 @@ fn failure_holds_downstream_and_rerun_from_failed_completes() {
 }
 
 #[test]
+fn an_older_stalled_run_is_not_the_latest_and_is_only_rerun_when_named() {
+    let a = agent_with_work("exit 1\n");
+    a.cli(&["run", "extract"]);
+    let old = wait_flow(&a, "extract", "stalled")["latest"]["id"]
+        .as_i64()
+        .unwrap();
+    // The next run (the next day's, say) fails too; fixed, and rerun: the
+    // rerun acts on the newest run.
+    a.cli(&["run", "extract"]);
+    let new = wait_for("a second stalled run", || {
+        let f = flow(&a, "extract");
+        (f["latest"]["status"] == "stalled" && f["latest"]["id"].as_i64() != Some(old))
+            .then(|| f["latest"]["id"].as_i64().unwrap())
+    });
+    setup_work(&a, "echo transformed\n");
+    let out = a.cli(&["rerun", "extract", "--from-failed"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("(flow run {new})")), "{text}");
+    let f = wait_flow(&a, "extract", "succeeded");
+    assert_eq!(f["latest"]["id"], new, "{f}");
+    assert!(f["latest"]["started_at"].as_i64() > Some(0), "{f}");
+    assert!(
+        f["latest"]["trigger"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("manual (")),
+        "{f}"
+    );
+
+    // The old run is still open, but a bare rerun does not touch it: it
+    // says so and how to name it.
+    let out = a.cli(&["rerun", "extract", "--from-failed"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("older flow runs are still open: {old}")) && err.contains("--run ID"),
+        "{err}"
+    );
+    assert_eq!(a.runs("load").len(), 1, "nothing of the old run ran again");
+    let (status, body) = a.post(&format!(
+        "/api/v1/flows/extract/rerun?from_failed&run={}",
+        new
+    ));
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = a.post("/api/v1/flows/extract/rerun?from_failed&run=999999");
+    assert_eq!(status, 404, "{body}");
+    // Named, it runs, and the newest run stays the latest.
+    let out = a.cli(&[
+        "rerun",
+        "extract",
+        "--from-failed",
+        "--run",
+        &old.to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the old run's load", || {
+        (a.runs("load").len() == 2).then_some(())
+    });
+    assert_eq!(flow(&a, "extract")["latest"]["id"], new);
+}
+
+#[test]
 fn release_accepts_the_failure_and_the_flow_goes_on() {
     let a = agent_with_work("exit 1\n");
     a.cli(&["run", "extract"]);

@@ -147,6 +147,9 @@ enum Cmd {
         from: Option<String>,
         #[arg(long, conflicts_with = "from")]
         only: Option<String>,
+        /// Which open flow run (default: the flow's newest run).
+        #[arg(long, value_name = "ID")]
+        run: Option<i64>,
         /// Why (recorded with your user name).
         #[arg(long, default_value = "")]
         comment: String,
@@ -154,10 +157,13 @@ enum Cmd {
     /// Accept a failed or held job without rerunning it; what is below it continues.
     Release {
         job: String,
+        /// Which open flow run (default: the flow's newest run).
+        #[arg(long, value_name = "ID")]
+        run: Option<i64>,
         #[arg(long, default_value = "")]
         comment: String,
     },
-    /// Hold a job or a whole flow by hand: it does not start until `unhold`.
+    /// Hold a job or a whole flow by hand: a held job waits in its run until `unhold`; a held flow's scheduled times are skipped.
     Hold {
         target: String,
         #[arg(long, default_value = "")]
@@ -433,14 +439,18 @@ async fn remote(cmd: Cmd, c: client::Client) -> Result<ExitCode> {
             from_failed,
             from,
             only,
+            run,
             comment,
         } => {
-            let how = match (from_failed, from, only) {
+            let mut how = match (from_failed, from, only) {
                 (true, None, None) => "from_failed".to_string(),
                 (false, Some(j), None) => format!("from={j}"),
                 (false, None, Some(j)) => format!("only={j}"),
                 _ => anyhow::bail!("say how to rerun: --from-failed, --from JOB or --only JOB"),
             };
+            if let Some(id) = run {
+                how.push_str(&format!("&run={id}"));
+            }
             show::flow_action(
                 &c,
                 &format!("/api/v1/flows/{flow}/rerun?{how}"),
@@ -449,10 +459,11 @@ async fn remote(cmd: Cmd, c: client::Client) -> Result<ExitCode> {
             )
             .await
         }
-        Cmd::Release { job, comment } => {
+        Cmd::Release { job, run, comment } => {
+            let run = run.map(|id| format!("run={id}")).unwrap_or_default();
             show::flow_action(
                 &c,
-                &format!("/api/v1/jobs/{job}/release?"),
+                &format!("/api/v1/jobs/{job}/release?{run}"),
                 &comment,
                 &format!("{job}: released"),
             )

@@ -450,13 +450,17 @@ fn enc(s: &str) -> String {
 
 pub async fn flow_action(c: &Client, path: &str, comment: &str, done: &str) -> Result<ExitCode> {
     let sep = if path.ends_with('?') { "" } else { "&" };
-    c.post(&format!(
-        "{path}{sep}by={}&comment={}",
-        enc(&me()),
-        enc(comment)
-    ))
-    .await?;
-    println!("{done}");
+    let v = c
+        .post(&format!(
+            "{path}{sep}by={}&comment={}",
+            enc(&me()),
+            enc(comment)
+        ))
+        .await?;
+    match v["flow_run"].as_i64() {
+        Some(id) => println!("{done} (flow run {id})"),
+        None => println!("{done}"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

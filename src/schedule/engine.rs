@@ -48,12 +48,16 @@ pub enum Cmd {
     Rerun {
         flow: String,
         how: Rerun,
+        /// Which open flow run; None: the flow's newest run.
+        run: Option<i64>,
         by: String,
         comment: String,
         reply: Reply<i64>,
     },
     Release {
         job: String,
+        /// Which open flow run; None: the flow's newest run.
+        run: Option<i64>,
         by: String,
         comment: String,
         reply: Reply<i64>,
@@ -996,6 +1000,52 @@ impl Engine {
         }
     }
 
+    /// The open flow run a rerun or release acts on: `run` when given, else
+    /// the flow's newest run, which must still be open. An older run left
+    /// open (stalled) when a newer one has since succeeded is never picked
+    /// by default: acting on it would redo an old day's work unasked.
+    fn open_run(&self, flow: &str, run: Option<i64>, what: &str) -> Result<i64, (u16, String)> {
+        let open: Vec<i64> = self
+            .runs
+            .iter()
+            .filter(|(_, (f, _))| f == flow)
+            .map(|(id, _)| *id)
+            .collect();
+        if let Some(id) = run {
+            if open.contains(&id) {
+                return Ok(id);
+            }
+            let stored = self
+                .store
+                .flow_run_status(id)
+                .map_err(|e| (503, format!("store: {e}")))?;
+            return Err(match stored {
+                Some((f, status)) if f == flow => (
+                    409,
+                    format!("flow run {id} of \"{flow}\" is not open (it is {status})"),
+                ),
+                _ => (404, format!("no flow run {id} of \"{flow}\"")),
+            });
+        }
+        let newest_stored = self
+            .store
+            .flow_runs(flow, 1)
+            .map_err(|e| (503, format!("store: {e}")))?
+            .first()
+            .map(|r| r.id);
+        match (open.last(), newest_stored) {
+            (Some(&id), stored) if stored.is_none_or(|s| s <= id) => Ok(id),
+            (Some(_), Some(newest)) => {
+                let ids: Vec<String> = open.iter().map(|i| i.to_string()).collect();
+                Err((409, format!(
+                    "the newest run of flow \"{flow}\" (flow run {newest}) succeeded; older flow runs are still open: {}; name one with --run ID {what} it",
+                    ids.join(", ")
+                )))
+            }
+            _ => Err((409, format!("flow \"{flow}\" has no open run {what} (it has not run, or its last run succeeded)"))),
+        }
+    }
+
     async fn command(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Start { flow, by, reply } => {
@@ -1013,19 +1063,17 @@ impl Engine {
             Cmd::Rerun {
                 flow,
                 how,
+                run,
                 by,
                 comment,
                 reply,
             } => {
-                let latest = self
-                    .runs
-                    .iter()
-                    .rev()
-                    .find(|(_, (f, _))| *f == flow)
-                    .map(|(id, _)| *id);
-                let Some(id) = latest else {
-                    let _ = reply.send(Err((409, format!("flow \"{flow}\" has no run to rerun (it has not run, or its last run succeeded)"))));
-                    return;
+                let id = match self.open_run(&flow, run, "to rerun") {
+                    Ok(id) => id,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
                 };
                 let (input, action, target) = match &how {
                     Rerun::FromFailed => {
@@ -1056,6 +1104,7 @@ impl Engine {
             }
             Cmd::Release {
                 job,
+                run,
                 by,
                 comment,
                 reply,
@@ -1064,15 +1113,12 @@ impl Engine {
                     let _ = reply.send(Err((404, format!("no job named \"{job}\""))));
                     return;
                 };
-                let latest = self
-                    .runs
-                    .iter()
-                    .rev()
-                    .find(|(_, (f, _))| *f == flow)
-                    .map(|(id, _)| *id);
-                let Some(id) = latest else {
-                    let _ = reply.send(Err((409, format!("flow \"{flow}\" has no open run"))));
-                    return;
+                let id = match self.open_run(&flow, run, "to release a job in") {
+                    Ok(id) => id,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
                 };
                 let r = self
                     .checked(
@@ -1213,36 +1259,41 @@ impl Engine {
     fn publish(&self) {
         let mut views = lock(&self.views);
         for (name, def) in &self.defs {
-            let latest = self
-                .runs
-                .iter()
-                .rev()
-                .find(|(_, (f, _))| f == name)
-                .map(|(id, (_, r))| FlowRunView {
-                    id: *id,
-                    status: r.status(),
-                    trigger: String::new(),
-                    started_at: 0,
-                    jobs: r.states.clone(),
-                })
-                .or_else(|| {
-                    self.store
-                        .flow_runs(name, 1)
-                        .ok()?
-                        .into_iter()
-                        .next()
-                        .map(|rec| FlowRunView {
-                            id: rec.id,
-                            status: match rec.status.as_str() {
-                                "succeeded" => Status::Succeeded,
-                                "running" => Status::Running,
-                                _ => Status::Stalled,
-                            },
-                            trigger: rec.trigger,
-                            started_at: rec.started_at,
-                            jobs: serde_json::from_value(rec.states).unwrap_or_default(),
-                        })
-                });
+            // The newest run by id: an open one in memory, or a newer one
+            // that has finished (an older stalled run is not the latest).
+            let stored = self
+                .store
+                .flow_runs(name, 1)
+                .ok()
+                .and_then(|v| v.into_iter().next());
+            let open = self.runs.iter().rev().find(|(_, (f, _))| f == name);
+            let latest = match (open, stored) {
+                (Some((id, (_, r))), rec) if rec.as_ref().is_none_or(|s| s.id <= *id) => {
+                    // Same run: its trigger and start from the record.
+                    let (trigger, started_at) = rec
+                        .filter(|s| s.id == *id)
+                        .map(|s| (s.trigger, s.started_at))
+                        .unwrap_or_default();
+                    Some(FlowRunView {
+                        id: *id,
+                        status: r.status(),
+                        trigger,
+                        started_at,
+                        jobs: r.states.clone(),
+                    })
+                }
+                (_, rec) => rec.map(|rec| FlowRunView {
+                    id: rec.id,
+                    status: match rec.status.as_str() {
+                        "succeeded" => Status::Succeeded,
+                        "running" => Status::Running,
+                        _ => Status::Stalled,
+                    },
+                    trigger: rec.trigger,
+                    started_at: rec.started_at,
+                    jobs: serde_json::from_value(rec.states).unwrap_or_default(),
+                }),
+            };
             let sched = self.scheduled.iter().find(|s| &s.flow == name);
             views.insert(
                 name.clone(),

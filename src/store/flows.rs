@@ -166,6 +166,19 @@ impl Store {
         Ok(runs)
     }
 
+    /// A flow run's flow and status, without its job states.
+    pub fn flow_run_status(&self, id: i64) -> Result<Option<(String, String)>, StoreError> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn()?
+            .query_row(
+                "SELECT flow, status FROM flow_runs WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
     pub fn flow_runs(&self, flow: &str, limit: u32) -> Result<Vec<FlowRunRecord>, StoreError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(

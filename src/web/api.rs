@@ -14,7 +14,7 @@ use crate::supervise::{CmdError, Command};
 
 type Params = Query<HashMap<String, String>>;
 
-fn num<T: std::str::FromStr>(
+pub(super) fn num<T: std::str::FromStr>(
     q: &HashMap<String, String>,
     key: &str,
 ) -> Result<Option<T>, ApiError> {

@@ -96,11 +96,13 @@ pub async fn rerun(
         ));
     }
     let (by, comment) = who(&q);
+    let run = super::api::num::<i64>(&q, "run")?;
     let id = s
         .flows
         .ask(|reply| Cmd::Rerun {
             flow: name.clone(),
             how,
+            run,
             by,
             comment,
             reply,
@@ -116,10 +118,12 @@ pub async fn release(
     Query(q): Params,
 ) -> Result<Json<Value>, ApiError> {
     let (by, comment) = who(&q);
+    let run = super::api::num::<i64>(&q, "run")?;
     let id = s
         .flows
         .ask(|reply| Cmd::Release {
             job: job.clone(),
+            run,
             by,
             comment,
             reply,
