@@ -628,3 +628,53 @@ hold_while = ["check-down"]
     );
     assert_eq!(a.wait_run_end("post")["state"], "succeeded");
 }
+
+#[test]
+fn catch_up_all_runs_every_missed_time_in_order() {
+    let mut a = Agent::start(
+        "",
+        r#"[[job]]
+name = "tock"
+every = "1s"
+command = "sleep 0.4"
+catch_up = "all"
+"#,
+    );
+    let scheduled = |a: &Agent| -> Vec<i64> {
+        flow(a, "tock")["runs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| r["scheduled_for"].as_i64())
+            .collect()
+    };
+    let last = wait_for("a scheduled run", || scheduled(&a).into_iter().max());
+    a.stop();
+    // Down for more than four fire times.
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    };
+    wait_for("four fire times to pass", || {
+        (now_ms() >= last + 4_500).then_some(())
+    });
+    a.spawn();
+    // Each missed time runs, one after the other (a run takes 0.4 s, so
+    // `concurrency = "forbid"` would skip all but the first if they were
+    // fired at once).
+    let missed: Vec<i64> = (1..=4).map(|k| last + k * 1_000).collect();
+    let seen = wait_for("every missed time run", || {
+        let s = scheduled(&a);
+        missed.iter().all(|t| s.contains(t)).then_some(s)
+    });
+    let skipped = events(&a, "job.skipped");
+    assert!(
+        !skipped
+            .iter()
+            .any(|e| missed.contains(&e["scheduled_for"].as_i64().unwrap_or(0))),
+        "{skipped:?}\n{seen:?}"
+    );
+}

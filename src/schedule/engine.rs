@@ -382,10 +382,50 @@ impl Engine {
                 let late = (now - *t).num_seconds();
                 self.skip_missed(&job, *t, &format!("missed: {late}s past when the agent got to it (the clock stepped forward, the host was suspended or the agent was blocked; catch_up)"));
             }
-            for t in plan.run {
-                let lateness = (now - t).num_milliseconds();
+            for t in &plan.run {
+                let lateness = (now - *t).num_milliseconds();
                 tracing::info!(%job, lateness_ms = lateness, "Schedule fired.");
-                self.fire(i, t.timestamp_millis()).await;
+            }
+            self.fire_in_order(i, plan.run).await;
+        }
+    }
+
+    /// Fires due times oldest first. The first goes through the usual
+    /// overlap rules; the rest (missed times caught up with `catch_up =
+    /// "all"`) wait in the flow's queue, whatever `concurrency` says, so that
+    /// each runs, in order, once the one before has finished.
+    async fn fire_in_order(&mut self, i: usize, times: Vec<DateTime<Utc>>) {
+        let mut times = times.into_iter();
+        let Some(first) = times.next() else {
+            return;
+        };
+        self.fire(i, first.timestamp_millis()).await;
+        let (job, flow) = {
+            let s = &self.scheduled[i];
+            (s.job.clone(), s.flow.clone())
+        };
+        for t in times {
+            let at = t.timestamp_millis();
+            if self.holds.contains(&flow) || self.holds.contains(&job) {
+                self.skip_fire(job.clone(), at, "held by hand".into());
+                continue;
+            }
+            self.queued
+                .entry(flow.clone())
+                .or_default()
+                .push_back(("schedule".into(), Some(at)));
+        }
+        let running = self
+            .runs
+            .values()
+            .any(|(f, r)| *f == flow && r.status() == Status::Running);
+        if !running {
+            // The first did not start (it could not be created): the queue
+            // must not wait for an end that will not come.
+            if let Some((trigger, Some(at))) =
+                self.queued.get_mut(&flow).and_then(|q| q.pop_front())
+            {
+                Box::pin(self.start_scheduled(&flow, &trigger, job, at)).await;
             }
         }
     }
@@ -405,9 +445,7 @@ impl Engine {
         for t in skip {
             self.skip_missed(&job, t, "missed while the agent was down (catch_up)");
         }
-        for t in run {
-            self.fire(i, t.timestamp_millis()).await;
-        }
+        self.fire_in_order(i, run).await;
     }
 
     /// A missed fire time that does not run: recorded as fired (so that it
