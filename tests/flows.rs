@@ -678,3 +678,27 @@ catch_up = "all"
         "{skipped:?}\n{seen:?}"
     );
 }
+
+#[test]
+fn a_calendar_schedule_is_shown_as_configured() {
+    let a = Agent::start(
+        "",
+        r#"[[calendar]]
+name = "jp"
+closed = ["2099-01-01"]
+
+[[job]]
+name = "nightly"
+schedule = "30 2 * * *"
+timezone = "Asia/Tokyo"
+calendar = "jp"
+on_closed = "next-open-day"
+command = "true"
+"#,
+    );
+    let schedule = flow(&a, "nightly")["schedule"].clone();
+    assert_eq!(
+        schedule,
+        "cron \"30 2 * * *\" (Asia/Tokyo), calendar jp (on_closed = \"next-open-day\")"
+    );
+}

@@ -266,7 +266,11 @@ fn schedule_text(s: &super::when::Schedule) -> String {
         }
     };
     match &s.calendar {
-        Some((c, rule)) => format!("{base}, calendar {} ({rule:?})", c.name),
+        Some((c, rule)) => format!(
+            "{base}, calendar {} (on_closed = \"{}\")",
+            c.name,
+            rule.as_str()
+        ),
         None => base,
     }
 }

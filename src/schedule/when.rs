@@ -34,6 +34,17 @@ pub enum OnClosed {
     PreviousOpenDay,
 }
 
+impl OnClosed {
+    /// As written in the config (`on_closed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnClosed::Skip => "skip",
+            OnClosed::NextOpenDay => "next-open-day",
+            OnClosed::PreviousOpenDay => "previous-open-day",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Trigger {
     Cron { cron: Box<Cron>, expr: String },
