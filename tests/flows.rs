@@ -702,3 +702,31 @@ command = "true"
         "cron \"30 2 * * *\" (Asia/Tokyo), calendar jp (on_closed = \"next-open-day\")"
     );
 }
+
+#[test]
+fn without_a_user_in_the_environment_the_actor_is_the_uids_name() {
+    let a = agent_with_work("echo ok\n");
+    // As from cron or a systemd unit: no USER, LOGNAME or SUDO_USER.
+    let out = std::process::Command::new(common::BIN)
+        .arg("-c")
+        .arg(&a.config)
+        .args(["hold", "load", "--comment", "from cron"])
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .env_remove("SUDO_USER")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let name = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    assert!(!name.is_empty());
+    let holds = a.get("/api/v1/holds");
+    assert_eq!(holds[0]["by"], name.as_str(), "{holds}");
+}

@@ -30,10 +30,7 @@ fn ts(v: &Value, key: &str) -> String {
 }
 
 fn who() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "someone".into());
-    format!("cli:{user}")
+    format!("cli:{}", super::show::me())
 }
 
 pub async fn list(c: &Client, state: Option<&str>, limit: u32, json: bool) -> Result<ExitCode> {

@@ -431,10 +431,22 @@ pub async fn samples(
 }
 
 /// Who is acting, for the record.
+/// Who is acting, for the record: the user behind sudo, else the login
+/// name, else the name of our uid (cron and systemd set no `USER`).
 pub fn me() -> String {
     std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "cli".into())
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| {
+            let uid = nix::unistd::getuid();
+            nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| format!("uid {uid}"))
+        })
 }
 
 fn enc(s: &str) -> String {
