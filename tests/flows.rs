@@ -184,6 +184,9 @@ fn an_older_stalled_run_is_not_the_latest_and_is_only_rerun_when_named() {
     assert_eq!(status, 409, "{body}");
     let (status, body) = a.post("/api/v1/flows/extract/rerun?from_failed&run=999999");
     assert_eq!(status, 404, "{body}");
+    let (status, body) = a.post("/api/v1/flows/extract/rerun?only=nope");
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"], "no job \"nope\" in flow \"extract\"");
     // Named, it runs, and the newest run stays the latest.
     let out = a.cli(&[
         "rerun",

@@ -1110,6 +1110,12 @@ impl Engine {
                 comment,
                 reply,
             } => {
+                if let Rerun::From(j) | Rerun::Only(j) = &how {
+                    if !self.defs.get(&flow).is_some_and(|d| d.jobs.contains(j)) {
+                        let _ = reply.send(Err((404, format!("no job \"{j}\" in flow \"{flow}\""))));
+                        return;
+                    }
+                }
                 let id = match self.open_run(&flow, run, "to rerun") {
                     Ok(id) => id,
                     Err(e) => {
