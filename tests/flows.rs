@@ -159,6 +159,13 @@ fn an_older_stalled_run_is_not_the_latest_and_is_only_rerun_when_named() {
     assert!(text.contains(&format!("(flow run {new})")), "{text}");
     let f = wait_flow(&a, "extract", "succeeded");
     assert_eq!(f["latest"]["id"], new, "{f}");
+    // The older open run stays in sight.
+    assert_eq!(f["older_open"], serde_json::json!([old]), "{f}");
+    let text = String::from_utf8_lossy(&a.cli(&["flows", "extract"]).stdout).to_string();
+    assert!(
+        text.contains(&format!("older runs still open: {old}")),
+        "{text}"
+    );
     assert!(f["latest"]["started_at"].as_i64() > Some(0), "{f}");
     assert!(
         f["latest"]["trigger"]
@@ -204,6 +211,9 @@ fn an_older_stalled_run_is_not_the_latest_and_is_only_rerun_when_named() {
         (a.runs("load").len() == 2).then_some(())
     });
     assert_eq!(flow(&a, "extract")["latest"]["id"], new);
+    wait_for("no older run open", || {
+        (flow(&a, "extract")["older_open"] == serde_json::json!([])).then_some(())
+    });
 }
 
 #[test]

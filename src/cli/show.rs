@@ -602,6 +602,14 @@ pub async fn flows(c: &Client, flow: Option<&str>, json: bool) -> Result<ExitCod
         } else {
             print_flow_jobs(f);
         }
+        if let Some(older) = f["older_open"].as_array().filter(|o| !o.is_empty()) {
+            let ids: Vec<String> = older.iter().map(|i| i.to_string()).collect();
+            println!(
+                "  older runs still open: {} (`mamori rerun {} --run ID …` or `release JOB --run ID`)",
+                ids.join(", "),
+                s(f, "name")
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -84,6 +84,9 @@ pub struct FlowView {
     pub schedule: Option<String>,
     pub next: Option<i64>,
     pub latest: Option<FlowRunView>,
+    /// Runs still open (stalled, or running) that are older than `latest`:
+    /// a day whose work is not done although a newer run went on.
+    pub older_open: Vec<i64>,
     pub held_by_hand: Vec<String>,
 }
 
@@ -1112,7 +1115,8 @@ impl Engine {
             } => {
                 if let Rerun::From(j) | Rerun::Only(j) = &how {
                     if !self.defs.get(&flow).is_some_and(|d| d.jobs.contains(j)) {
-                        let _ = reply.send(Err((404, format!("no job \"{j}\" in flow \"{flow}\""))));
+                        let _ =
+                            reply.send(Err((404, format!("no job \"{j}\" in flow \"{flow}\""))));
                         return;
                     }
                 }
@@ -1351,6 +1355,14 @@ impl Engine {
                     upstream: def.upstream.clone(),
                     schedule: sched.map(|s| schedule_text(&s.schedule)),
                     next: sched.and_then(|s| s.next).map(|t| t.timestamp_millis()),
+                    older_open: self
+                        .runs
+                        .iter()
+                        .filter(|(id, (f, _))| {
+                            f == name && latest.as_ref().is_some_and(|l| **id < l.id)
+                        })
+                        .map(|(id, _)| *id)
+                        .collect(),
                     latest,
                     // The flow itself, then its jobs (a flow may share its
                     // name with one of its jobs: one hold, listed once).

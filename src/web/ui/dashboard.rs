@@ -82,9 +82,10 @@ fn render(
     let stalled = flows
         .iter()
         .filter(|f| {
-            f.latest
-                .as_ref()
-                .is_some_and(|r| word(&r.status) == "stalled")
+            !f.older_open.is_empty()
+                || f.latest
+                    .as_ref()
+                    .is_some_and(|r| word(&r.status) == "stalled")
         })
         .count();
     let _ = write!(
