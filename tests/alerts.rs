@@ -692,6 +692,81 @@ fn notifications_pending_when_the_agent_is_killed_arrive_after_restart_once() {
 }
 
 #[test]
+fn rounds_queued_while_a_channel_is_down_never_follow_the_resolution() {
+    let hook = Hook::start(false);
+    let flags = tempfile::tempdir().unwrap();
+    let flag = flags.path().join("db-ok");
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"{}
+[[policy]]
+name = "critical"
+[[policy.step]]
+after = "0s"
+channels = ["hook"]
+[[policy.step]]
+after = "1s"
+channels = ["hook"]
+[[policy.step]]
+after = "2s"
+channels = ["hook"]
+
+{}"#,
+            hook_channel(&hook),
+            check(&flag)
+        ),
+    );
+    let id = wait_alert(&a, "firing")["id"].as_i64().unwrap();
+    let deliveries = |a: &Agent| -> Vec<(String, String)> {
+        a.get(&format!("/api/v1/alerts/{id}"))["deliveries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|d| {
+                let s = |k: &str| d[k].as_str().unwrap_or("").to_string();
+                (s("what"), s("state"))
+            })
+            .collect()
+    };
+    // Three rounds queued while the webhook answers 503.
+    wait_for("the third round queued", || {
+        (deliveries(&a).len() >= 3).then_some(())
+    });
+    // The check recovers, then the webhook.
+    std::fs::write(&flag, "").unwrap();
+    wait_for("the resolution queued", || {
+        deliveries(&a)
+            .iter()
+            .any(|(what, _)| what == "resolved")
+            .then_some(())
+    });
+    hook.up.store(true, Ordering::SeqCst);
+    let states = wait_for("nothing pending", || {
+        let d = deliveries(&a);
+        d.iter().all(|(_, state)| state != "pending").then_some(d)
+    });
+    let got: Vec<String> = hook
+        .received()
+        .iter()
+        .map(|r| r.json()["what"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(got, ["resolved"], "stale rounds were sent");
+    let (last, older) = states.split_last().unwrap();
+    assert_eq!(last, &("resolved".to_string(), "sent".to_string()));
+    assert!(
+        older
+            .iter()
+            .all(|(what, state)| what != "resolved" && state == "superseded"),
+        "{states:?}"
+    );
+    let out = a.cli(&["alert", &id.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("superseded"), "{text}");
+}
+
+#[test]
 fn alertmanager_webhooks_become_alerts_with_acknowledgement() {
     let a = Agent::start("", "");
     let payload = |status: &str| {
