@@ -767,6 +767,63 @@ channels = ["hook"]
 }
 
 #[test]
+fn each_failing_job_raises_its_own_alert_named_after_the_job() {
+    let a = Agent::start(
+        "",
+        r#"[[alert]]
+name = "job-failed"
+on = "job.failed"
+subject = "nightly-*"
+severity = "warning"
+title = "job {subject} failed ({reason})"
+
+[[job]]
+name = "nightly-a"
+command = "exit 3"
+
+[[job]]
+name = "nightly-b"
+command = "exit 4"
+
+[[job]]
+name = "other"
+command = "exit 5"
+"#,
+    );
+    let failed = |a: &Agent| -> usize {
+        a.get("/api/v1/events?limit=1000")
+            .as_array()
+            .map(|v| v.iter().filter(|e| e["kind"] == "job.failed").count())
+            .unwrap_or(0)
+    };
+    // "other" first: the engine handles events in order, so once the later
+    // failures have raised their alerts, "other" has been handled too.
+    let run = |flow: &str| {
+        let (status, body) = a.post(&format!("/api/v1/flows/{flow}/run"));
+        assert_eq!(status, 202, "{body}");
+    };
+    run("other");
+    wait_for("other's job.failed", || (failed(&a) == 1).then_some(()));
+    run("nightly-a");
+    run("nightly-b");
+    let mut got = wait_for("two alerts", || {
+        let v = alerts(&a, "firing");
+        (v.len() >= 2).then_some(v)
+    });
+    got.sort_by_key(|x| x["key"].as_str().unwrap_or("").to_string());
+    let keys: Vec<&str> = got
+        .iter()
+        .map(|x| x["key"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(keys, ["job-failed/nightly-a", "job-failed/nightly-b"]);
+    assert_eq!(got[0]["subject"], "nightly-a");
+    let title = got[0]["title"].as_str().unwrap_or("");
+    assert!(title.starts_with("job nightly-a failed (exit"), "{title}");
+    // "other" does not match the subject, and raised nothing.
+    assert_eq!(alerts(&a, "all").len(), 2, "{:?}", alerts(&a, "all"));
+}
+
+#[test]
 fn alertmanager_webhooks_become_alerts_with_acknowledgement() {
     let a = Agent::start("", "");
     let payload = |status: &str| {
