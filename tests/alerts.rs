@@ -1100,6 +1100,57 @@ fn test_channel_sends_now_and_says_why_it_failed() {
 }
 
 #[test]
+fn each_test_mail_is_a_new_message_and_offers_no_acknowledgement() {
+    let smtp_port = common::free_port();
+    let mail = tempfile::tempdir().unwrap();
+    let smtp = Smtp::start(smtp_port, &mail.path().join("maildir"));
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[channel]]
+name = "ops-mail"
+kind = "email"
+server = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+from = "mamori <mamori@example.com>"
+to = ["ops@example.com"]
+timeout = "5s"
+"#
+        ),
+    );
+    for _ in 0..2 {
+        let out = a.cli(&["test-channel", "ops-mail"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let msgs: Vec<String> = smtp.messages().iter().map(|m| unqp(m)).collect();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    let ids: Vec<String> = msgs
+        .iter()
+        .map(|m| {
+            m.lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+                .unwrap_or_else(|| panic!("no Message-ID in {m}"))
+                .to_string()
+        })
+        .collect();
+    assert_ne!(ids[0], ids[1], "two tests, one Message-ID");
+    for m in &msgs {
+        assert!(
+            m.contains("Subject: [TEST] Test notification through channel ops-mail"),
+            "{m}"
+        );
+        assert!(!m.contains("alert #0") && !m.contains("alert-0"), "{m}");
+        assert!(!m.contains("mamori ack"), "{m}");
+        assert!(m.contains("nothing to acknowledge"), "{m}");
+    }
+}
+
+#[test]
 fn bad_alert_requests_get_json_errors_never_5xx() {
     let a = Agent::start("", "");
     let token = a.token();
