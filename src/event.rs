@@ -347,6 +347,60 @@ pub enum EventKind {
     },
 }
 
+/// Every event kind (`EventKind::name()`), in declaration order. Kept
+/// equal to the `serde(rename)` tags above by a test that reads this file.
+pub const KINDS: &[&str] = &[
+    "agent.started",
+    "agent.stopping",
+    "agent.leftovers_killed",
+    "run.interrupted",
+    "unit.started",
+    "unit.start_failed",
+    "unit.exited",
+    "unit.limit_breached",
+    "unit.backoff",
+    "unit.gave_up",
+    "unit.stop_requested",
+    "unit.start_requested",
+    "check.up",
+    "check.down",
+    "flow.started",
+    "flow.finished",
+    "flow.stalled",
+    "job.failed",
+    "job.held",
+    "leak.suspected",
+    "leak.cleared",
+    "job.late",
+    "job.long",
+    "job.skipped",
+    "flow.action",
+    "check.log_matched",
+    "alert.fired",
+    "alert.acknowledged",
+    "alert.resolved",
+    "alert.delivery_failed",
+    "ingest.firing",
+    "ingest.resolved",
+    "incident.opened",
+    "incident.updated",
+    "incident.update_due",
+    "group.activated",
+    "group.deactivated",
+    "group.step_aside",
+    "group.qualified",
+    "group.no_standby",
+    "group.standby_ok",
+    "group.switchover",
+    "group.store_lost",
+    "group.store_back",
+    "group.took_over",
+    "group.kept_by_peers",
+    "group.hook_failed",
+    "drill.passed",
+    "drill.failed",
+];
+
 impl EventKind {
     /// The tag, e.g. `unit.started`.
     pub fn name(&self) -> String {
@@ -475,5 +529,34 @@ impl Bus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_lists_every_tag_of_the_enum() {
+        let source = include_str!("event.rs");
+        let tags: Vec<&str> = source
+            .split("#[serde(rename = \"")
+            .skip(1)
+            .filter_map(|rest| rest.split_once('"').map(|(tag, _)| tag))
+            .collect();
+        assert_eq!(
+            tags, KINDS,
+            "KINDS differs from the serde tags of EventKind"
+        );
+        assert_eq!(
+            EventKind::JobFailed {
+                job: "j".into(),
+                flow: "f".into(),
+                flow_run: 1,
+                reason: "r".into(),
+            }
+            .name(),
+            "job.failed"
+        );
     }
 }

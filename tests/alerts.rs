@@ -692,6 +692,138 @@ fn notifications_pending_when_the_agent_is_killed_arrive_after_restart_once() {
 }
 
 #[test]
+fn rounds_queued_while_a_channel_is_down_never_follow_the_resolution() {
+    let hook = Hook::start(false);
+    let flags = tempfile::tempdir().unwrap();
+    let flag = flags.path().join("db-ok");
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"{}
+[[policy]]
+name = "critical"
+[[policy.step]]
+after = "0s"
+channels = ["hook"]
+[[policy.step]]
+after = "1s"
+channels = ["hook"]
+[[policy.step]]
+after = "2s"
+channels = ["hook"]
+
+{}"#,
+            hook_channel(&hook),
+            check(&flag)
+        ),
+    );
+    let id = wait_alert(&a, "firing")["id"].as_i64().unwrap();
+    let deliveries = |a: &Agent| -> Vec<(String, String)> {
+        a.get(&format!("/api/v1/alerts/{id}"))["deliveries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|d| {
+                let s = |k: &str| d[k].as_str().unwrap_or("").to_string();
+                (s("what"), s("state"))
+            })
+            .collect()
+    };
+    // Three rounds queued while the webhook answers 503.
+    wait_for("the third round queued", || {
+        (deliveries(&a).len() >= 3).then_some(())
+    });
+    // The check recovers, then the webhook.
+    std::fs::write(&flag, "").unwrap();
+    wait_for("the resolution queued", || {
+        deliveries(&a)
+            .iter()
+            .any(|(what, _)| what == "resolved")
+            .then_some(())
+    });
+    hook.up.store(true, Ordering::SeqCst);
+    let states = wait_for("nothing pending", || {
+        let d = deliveries(&a);
+        d.iter().all(|(_, state)| state != "pending").then_some(d)
+    });
+    let got: Vec<String> = hook
+        .received()
+        .iter()
+        .map(|r| r.json()["what"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(got, ["resolved"], "stale rounds were sent");
+    let (last, older) = states.split_last().unwrap();
+    assert_eq!(last, &("resolved".to_string(), "sent".to_string()));
+    assert!(
+        older
+            .iter()
+            .all(|(what, state)| what != "resolved" && state == "superseded"),
+        "{states:?}"
+    );
+    let out = a.cli(&["alert", &id.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("superseded"), "{text}");
+}
+
+#[test]
+fn each_failing_job_raises_its_own_alert_named_after_the_job() {
+    let a = Agent::start(
+        "",
+        r#"[[alert]]
+name = "job-failed"
+on = "job.failed"
+subject = "nightly-*"
+severity = "warning"
+title = "job {subject} failed ({reason})"
+
+[[job]]
+name = "nightly-a"
+command = "exit 3"
+
+[[job]]
+name = "nightly-b"
+command = "exit 4"
+
+[[job]]
+name = "other"
+command = "exit 5"
+"#,
+    );
+    let failed = |a: &Agent| -> usize {
+        a.get("/api/v1/events?limit=1000")
+            .as_array()
+            .map(|v| v.iter().filter(|e| e["kind"] == "job.failed").count())
+            .unwrap_or(0)
+    };
+    // "other" first: the engine handles events in order, so once the later
+    // failures have raised their alerts, "other" has been handled too.
+    let run = |flow: &str| {
+        let (status, body) = a.post(&format!("/api/v1/flows/{flow}/run"));
+        assert_eq!(status, 202, "{body}");
+    };
+    run("other");
+    wait_for("other's job.failed", || (failed(&a) == 1).then_some(()));
+    run("nightly-a");
+    run("nightly-b");
+    let mut got = wait_for("two alerts", || {
+        let v = alerts(&a, "firing");
+        (v.len() >= 2).then_some(v)
+    });
+    got.sort_by_key(|x| x["key"].as_str().unwrap_or("").to_string());
+    let keys: Vec<&str> = got
+        .iter()
+        .map(|x| x["key"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(keys, ["job-failed/nightly-a", "job-failed/nightly-b"]);
+    assert_eq!(got[0]["subject"], "nightly-a");
+    let title = got[0]["title"].as_str().unwrap_or("");
+    assert!(title.starts_with("job nightly-a failed (exit"), "{title}");
+    // "other" does not match the subject, and raised nothing.
+    assert_eq!(alerts(&a, "all").len(), 2, "{:?}", alerts(&a, "all"));
+}
+
+#[test]
 fn alertmanager_webhooks_become_alerts_with_acknowledgement() {
     let a = Agent::start("", "");
     let payload = |status: &str| {
@@ -965,6 +1097,57 @@ fn test_channel_sends_now_and_says_why_it_failed() {
     assert_eq!(got[0].json()["what"], "test");
     let out = a.cli(&["test-channel", "nope"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no channel named \"nope\""));
+}
+
+#[test]
+fn each_test_mail_is_a_new_message_and_offers_no_acknowledgement() {
+    let smtp_port = common::free_port();
+    let mail = tempfile::tempdir().unwrap();
+    let smtp = Smtp::start(smtp_port, &mail.path().join("maildir"));
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[channel]]
+name = "ops-mail"
+kind = "email"
+server = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+from = "mamori <mamori@example.com>"
+to = ["ops@example.com"]
+timeout = "5s"
+"#
+        ),
+    );
+    for _ in 0..2 {
+        let out = a.cli(&["test-channel", "ops-mail"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let msgs: Vec<String> = smtp.messages().iter().map(|m| unqp(m)).collect();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    let ids: Vec<String> = msgs
+        .iter()
+        .map(|m| {
+            m.lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+                .unwrap_or_else(|| panic!("no Message-ID in {m}"))
+                .to_string()
+        })
+        .collect();
+    assert_ne!(ids[0], ids[1], "two tests, one Message-ID");
+    for m in &msgs {
+        assert!(
+            m.contains("Subject: [TEST] Test notification through channel ops-mail"),
+            "{m}"
+        );
+        assert!(!m.contains("alert #0") && !m.contains("alert-0"), "{m}");
+        assert!(!m.contains("mamori ack"), "{m}");
+        assert!(m.contains("nothing to acknowledge"), "{m}");
+    }
 }
 
 #[test]

@@ -131,6 +131,46 @@ fn valid_config_exits_zero() {
 }
 
 #[test]
+fn alert_rules_may_name_every_event_kind_the_agent_emits() {
+    let rule = |name: &str, on: &str| {
+        format!("[[alert]]\nname = \"{name}\"\non = {on}\nseverity = \"warning\"\ntitle = \"{{subject}}\"\n\n")
+    };
+    let good = [
+        rule(
+            "jobs",
+            r#"["job.failed", "job.late", "job.held", "job.long", "job.skipped"]"#,
+        ),
+        rule(
+            "flows",
+            r#"["flow.stalled", "flow.started", "flow.finished", "flow.action"]"#,
+        ),
+        rule(
+            "failover",
+            r#"["drill.failed", "group.no_standby", "group.deactivated"]"#,
+        ),
+        rule("incidents", r#""incident.update_due""#),
+    ]
+    .concat();
+    let (code, out, err) = check(&good);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok"), "{out}");
+
+    let bad = [
+        rule("typo", r#""job.faild""#),
+        rule("loop", r#""alert.fired""#),
+    ]
+    .concat();
+    let (code, _, err) = check(&bad);
+    assert_eq!(code, 1, "{err}");
+    for line in [
+        "FILE:3:6: unknown event kind \"job.faild\" in `on` of [[alert]] \"typo\"; did you mean \"job.failed\"? (see docs/alerts.md for the list)",
+        "FILE:9:6: event kind \"alert.fired\" in `on` of [[alert]] \"loop\": the agent's own alert events never raise alerts",
+    ] {
+        assert!(err.contains(line), "missing:\n  {line}\nin:\n{err}");
+    }
+}
+
+#[test]
 fn check_addresses_and_timeouts_that_could_never_work_are_errors() {
     let text = r#"[[check]]
 name = "no-port"

@@ -95,7 +95,8 @@ pub struct Delivery {
     pub alert_id: i64,
     pub channel: String,
     pub what: String,
-    /// `pending`, `sent` or `muted`.
+    /// `pending`, `sent`, `muted`, or `superseded` (a newer notification
+    /// for the same alert and channel replaced it before it could be sent).
     pub state: String,
     pub attempts: u32,
     pub next_try: i64,
@@ -179,12 +180,36 @@ fn insert_deliveries(
         "INSERT INTO alert_deliveries (alert_id, channel, what, payload, state, next_try, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
     )?;
+    let mut supersede = conn.prepare_cached(
+        "UPDATE alert_deliveries SET state = 'superseded'
+         WHERE alert_id = ?1 AND channel = ?2 AND state = 'pending'
+           AND (what IN ('fired', 'escalated') OR (?3 AND what = 'acknowledged'))",
+    )?;
     for d in deliveries {
+        if let Some(also_acks) = supersedes(d) {
+            supersede.execute(params![alert_id, d.channel, also_acks])?;
+        }
         stmt.execute(params![
             alert_id, d.channel, d.what, d.payload, d.state, now
         ])?;
     }
     Ok(())
+}
+
+/// Whether a new delivery makes the older pending ones of its alert and
+/// channel stale, so that they are never sent (state `superseded`): a
+/// `resolved` replaces every older notice, muted or not (once the alert is
+/// over, "firing" is wrong); a pending `fired`/`escalated` replaces older
+/// `fired`/`escalated` ones (a newer round says the same, with newer
+/// facts). `Some(true)` when older `acknowledged` notices go too. Without
+/// this, the rounds queued while a channel was down all went out after it
+/// came back, after the "resolved".
+fn supersedes(d: &NewDelivery) -> Option<bool> {
+    match d.what.as_str() {
+        "resolved" => Some(true),
+        "fired" | "escalated" if d.state == "pending" => Some(false),
+        _ => None,
+    }
 }
 
 fn write_cursor(conn: &Connection, event_id: i64) -> rusqlite::Result<()> {
@@ -245,6 +270,9 @@ pub trait AlertStore {
     fn alerts(&self, state: Option<&str>, limit: u32) -> Result<Vec<AlertRecord>, StoreError>;
     fn active_alerts(&self) -> Result<Vec<AlertRecord>, StoreError>;
     fn deliveries(&self, alert_id: i64) -> Result<Vec<Delivery>, StoreError>;
+    /// Pending deliveries due at `now`, each only when no older delivery of
+    /// its alert and channel is still pending: one (alert, channel) sends
+    /// in creation order.
     fn due_deliveries(&self, now: i64, limit: u32) -> Result<Vec<Delivery>, StoreError>;
     /// The state of an alert's newest delivery, if it has any.
     fn last_delivery_state(&self, alert_id: i64) -> Result<Option<String>, StoreError>;
@@ -371,8 +399,13 @@ impl AlertStore for Store {
     fn due_deliveries(&self, now: i64, limit: u32) -> Result<Vec<Delivery>, StoreError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {DELIVERY_COLS} FROM alert_deliveries
-             WHERE state = 'pending' AND next_try <= ?1 ORDER BY next_try, id LIMIT ?2"
+            "SELECT {DELIVERY_COLS} FROM alert_deliveries d
+             WHERE state = 'pending' AND next_try <= ?1
+               AND NOT EXISTS (
+                 SELECT 1 FROM alert_deliveries o
+                 WHERE o.alert_id = d.alert_id AND o.id < d.id
+                   AND o.channel = d.channel AND o.state = 'pending')
+             ORDER BY next_try, id LIMIT ?2"
         ))?;
         let rows = stmt.query_map(params![now, limit], delivery_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -591,5 +624,118 @@ mod tests {
         a.state = "resolved".into();
         s.save_alert(&a, &[], 200, None).unwrap();
         assert!(s.insert_alert(&record("k")).is_ok());
+    }
+
+    fn new_delivery(channel: &str, what: &str, state: &'static str) -> NewDelivery {
+        NewDelivery {
+            channel: channel.into(),
+            what: what.into(),
+            payload: "{}".into(),
+            state,
+        }
+    }
+
+    /// `what:state` of every delivery of the alert, by channel, oldest first.
+    fn states(s: &Store, alert: i64, channel: &str) -> Vec<String> {
+        s.deliveries(alert)
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.channel == channel)
+            .map(|d| format!("{}:{}", d.what, d.state))
+            .collect()
+    }
+
+    #[test]
+    fn one_alert_and_channel_sends_in_order_and_newer_rounds_supersede_older_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("m.db")).unwrap();
+        let mut a = record("k");
+        a.id = s.insert_alert(&a).unwrap();
+        let fired = [
+            new_delivery("hook", "fired", "pending"),
+            new_delivery("mail", "fired", "pending"),
+        ];
+        s.save_alert(&a, &fired, 10, None).unwrap();
+        let due = s.due_deliveries(10, 10).unwrap();
+        assert_eq!(due.len(), 2);
+        // The hook is down: its "fired" waits until 100.
+        let hook_fired = due.iter().find(|d| d.channel == "hook").unwrap();
+        s.delivery_failed(hook_fired, 11, 1, 100, "HTTP 500")
+            .unwrap();
+
+        // Acknowledged meanwhile: the notice is due, but not before the
+        // older "fired" on the same channel.
+        let ack = [new_delivery("hook", "acknowledged", "pending")];
+        s.save_alert(&a, &ack, 20, None).unwrap();
+        let due = s.due_deliveries(50, 10).unwrap();
+        assert_eq!(
+            due.iter()
+                .map(|d| (&*d.channel, &*d.what))
+                .collect::<Vec<_>>(),
+            vec![("mail", "fired")],
+            "nothing of the hook's overtakes its pending \"fired\""
+        );
+        assert_eq!(s.next_delivery_after(50).unwrap(), Some(100));
+
+        // A new round on the hook makes the old "fired" stale; the older
+        // acknowledgement still goes first.
+        let round = [new_delivery("hook", "escalated", "pending")];
+        s.save_alert(&a, &round, 30, None).unwrap();
+        assert_eq!(
+            states(&s, a.id, "hook"),
+            [
+                "fired:superseded",
+                "acknowledged:pending",
+                "escalated:pending"
+            ]
+        );
+        let due = s.due_deliveries(50, 10).unwrap();
+        let hook_due: Vec<_> = due.iter().filter(|d| d.channel == "hook").collect();
+        assert_eq!(hook_due.len(), 1);
+        assert_eq!(hook_due[0].what, "acknowledged");
+
+        // Resolved: every older pending notice of the hook is stale, even a
+        // muted resolution's; the mail channel's own "fired" is untouched.
+        let resolved = [new_delivery("hook", "resolved", "pending")];
+        a.state = "resolved".into();
+        s.save_alert(&a, &resolved, 40, None).unwrap();
+        assert_eq!(
+            states(&s, a.id, "hook"),
+            [
+                "fired:superseded",
+                "acknowledged:superseded",
+                "escalated:superseded",
+                "resolved:pending"
+            ]
+        );
+        assert_eq!(states(&s, a.id, "mail"), ["fired:pending"]);
+        let due = s.due_deliveries(50, 10).unwrap();
+        assert_eq!(due.len(), 2);
+        assert!(due
+            .iter()
+            .any(|d| d.channel == "hook" && d.what == "resolved"));
+
+        // A superseded delivery whose send was already under way keeps its
+        // state when that send fails, and is never due again.
+        s.delivery_failed(hook_fired, 60, 1, 70, "HTTP 500")
+            .unwrap();
+        assert_eq!(states(&s, a.id, "hook")[0], "fired:superseded");
+        assert!(s
+            .due_deliveries(1000, 10)
+            .unwrap()
+            .iter()
+            .all(|d| d.what != "fired" || d.channel == "mail"));
+
+        // A muted round supersedes nothing: the pending one is all there is.
+        let mut b = record("k2");
+        b.id = s.insert_alert(&b).unwrap();
+        s.save_alert(&b, &[new_delivery("hook", "fired", "pending")], 10, None)
+            .unwrap();
+        s.save_alert(&b, &[new_delivery("hook", "escalated", "muted")], 20, None)
+            .unwrap();
+        assert_eq!(
+            states(&s, b.id, "hook"),
+            ["fired:pending", "escalated:muted"]
+        );
     }
 }

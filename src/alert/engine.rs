@@ -808,7 +808,11 @@ mod tests {
         tokio::time::sleep(s(59)).await;
         assert_eq!(sent(&store, 1).len(), 1);
         tokio::time::sleep(s(2)).await;
-        assert_eq!(sent(&store, 1), vec!["fired:pending", "escalated:pending"]);
+        // (nothing sent it: the newer round makes the first one stale)
+        assert_eq!(
+            sent(&store, 1),
+            vec!["fired:superseded", "escalated:pending"]
+        );
         // The same condition again: counted, not a new alert.
         bus.emit(down("db"));
         settle().await;
@@ -841,7 +845,7 @@ mod tests {
         tokio::time::sleep(s(2)).await;
         assert_eq!(
             sent(&store, 2),
-            vec!["fired:pending", "acknowledged:pending", "fired:pending"]
+            vec!["fired:superseded", "acknowledged:pending", "fired:pending"]
         );
         assert_eq!(store.alert(2).unwrap().unwrap().state, "firing");
         tokio::time::sleep(s(61)).await;

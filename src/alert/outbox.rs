@@ -10,7 +10,12 @@
 //! (`X-Mamori-Delivery`, the mail's Message-ID) so receivers can tell.
 //!
 //! Up to 32 sends run at once; two deliveries for the same alert and channel
-//! never overlap, so "resolved" does not overtake "fired".
+//! never overlap, and they go out in creation order (`due_deliveries` holds
+//! back one while an older one of its alert and channel is pending), so
+//! "resolved" does not overtake "fired". Older pending rounds made stale by
+//! a newer one are marked `superseded` when the newer one is stored
+//! (`db::insert_deliveries`), so a channel that comes back after an outage
+//! gets the latest notice, not every round queued meanwhile.
 //!
 //! When the store cannot take an outcome (full, or busy past its timeout),
 //! the worker remembers it (`Hold`): a delivered notification is not sent

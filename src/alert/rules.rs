@@ -2,8 +2,8 @@
 //! events clear it again.
 //!
 //! A rule matches an event by its `kind` string (`EventKind::name()`, e.g.
-//! `check.down`) and, optionally, by its subject (the `check`, `unit` or `key`
-//! field, with `*` wildcards) and by equality on other JSON fields (`where`).
+//! `check.down`) and, optionally, by its subject (the `check`, `unit`, `key`,
+//! `group`, `job` or `flow` field, the first present; `*` wildcards) and by equality on other JSON fields (`where`).
 //! Matching works on the event's JSON, so rules can name kinds this build does
 //! not define yet (`leak.suspected` from the leak detector).
 //!
@@ -180,9 +180,11 @@ pub fn defaults() -> Vec<Rule> {
     ]
 }
 
-/// The subject of an event: its `check`, else `unit`, else `key`, else `group` field.
+/// The subject of an event: its `check`, else `unit`, else `key`, else
+/// `group`, else `job`, else `flow` field (job and flow events name no unit:
+/// without the last two, every job shared one alert with an empty subject).
 pub fn subject(fields: &Map<String, Value>) -> String {
-    for k in ["check", "unit", "key", "group"] {
+    for k in ["check", "unit", "key", "group", "job", "flow"] {
         if let Some(v) = fields.get(k) {
             let s = value_str(v);
             if !s.is_empty() {
@@ -474,5 +476,64 @@ mod tests {
         );
         let other = obj(json!({"unit": "web", "state": "failed"}));
         assert_eq!(r.apply("unit.exited", &other), None);
+    }
+
+    #[test]
+    fn job_and_flow_events_are_about_their_job_else_their_flow() {
+        use crate::event::EventKind;
+        let fields = |k: EventKind| match serde_json::to_value(k) {
+            Ok(Value::Object(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let r = Rule {
+            name: "job-events".into(),
+            on: vec!["job.*".into(), "flow.stalled".into()],
+            subject: Some("trans*".into()),
+            when: vec![],
+            resolve_on: vec![],
+            severity: Severity::Warning,
+            severity_from: None,
+            title: "{subject} ({kind}): {reason}".into(),
+            body: String::new(),
+            policy: None,
+        };
+        let failed = fields(EventKind::JobFailed {
+            job: "transform".into(),
+            flow: "extract".into(),
+            flow_run: 1,
+            reason: "exit:3".into(),
+        });
+        match r.apply("job.failed", &failed) {
+            Some(Matched::Fire {
+                key,
+                subject,
+                title,
+                ..
+            }) => {
+                assert_eq!(key, "job-events/transform");
+                assert_eq!(subject, "transform");
+                assert_eq!(title, "transform (job.failed): exit:3");
+            }
+            other => panic!("{other:?}"),
+        }
+        let other_job = fields(EventKind::JobHeld {
+            job: "load".into(),
+            flow: "transform-flow".into(),
+            flow_run: 1,
+            reason: "held".into(),
+        });
+        assert_eq!(
+            r.apply("job.held", &other_job),
+            None,
+            "the job, not its flow"
+        );
+        let stalled = fields(EventKind::FlowStalled {
+            flow: "transform".into(),
+            flow_run: 1,
+        });
+        assert!(matches!(
+            r.apply("flow.stalled", &stalled),
+            Some(Matched::Fire { ref key, .. }) if key == "job-events/transform"
+        ));
     }
 }

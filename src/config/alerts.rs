@@ -101,32 +101,12 @@ pub struct CommandConfig {
     pub timeout: Duration,
 }
 
-/// Event kinds a rule may name (wildcards with `*` are not checked). Kinds
-/// of parts still being built are listed so rules for them load today.
-pub const KNOWN_KINDS: &[&str] = &[
-    "agent.started",
-    "agent.stopping",
-    "agent.leftovers_killed",
-    "run.interrupted",
-    "unit.started",
-    "unit.start_failed",
-    "unit.exited",
-    "unit.limit_breached",
-    "unit.backoff",
-    "unit.gave_up",
-    "unit.stop_requested",
-    "unit.start_requested",
-    "check.up",
-    "check.down",
-    "check.log_matched",
-    "leak.suspected",
-    "leak.cleared",
-    "ingest.firing",
-    "ingest.resolved",
-    "incident.opened",
-    "incident.updated",
-    "incident.update_due",
-];
+/// Whether a rule may name this event kind (wildcards with `*` are not
+/// checked): every kind the agent emits (`event::KINDS`) but its own
+/// `alert.*` events, which never raise alerts.
+pub fn known_kind(kind: &str) -> bool {
+    crate::event::KINDS.contains(&kind) && !kind.starts_with("alert.")
+}
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -662,12 +642,23 @@ fn kinds(t: &Tbl, key: &'static str) -> Option<Vec<(String, Option<Range<usize>>
 
 fn check_kinds(t: &Tbl, key: &str, list: &[(String, Option<Range<usize>>)]) {
     for (k, span) in list {
-        if k.contains('*') || KNOWN_KINDS.contains(&k.as_str()) {
+        if k.contains('*') || known_kind(k) {
+            continue;
+        }
+        if crate::event::KINDS.contains(&k.as_str()) {
+            t.reader().error(
+                span.clone(),
+                format!(
+                    "event kind \"{k}\" in `{key}` of {}: the agent's own alert events never raise alerts",
+                    t.what
+                ),
+            );
             continue;
         }
         let mut m = format!("unknown event kind \"{k}\" in `{key}` of {}", t.what);
-        let best = KNOWN_KINDS
+        let best = crate::event::KINDS
             .iter()
+            .filter(|c| known_kind(c))
             .map(|c| (strsim::damerau_levenshtein(k, c), *c))
             .filter(|(d, c)| *d <= 2.max(c.len() / 3))
             .min();

@@ -2,7 +2,8 @@
 //! port 587), implicit TLS (`tls = "tls"`, port 465) or none (`tls =
 //! "none"`, for a local relay), and optional authentication. The message is
 //! plain text with the one-click acknowledge link; its Message-ID is fixed
-//! per delivery, so a copy sent again after a crash is recognisably the same.
+//! per delivery, so a copy sent again after a crash is recognisably the same
+//! (a test notification gets a new one each time).
 
 use std::time::Duration;
 
@@ -78,12 +79,7 @@ impl Email {
         let mut m = Message::builder()
             .from(self.from.clone())
             .subject(n.subject_line())
-            .message_id(Some(format!(
-                "<mamori.alert-{}.delivery-{}@{}>",
-                n.alert_id,
-                n.delivery_id,
-                self.from.email.domain()
-            )))
+            .message_id(Some(message_id(n, self.from.email.domain())))
             .header(ContentType::TEXT_PLAIN);
         for t in &self.to {
             m = m.to(t.clone());
@@ -99,5 +95,24 @@ impl Email {
                 crate::config::units::format_duration(self.timeout)
             )),
         }
+    }
+}
+
+/// Fixed per delivery (a copy sent again after a crash is the same
+/// message); unique for each test notification, which is no delivery (all
+/// of them had `alert-0.delivery-0`, so a mail system could file a second
+/// test as a duplicate of the first).
+fn message_id(n: &Notification, domain: &str) -> String {
+    if n.is_test() {
+        format!(
+            "<mamori.test-{}.{:016x}@{domain}>",
+            crate::util::now_ms(),
+            rand::random::<u64>()
+        )
+    } else {
+        format!(
+            "<mamori.alert-{}.delivery-{}@{domain}>",
+            n.alert_id, n.delivery_id
+        )
     }
 }

@@ -45,8 +45,17 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// `[CRITICAL] title`, or `[RESOLVED] title`.
+    /// A test notification (`mamori test-channel`): about no alert.
+    pub fn is_test(&self) -> bool {
+        self.what == "test"
+    }
+
+    /// `[CRITICAL] title (alert #N)`, or `[RESOLVED] …`; `[TEST] title` for
+    /// a test notification, which has no alert.
     pub fn subject_line(&self) -> String {
+        if self.is_test() {
+            return format!("[TEST] {}", self.title);
+        }
         let tag = match self.what.as_str() {
             "resolved" | "acknowledged" => self.what.to_ascii_uppercase(),
             _ => self.severity.to_ascii_uppercase(),
@@ -54,9 +63,17 @@ impl Notification {
         format!("[{tag}] {} (alert #{})", self.title, self.alert_id)
     }
 
-    /// A plain-text rendering for mail and chat.
+    /// A plain-text rendering for mail and chat. A test notification
+    /// names no alert and offers nothing to acknowledge.
     pub fn text(&self) -> String {
         let mut s = String::new();
+        if self.is_test() {
+            s.push_str(&format!(
+                "{}\n\nSent by `mamori test-channel {}` at {}. No alert is open; there is nothing to acknowledge.\n",
+                self.body, self.subject, self.first_at
+            ));
+            return s;
+        }
         if let Some(note) = &self.note {
             s.push_str(&format!("{note}\n\n"));
         }
