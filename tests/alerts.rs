@@ -1432,21 +1432,25 @@ command = ["/bin/sh", "-c", "touch {started}; while [ ! -f {go} ]; do sleep 0.05
     );
     wait_for("the channel's command", || started.exists().then_some(()));
     let id = wait_alert(&a, "firing")["id"].as_i64().unwrap();
-    // The send succeeds while another writer holds the store: its record
-    // fails (after the busy timeout).
+    // The send succeeds while the store refuses to record it (as a full
+    // disk would); everything else it still takes.
     let db = rusqlite::Connection::open(a.data_dir().join("mamori.db")).unwrap();
-    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_sent BEFORE UPDATE OF state ON alert_deliveries
+         WHEN NEW.state = 'sent'
+         BEGIN SELECT RAISE(FAIL, 'database or disk is full (test)'); END;",
+    )
+    .unwrap();
     std::fs::write(&go, "").unwrap();
-    wait_for("the failed record in the agent's log", || {
-        a.log()
-            .contains("Could not record a delivery")
-            .then_some(())
+    // Two failed records: the first, and a retry of the record (or, without
+    // the fix, of the whole send).
+    wait_for("two failed records in the agent's log", || {
+        (a.log().matches("Could not record a delivery").count() >= 2).then_some(())
     });
-    db.execute_batch("ROLLBACK").unwrap();
-    // The record is written once the store is back, and it went out once.
+    db.execute_batch("DROP TRIGGER refuse_sent").unwrap();
+    // The record is written once the store takes it, and it went out once.
     wait_for("the delivery recorded as sent", || {
-        let (_, body) = http(a.port, "GET", &format!("/api/v1/alerts/{id}"), None).ok()?;
-        let v: Value = serde_json::from_str(&body).ok()?;
+        let v = a.get(&format!("/api/v1/alerts/{id}"));
         (v["deliveries"][0]["state"] == "sent").then_some(())
     });
     assert_eq!(

@@ -399,13 +399,8 @@ command = "echo second"
     });
 }
 
-#[test]
-fn next_shows_the_schedule_without_an_agent() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("m.toml");
-    std::fs::write(
-        &cfg,
-        r#"[[calendar]]
+/// A nightly job on a business-day calendar.
+const CALENDAR_JOB: &str = r#"[[calendar]]
 name = "jp"
 closed = ["2099-01-01"]
 
@@ -416,9 +411,13 @@ timezone = "Asia/Tokyo"
 calendar = "jp"
 on_closed = "next-open-day"
 command = "true"
-"#,
-    )
-    .unwrap();
+"#;
+
+#[test]
+fn next_shows_the_schedule_without_an_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("m.toml");
+    std::fs::write(&cfg, CALENDAR_JOB).unwrap();
     let out = std::process::Command::new(common::BIN)
         .arg("-c")
         .arg(&cfg)
@@ -694,21 +693,7 @@ catch_up = "all"
 
 #[test]
 fn a_calendar_schedule_is_shown_as_configured() {
-    let a = Agent::start(
-        "",
-        r#"[[calendar]]
-name = "jp"
-closed = ["2099-01-01"]
-
-[[job]]
-name = "nightly"
-schedule = "30 2 * * *"
-timezone = "Asia/Tokyo"
-calendar = "jp"
-on_closed = "next-open-day"
-command = "true"
-"#,
-    );
+    let a = Agent::start("", CALENDAR_JOB);
     let schedule = flow(&a, "nightly")["schedule"].clone();
     assert_eq!(
         schedule,

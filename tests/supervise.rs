@@ -414,30 +414,29 @@ backoff_min = "100ms"
         ),
     );
     let first = wait_for("the service's process", || sleeps_with(&m).first().copied());
-    // Another writer holds the database: the agent's writes fail after its
-    // busy timeout, including the record of the next run.
+    // The store refuses new runs (as a full disk would); everything else
+    // it still takes.
     let db = rusqlite::Connection::open(a.data_dir().join("mamori.db")).unwrap();
-    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_runs BEFORE INSERT ON runs
+         BEGIN SELECT RAISE(FAIL, 'database or disk is full (test)'); END;",
+    )
+    .unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    // While the store is held, API answers can take the busy timeout too.
-    let unit = || {
-        common::http(a.port, "GET", "/api/v1/units/web", None)
-            .ok()
-            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
-    };
     let u = wait_for("the start to fail for want of a record", || {
-        let u = unit()?;
+        let u = a.unit("web");
         u["last_reason"]
             .as_str()
             .is_some_and(|r| r.starts_with("cannot record the run"))
             .then_some(u)
     });
     assert!(u["pid"].is_null(), "{u}");
-    db.execute_batch("ROLLBACK").unwrap();
+    assert!(sleeps_with(&m).is_empty(), "nothing runs unrecorded");
+    db.execute_batch("DROP TRIGGER refuse_runs").unwrap();
     let second = wait_for("the service to run again", || {
         sleeps_with(&m).first().copied().filter(|p| *p != first)
     });

@@ -89,10 +89,14 @@ impl Outbox {
                         }
                         if h.sent {
                             // Delivered; only the record is missing.
-                            if self.store.delivery_sent(&d, now, h.took_ms).is_ok() {
-                                held.remove(&d.id);
-                            } else {
-                                h.until = now + STORE_RETRY_MS;
+                            match self.store.delivery_sent(&d, now, h.took_ms) {
+                                Ok(()) => {
+                                    held.remove(&d.id);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(delivery = d.id, error = %e, "Could not record a delivery yet; retrying every second (it is not sent again).");
+                                    h.until = now + STORE_RETRY_MS;
+                                }
                             }
                             continue;
                         }

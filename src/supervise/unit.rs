@@ -424,14 +424,7 @@ impl UnitTask {
                 // that could not start (the store may be busy or full).
                 let reason = format!("cannot record the run: {e}");
                 tracing::error!(unit = %self.cfg.name, error = %e, "Could not start: the run cannot be recorded.");
-                self.set(|s| {
-                    s.last_reason = Some(reason.clone());
-                    s.last_exit_at = Some(now_ms());
-                    s.state = UnitState::Failed;
-                });
-                if self.cfg.kind == UnitKind::Service {
-                    self.decide(false, Duration::ZERO, true);
-                }
+                self.start_failed(&reason);
                 return Err(CmdError {
                     status: 503,
                     error: reason,
@@ -493,19 +486,25 @@ impl UnitTask {
                     run_id,
                     error: e.to_string(),
                 });
-                self.set(|s| {
-                    s.last_reason = Some(reason.clone());
-                    s.last_exit_at = Some(now_ms());
-                    s.state = UnitState::Failed;
-                });
-                if self.cfg.kind == UnitKind::Service {
-                    self.decide(false, Duration::ZERO, true);
-                }
+                self.start_failed(&reason);
                 Err(CmdError {
                     status: 409,
                     error: format!("could not start \"{}\": {e}", self.cfg.name),
                 })
             }
+        }
+    }
+
+    /// A start that did not happen: the status says why, and a service is
+    /// retried by its restart policy after a pause.
+    fn start_failed(&mut self, reason: &str) {
+        self.set(|s| {
+            s.last_reason = Some(reason.to_string());
+            s.last_exit_at = Some(now_ms());
+            s.state = UnitState::Failed;
+        });
+        if self.cfg.kind == UnitKind::Service {
+            self.decide(false, Duration::ZERO, true);
         }
     }
 
