@@ -485,7 +485,16 @@ mod tests {
         std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
         let mut child = spawn_quiet(link.to_str().unwrap(), &["30"]);
         let pid = child.id() as i32;
-        let comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap();
+        // The parent can resume before `execve` has renamed the child (it
+        // still has this thread's name then): wait for the new name.
+        let mut comm = Vec::new();
+        for _ in 0..500 {
+            comm = std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.starts_with(b"backup_") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let seen = stat(pid);
         let in_table = ProcFiles::default().read(&[pid]).len();
         let _ = child.kill();
