@@ -1,11 +1,13 @@
 //! `mamori agent`: wires the parts together, owns the bus and the shutdown.
 //!
-//! Start order: data dir and its lock (one agent per data dir), store (runs
-//! left `running` by a dead predecessor become `interrupted`), token, reaper,
-//! enforcement (and the predecessor's leftover processes are killed), API
-//! listener, then the units. Shutdown (SIGTERM/SIGINT/SIGQUIT; see `Signals`): every unit is stopped
-//! with its own `stop_timeout`, the whole within `shutdown_timeout`; whatever
-//! is still alive at that deadline is killed.
+//! Start order: signal handlers, data dir and its lock (one agent per data
+//! dir), store (runs left `running` by a dead predecessor become
+//! `interrupted`), token, API listener (before any cgroup exists, so a taken
+//! port leaves nothing behind), reaper, enforcement (and the predecessor's
+//! leftover processes are killed), incidents, alerting, then the units.
+//! Shutdown (SIGTERM, SIGINT or SIGQUIT; see `Signals`): every unit is
+//! stopped with its own `stop_timeout`, the whole within `shutdown_timeout`;
+//! whatever is still alive at that deadline is killed.
 
 use std::fs::OpenOptions;
 use std::hash::Hasher;

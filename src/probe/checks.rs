@@ -485,10 +485,11 @@ impl Task {
             e.view.since = Some(started);
         }
         let job = job.as_deref();
-        // A success that ended before this agent watched (say, the check
-        // was added to the config after the job last ran) counts as a ping.
-        self.catch_up(job);
+        // Subscribed first, so no success falls between the two: one that
+        // ended before this agent watched (say, the check was added to the
+        // config after the job last ran) counts as a ping.
         let mut events = self.ctx.bus.subscribe();
+        self.catch_up(job);
         let mut tick = tokio::time::interval(cfg.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let allowed = (*period + *grace).as_millis() as i64;
