@@ -248,3 +248,59 @@ after = ["s"]
         "{err}"
     );
 }
+
+#[test]
+fn time_zones_come_from_the_machines_tz_database() {
+    let text = r#"[[job]]
+name = "tokyo"
+command = "true"
+schedule = "30 2 * * *"
+timezone = "Asia/Tokyo"
+
+[[job]]
+name = "typo"
+command = "true"
+schedule = "30 2 * * *"
+timezone = "Asia/Tokio"
+
+[[job]]
+name = "path"
+command = "true"
+schedule = "30 2 * * *"
+timezone = "../../etc/passwd"
+"#;
+    let (code, _, err) = check(text);
+    assert_eq!(code, 1, "{err}");
+    for line in [
+        "FILE:11:12: unknown time zone \"Asia/Tokio\" in [[job]] \"typo\"; expected an IANA name such as \"Asia/Tokyo\" or \"UTC\" (as under /usr/share/zoneinfo)",
+        "FILE:17:12: unknown time zone \"../../etc/passwd\" in [[job]] \"path\"",
+    ] {
+        assert!(err.contains(line), "missing:\n  {line}\nin:\n{err}");
+    }
+    assert!(
+        err.ends_with("FILE: 2 errors\n"),
+        "only the two bad zones: {err}"
+    );
+
+    // Without a tz database, a named zone says what to install; UTC still works.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.toml");
+    std::fs::write(
+        &path,
+        "[[job]]\nname = \"a\"\ncommand = \"true\"\nschedule = \"0 * * * *\"\ntimezone = \"Asia/Tokyo\"\n\n[[job]]\nname = \"b\"\ncommand = \"true\"\nschedule = \"0 * * * *\"\ntimezone = \"UTC\"\n",
+    )
+    .unwrap();
+    let out = Command::new(common::BIN)
+        .args(["check-config"])
+        .arg(&path)
+        .env("TZDIR", "/nonexistent/zoneinfo")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(":5:12: time zone \"Asia/Tokyo\" in [[job]] \"a\": there is no tz database at /nonexistent/zoneinfo; install the tzdata package"),
+        "{err}"
+    );
+    assert!(err.ends_with(": 1 error\n"), "{err}");
+}

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::schedule::zone::{Tz, ZoneError, ZONEINFO};
 use chrono::NaiveDate;
-use chrono_tz::Tz;
 
 use super::walk::Tbl;
 use crate::schedule::flow::JobPolicy;
@@ -56,7 +56,8 @@ pub struct JobSpec {
     pub on_failure_span: Option<std::ops::Range<usize>>,
 }
 
-/// The zone used when a job names none: `TZ`, else /etc/timezone, else UTC.
+/// The zone used when a job names none: `TZ`, else /etc/timezone, else the
+/// zone /etc/localtime links to, else UTC (what cron would use).
 pub fn default_tz() -> Tz {
     std::env::var("TZ")
         .ok()
@@ -66,7 +67,24 @@ pub fn default_tz() -> Tz {
                 .ok()
                 .and_then(|t| t.trim().parse().ok())
         })
-        .unwrap_or(Tz::UTC)
+        .or_else(|| {
+            let target = std::fs::read_link("/etc/localtime").ok()?;
+            let target = target.to_str()?;
+            let (_, name) = target.split_once("zoneinfo/")?;
+            name.parse().ok()
+        })
+        .unwrap_or_else(Tz::utc)
+}
+
+/// What to say about a `timezone` that cannot be used.
+fn zone_error(z: &str, what: &str, e: ZoneError) -> String {
+    match e {
+        ZoneError::BadName | ZoneError::Unknown(_) => format!(
+            "unknown time zone \"{z}\" in {what}; expected an IANA name such as \"Asia/Tokyo\" or \"UTC\" (as under {})",
+            std::env::var("TZDIR").unwrap_or_else(|_| ZONEINFO.to_string())
+        ),
+        e => format!("time zone \"{z}\" in {what}: {e}"),
+    }
 }
 
 pub fn job(t: &Tbl) -> JobSpec {
@@ -75,9 +93,9 @@ pub fn job(t: &Tbl) -> JobSpec {
     let tz = match t.str("timezone") {
         Some((z, span)) => match z.parse::<Tz>() {
             Ok(tz) => tz,
-            Err(_) => {
-                t.reader().error(span, format!("unknown time zone \"{z}\" in {}; expected an IANA name such as \"Asia/Tokyo\" or \"UTC\"", t.what));
-                Tz::UTC
+            Err(e) => {
+                t.reader().error(span, zone_error(&z, &t.what, e));
+                Tz::utc()
             }
         },
         None => default_tz(),

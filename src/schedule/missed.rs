@@ -112,7 +112,7 @@ mod tests {
     fn every(secs: u64) -> Schedule {
         Schedule {
             trigger: Trigger::Every(Duration::from_secs(secs)),
-            tz: chrono_tz::Tz::UTC,
+            tz: crate::schedule::zone::Tz::utc(),
             calendar: None,
         }
     }

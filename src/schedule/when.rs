@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc, Weekday};
-use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
+
+pub use super::zone::Tz;
 
 /// Which days are closed, and what to do with a run that falls on one.
 #[derive(Debug, Clone, PartialEq)]
@@ -242,7 +243,7 @@ mod tests {
     fn every_is_aligned() {
         let s = Schedule {
             trigger: Trigger::Every(Duration::from_secs(300)),
-            tz: Tz::UTC,
+            tz: Tz::utc(),
             calendar: None,
         };
         assert_eq!(
@@ -255,7 +256,7 @@ mod tests {
     fn last_in_finds_the_latest_fire_time_of_a_long_gap() {
         let every = Schedule {
             trigger: Trigger::Every(Duration::from_secs(60)),
-            tz: Tz::UTC,
+            tz: Tz::utc(),
             calendar: None,
         };
         let from = utc("2026-11-23T00:00:00Z");
@@ -321,6 +322,88 @@ mod tests {
         assert_eq!(
             days(closing(OnClosed::PreviousOpenDay).next_n(after, 2)),
             vec!["12-30 06:00", "01-04 06:00"]
+        );
+    }
+
+    fn local(t: DateTime<Utc>, tz: &str) -> String {
+        t.with_timezone(&tz.parse::<Tz>().unwrap())
+            .format("%Y-%m-%d %H:%M %Z")
+            .to_string()
+    }
+
+    #[test]
+    fn a_time_skipped_by_the_clock_moving_forward() {
+        // New York, 2027-03-14: 02:00 EST becomes 03:00 EDT, so 02:30 is never on the clock.
+        let s = cron("30 2 * * *", "America/New_York");
+        let next: Vec<String> = s
+            .next_n(utc("2027-03-12T12:00:00Z"), 3)
+            .into_iter()
+            .map(|t| local(t, "America/New_York"))
+            .collect();
+        // cron's rule: a time the clock skips runs when the clock jumps.
+        assert_eq!(
+            next,
+            [
+                "2027-03-13 02:30 EST",
+                "2027-03-14 03:00 EDT",
+                "2027-03-15 02:30 EDT"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_time_the_clock_passes_twice() {
+        // New York, 2026-11-01: 02:00 EDT becomes 01:00 EST, so 01:30 comes twice.
+        let s = cron("30 1 * * *", "America/New_York");
+        let next: Vec<String> = s
+            .next_n(utc("2026-10-30T12:00:00Z"), 3)
+            .into_iter()
+            .map(|t| local(t, "America/New_York"))
+            .collect();
+        // Once, at the first of the two.
+        assert_eq!(
+            next,
+            [
+                "2026-10-31 01:30 EDT",
+                "2026-11-01 01:30 EDT",
+                "2026-11-02 01:30 EST"
+            ]
+        );
+        // A run the calendar moves onto 01:30 that day takes the first of the two.
+        let mut s = cron("30 1 * * *", "America/New_York");
+        s.calendar = Some((
+            Calendar {
+                name: "x".into(),
+                closed: ["2026-10-31"].iter().map(|d| d.parse().unwrap()).collect(),
+                weekends_closed: false,
+            },
+            OnClosed::NextOpenDay,
+        ));
+        let next: Vec<String> = s
+            .next_n(utc("2026-10-30T12:00:00Z"), 2)
+            .into_iter()
+            .map(|t| local(t, "America/New_York"))
+            .collect();
+        // (The 31st's run, moved, is the 1st's own: one run, not two.)
+        assert_eq!(next, ["2026-11-01 01:30 EDT", "2026-11-02 01:30 EST"]);
+    }
+
+    #[test]
+    fn rules_past_the_last_listed_transition_still_apply() {
+        // Zone files list transitions up to 2037; later years follow the rule
+        // at the end of the file. London is on BST (UTC+1) in July 2041.
+        let s = cron("0 12 * * *", "Europe/London");
+        assert_eq!(
+            s.next_n(utc("2041-07-01T00:00:00Z"), 1),
+            vec![utc("2041-07-01T11:00:00Z")]
+        );
+        assert_eq!(
+            s.next_n(utc("2041-12-01T00:00:00Z"), 1),
+            vec![utc("2041-12-01T12:00:00Z")]
+        );
+        assert_eq!(
+            local(utc("2041-07-01T11:00:00Z"), "Europe/London"),
+            "2041-07-01 12:00 BST"
         );
     }
 
