@@ -91,7 +91,7 @@ pub(super) struct Cycle {
 /// each run's minimum at its mean time (seconds since `from`), and the
 /// deepest fall inside each run.
 fn floor_points(
-    buckets: &[&Bucket],
+    buckets: &[Bucket],
     segments: usize,
     from: u64,
     width_ms: u64,
@@ -102,7 +102,7 @@ fn floor_points(
     let mut run_falls = Vec::with_capacity(segments);
     for j in 0..segments {
         let run = &buckets[j * n / segments..(j + 1) * n / segments];
-        run_falls.push(deepest_fall(run.iter().map(|b| **b)));
+        run_falls.push(deepest_fall(run.iter().copied()));
         let t = run.iter().map(|b| b.start_ms as f64 + half).sum::<f64>() / run.len() as f64;
         points.push(Point {
             t: (t - from as f64) / 1000.0,
