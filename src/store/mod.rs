@@ -8,7 +8,11 @@
 //! in order on open, tracked by `PRAGMA user_version`.
 //!
 //! Calls are short and synchronous behind one mutex; async callers hold it
-//! only for one statement or one small transaction.
+//! only for one statement or one small transaction. A call that has to wait
+//! (for the mutex, or for another process's write: an operator's `sqlite3`,
+//! a backup) waits off the runtime's workers ([`off_worker`]), so the rest of
+//! the agent, the poll-mode watchdogs that enforce limits included, runs on
+//! meanwhile. The uncontended path costs one `try_lock`.
 
 // --- cluster ---
 mod drills;
@@ -19,7 +23,8 @@ mod runs;
 mod samples;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::Duration;
 
 use rusqlite::{params, Connection};
 
@@ -58,7 +63,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_handler(Some(busy_wait))?;
         migrations::apply(&mut conn, path)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
@@ -66,7 +71,13 @@ impl Store {
     }
 
     pub(crate) fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.conn.lock().map_err(|_| StoreError::Poisoned)
+        match self.conn.try_lock() {
+            Ok(guard) => Ok(guard),
+            Err(TryLockError::WouldBlock) => {
+                off_worker(|| self.conn.lock()).map_err(|_| StoreError::Poisoned)
+            }
+            Err(TryLockError::Poisoned(_)) => Err(StoreError::Poisoned),
+        }
     }
 
     pub fn append_event(&self, ts: i64, kind: &EventKind) -> Result<i64, StoreError> {
@@ -118,9 +129,105 @@ impl Store {
     }
 }
 
+/// Runs `f`, which may block its thread for a while, without holding a
+/// runtime worker: on the multi-thread runtime the worker's other tasks move
+/// to another thread first (`block_in_place`). Elsewhere (the reaper thread,
+/// a blocking-pool thread, a current-thread test runtime) it just runs `f`.
+fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// How long SQLite waits for another connection's lock before a call fails
+/// with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The waits between tries, as SQLite's own busy timeout spaces them.
+const BUSY_DELAYS_MS: [u64; 12] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
+
+/// The wait before try `n + 1`, or None once `BUSY_TIMEOUT` is spent.
+fn busy_delay(n: u32) -> Option<Duration> {
+    let n = n as usize;
+    let last = BUSY_DELAYS_MS[BUSY_DELAYS_MS.len() - 1];
+    let waited: u64 = BUSY_DELAYS_MS.iter().take(n).sum::<u64>()
+        + n.saturating_sub(BUSY_DELAYS_MS.len()) as u64 * last;
+    let left = (BUSY_TIMEOUT.as_millis() as u64).checked_sub(waited)?;
+    let delay = BUSY_DELAYS_MS.get(n).copied().unwrap_or(last).min(left);
+    (delay > 0).then(|| Duration::from_millis(delay))
+}
+
+/// SQLite's busy handler: the same waits as `busy_timeout`, off the workers.
+fn busy_wait(n: i32) -> bool {
+    match busy_delay(u32::try_from(n).unwrap_or(0)) {
+        Some(d) => {
+            off_worker(|| std::thread::sleep(d));
+            true
+        }
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_waits_are_spaced_like_sqlites_and_end_at_the_timeout() {
+        assert_eq!(busy_delay(0), Some(Duration::from_millis(1)));
+        assert_eq!(busy_delay(11), Some(Duration::from_millis(100)));
+        let total: Duration = (0..).map_while(busy_delay).sum();
+        assert_eq!(total, BUSY_TIMEOUT);
+        assert_eq!(busy_delay(10_000), None);
+    }
+
+    /// One runtime worker; another connection (another process, as far as
+    /// SQLite is concerned) holds the write lock. A store call waiting for it,
+    /// and one waiting for the store's mutex behind that, must leave the
+    /// worker to the rest: a task spawned after them finishes while both
+    /// still wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_store_call_waiting_for_a_lock_does_not_hold_the_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let store = Store::open(&path).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+        let append = |store: Store, started: std::sync::mpsc::Sender<()>| async move {
+            let _ = started.send(());
+            // Blocks until the lock is released (or the busy timeout).
+            store.append_event(
+                1,
+                &EventKind::UnitBackoff {
+                    unit: "a".into(),
+                    delay_ms: 1,
+                },
+            )
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting_for_sqlite = tokio::spawn(append(store.clone(), tx.clone()));
+        rx.recv().unwrap();
+        let waiting_for_mutex = tokio::spawn(append(store.clone(), tx));
+        rx.recv().unwrap();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _ = done_tx.send(());
+        });
+        tokio::time::timeout(Duration::from_secs(30), done_rx)
+            .await
+            .expect("a task spawned behind two waiting store calls never ran")
+            .unwrap();
+        assert!(
+            !waiting_for_sqlite.is_finished() && !waiting_for_mutex.is_finished(),
+            "the other task ran only after a store call gave up"
+        );
+        other.execute_batch("ROLLBACK").unwrap();
+        assert!(waiting_for_sqlite.await.unwrap().is_ok());
+        assert!(waiting_for_mutex.await.unwrap().is_ok());
+    }
 
     #[test]
     fn events_survive_reopen_and_filter_by_unit() {
