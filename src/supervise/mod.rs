@@ -78,7 +78,8 @@ impl Gates {
 }
 
 struct Handle {
-    tx: mpsc::Sender<Command>,
+    /// Boxed: a channel allocates room for 32 messages at once, per unit.
+    tx: mpsc::Sender<Box<Command>>,
     status: Arc<Mutex<UnitStatus>>,
 }
 
@@ -151,7 +152,7 @@ impl Supervisor {
             error: format!("no unit named \"{name}\""),
         })?;
         let (tx, rx) = oneshot::channel();
-        h.tx.send(make(tx)).await.map_err(|_| gone())?;
+        h.tx.send(Box::new(make(tx))).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 }

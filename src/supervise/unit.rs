@@ -248,7 +248,7 @@ impl UnitTask {
         f(&mut guard);
     }
 
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>, cancel: CancellationToken) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Box<Command>>, cancel: CancellationToken) {
         if self.cfg.kind == UnitKind::Service && self.cfg.autostart {
             // A failure is recorded and handled by the restart policy inside.
             let _ = self.start("autostart");
@@ -271,24 +271,26 @@ impl UnitTask {
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => Ev::Shutdown,
-                    cmd = rx.recv() => cmd.map(Ev::Cmd).unwrap_or(Ev::Shutdown),
+                    cmd = rx.recv() => cmd.map(|c| Ev::Cmd(*c)).unwrap_or(Ev::Shutdown),
                     info = exit => Ev::Exited(info),
                     _ = until(backoff) => Ev::BackoffDone,
                     _ = until(wall) => Ev::Wall,
                 }
             };
+            // The handlers' futures are boxed: inline, the largest of them
+            // would be part of every idle unit's task for its whole life.
             match ev {
                 Ev::Shutdown => {
-                    self.stop("shutdown").await;
+                    Box::pin(self.stop("shutdown")).await;
                     return;
                 }
-                Ev::Cmd(cmd) => self.command(cmd).await,
-                Ev::Exited(info) => self.exited(info).await,
+                Ev::Cmd(cmd) => Box::pin(self.command(cmd)).await,
+                Ev::Exited(info) => Box::pin(self.exited(info)).await,
                 Ev::BackoffDone => {
                     self.backoff_until = None;
                     let _ = self.start("restart");
                 }
-                Ev::Wall => self.wall_breach().await,
+                Ev::Wall => Box::pin(self.wall_breach()).await,
             }
         }
     }
