@@ -349,6 +349,10 @@ mod tests {
                 "2027-03-15 02:30 EDT"
             ]
         );
+        // ...but only for one fixed time: a range skips the missing time.
+        let s = cron("30 2-3 * * *", "America/New_York");
+        let next = s.next_n(utc("2027-03-14T05:00:00Z"), 1);
+        assert_eq!(local(next[0], "America/New_York"), "2027-03-14 03:30 EDT");
     }
 
     #[test]
@@ -367,6 +371,21 @@ mod tests {
                 "2026-10-31 01:30 EDT",
                 "2026-11-01 01:30 EDT",
                 "2026-11-02 01:30 EST"
+            ]
+        );
+        // An hourly expression runs in both passes (docs/config.md says so).
+        let s = cron("0 * * * *", "America/New_York");
+        let next: Vec<String> = s
+            .next_n(utc("2026-11-01T04:30:00Z"), 3)
+            .into_iter()
+            .map(|t| local(t, "America/New_York"))
+            .collect();
+        assert_eq!(
+            next,
+            [
+                "2026-11-01 01:00 EDT",
+                "2026-11-01 01:00 EST",
+                "2026-11-01 02:00 EST"
             ]
         );
         // A run the calendar moves onto 01:30 that day takes the first of the two.

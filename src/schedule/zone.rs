@@ -104,9 +104,14 @@ impl Tz {
     pub fn utc() -> Tz {
         static UTC: OnceLock<Tz> = OnceLock::new();
         *UTC.get_or_init(|| {
+            // tz-rs's own UTC has no abbreviation; `%Z` should say "UTC".
+            let tz = tz::LocalTimeType::new(0, false, Some(b"UTC"))
+                .ok()
+                .and_then(|t| tz::TimeZone::new(vec![], vec![t], vec![], None).ok())
+                .unwrap_or_else(tz::TimeZone::utc);
             intern(Data {
                 name: "UTC".into(),
-                tz: tz::TimeZone::utc(),
+                tz,
                 offsets: vec![0],
             })
         })
@@ -129,10 +134,28 @@ impl Tz {
             Err(_) if !std::path::Path::new(dir).is_dir() => {
                 return Err(ZoneError::NoDatabase(dir.to_string()))
             }
-            Err(_) => return Err(ZoneError::Unknown(dir.to_string())),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound
+                        | std::io::ErrorKind::IsADirectory
+                        | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Err(ZoneError::Unknown(dir.to_string()))
+            }
+            Err(e) => return Err(ZoneError::Invalid(path, e.to_string())),
         };
         let tz = tz::TimeZone::from_tz_data(&bytes)
             .map_err(|e| ZoneError::Invalid(path.clone(), e.to_string()))?;
+        // The right/ zones count leap seconds in their timestamps, which no
+        // clock on this machine does (cron and date would be 27 s off).
+        if !tz.as_ref().leap_seconds().is_empty() {
+            return Err(ZoneError::Invalid(
+                path,
+                "it counts leap seconds (a right/ zone); name the zone without right/".into(),
+            ));
+        }
         let offsets = offsets_of(&tz);
         // chrono's offsets stay within a day; every real zone is within ±15 h.
         if offsets.iter().any(|o| o.abs() >= 86_400) {
@@ -155,17 +178,19 @@ impl Tz {
     /// The offset (seconds east) and abbreviation in force at `unix` seconds.
     fn at(&self, unix: i64) -> (i32, &'static str) {
         let data: &'static Data = self.0;
-        match data.tz.find_local_time_type(unix) {
-            Ok(t) => (t.ut_offset(), t.time_zone_designation()),
-            // Only for instants outside what the file can express (years
-            // beyond ±2^31): the zone's last listed type stands in.
-            Err(_) => data
-                .tz
-                .as_ref()
-                .local_time_types()
+        let r = data.tz.as_ref();
+        let t = match r.find_local_time_type(unix) {
+            Ok(t) => Some(t),
+            // After the last transition of a file with no rule at its end
+            // (or past what the rule can compute): the last transition's
+            // type stays in force, as in glibc (RFC 8536, 3.3).
+            Err(_) => r
+                .transitions()
                 .last()
-                .map_or((0, "UTC"), |t| (t.ut_offset(), t.time_zone_designation())),
-        }
+                .and_then(|last| r.local_time_types().get(last.local_time_type_index()))
+                .or_else(|| r.local_time_types().first()),
+        };
+        t.map_or((0, "UTC"), |t| (t.ut_offset(), t.time_zone_designation()))
     }
 
     fn offset(&self, seconds: i32, abbr: &'static str) -> TzOffset {
@@ -351,6 +376,77 @@ mod tests {
         let jul = Utc.with_ymd_and_hms(2050, 7, 15, 0, 0, 0).unwrap();
         assert_eq!(jan.with_timezone(&sydney).format("%Z").to_string(), "AEDT");
         assert_eq!(jul.with_timezone(&sydney).format("%Z").to_string(), "AEST");
+    }
+
+    /// A version 1 TZif file (no rule at its end): `types` are (offset,
+    /// abbreviation), `transitions` (time, type index), `leaps` (time, total).
+    fn tzif(types: &[(i32, &str)], transitions: &[(i32, u8)], leaps: &[(i32, i32)]) -> Vec<u8> {
+        let mut chars = Vec::new();
+        let mut info = Vec::new();
+        for (off, abbr) in types {
+            info.extend(off.to_be_bytes());
+            info.extend([0u8, chars.len() as u8]);
+            chars.extend(abbr.bytes());
+            chars.push(0);
+        }
+        let mut f = b"TZif".to_vec();
+        f.extend([0u8; 16]);
+        for n in [
+            0,
+            0,
+            leaps.len(),
+            transitions.len(),
+            types.len(),
+            chars.len(),
+        ] {
+            f.extend((n as u32).to_be_bytes());
+        }
+        transitions
+            .iter()
+            .for_each(|(t, _)| f.extend(t.to_be_bytes()));
+        transitions.iter().for_each(|(_, i)| f.push(*i));
+        f.extend(info);
+        f.extend(chars);
+        for (t, total) in leaps {
+            f.extend(t.to_be_bytes());
+            f.extend(total.to_be_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn after_the_last_transition_of_a_file_without_a_rule_its_type_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        // Type 1 is listed last but never used; from t = 1000 on it is AAA.
+        let f = tzif(&[(3600, "AAA"), (7200, "BBB")], &[(1000, 0)], &[]);
+        std::fs::write(dir.path().join("Norule"), f).unwrap();
+        let z = Tz::from_dir("Norule", dir.path().to_str().unwrap()).unwrap();
+        let t = Utc
+            .with_ymd_and_hms(2030, 1, 1, 0, 0, 0)
+            .unwrap()
+            .with_timezone(&z);
+        assert_eq!(t.format("%H:%M %Z").to_string(), "01:00 AAA");
+    }
+
+    #[test]
+    fn zones_that_count_leap_seconds_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = tzif(&[(0, "UTC")], &[], &[(78796800, 1)]);
+        std::fs::write(dir.path().join("Leapy"), f).unwrap();
+        match Tz::from_dir("Leapy", dir.path().to_str().unwrap()) {
+            Err(ZoneError::Invalid(_, why)) => assert!(why.contains("leap seconds"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn utc_is_called_utc() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
+        assert_eq!(
+            t.with_timezone(&Tz::utc()).format("%H:%M %Z").to_string(),
+            "12:00 UTC"
+        );
+        assert_eq!(Tz::utc().to_string(), "UTC");
     }
 
     #[test]

@@ -129,14 +129,37 @@ impl Store {
     }
 }
 
+/// At most this many store calls wait off the workers at once. Each one
+/// holds a thread while it waits (tokio starts one to run the worker's other
+/// tasks), and a restart storm of hundreds of units while an operator's
+/// `sqlite3` holds the lock would otherwise start hundreds, up to tokio's
+/// blocking-pool limit, past which the workers themselves would wait for a
+/// thread. Calls beyond this wait on their worker, as they all used to.
+const MAX_OFF_WORKER: usize = 32;
+static OFF_WORKER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Runs `f`, which may block its thread for a while, without holding a
 /// runtime worker: on the multi-thread runtime the worker's other tasks move
-/// to another thread first (`block_in_place`). Elsewhere (the reaper thread,
-/// a blocking-pool thread, a current-thread test runtime) it just runs `f`.
+/// to another thread first (`block_in_place`). Elsewhere (a thread outside
+/// the runtime, a blocking-pool thread, a current-thread test runtime) it
+/// just runs `f`. Never call it from a `LocalSet` task: `block_in_place`
+/// panics there (the agent has none).
 fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    use std::sync::atomic::Ordering;
+    struct Slot;
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            OFF_WORKER.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
+            let _slot = Slot;
+            if OFF_WORKER.fetch_add(1, Ordering::Relaxed) < MAX_OFF_WORKER {
+                tokio::task::block_in_place(f)
+            } else {
+                f()
+            }
         }
         _ => f(),
     }
