@@ -6,12 +6,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::schedule::zone::{Tz, ZoneError, ZONEINFO};
 use chrono::NaiveDate;
 
 use super::walk::Tbl;
 use crate::schedule::flow::JobPolicy;
 use crate::schedule::when::{parse_cron, Calendar, OnClosed, Schedule, Trigger};
+use crate::schedule::zone::{Tz, ZoneError, ZONEINFO};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,8 +57,14 @@ pub struct JobSpec {
 }
 
 /// The zone used when a job names none: `TZ`, else /etc/timezone, else the
-/// zone /etc/localtime links to, else UTC (what cron would use).
+/// zone /etc/localtime links to, else UTC (what cron would use). Looked up
+/// once per process, not once per job.
 pub fn default_tz() -> Tz {
+    static DEFAULT: std::sync::OnceLock<Tz> = std::sync::OnceLock::new();
+    *DEFAULT.get_or_init(find_default_tz)
+}
+
+fn find_default_tz() -> Tz {
     std::env::var("TZ")
         .ok()
         .and_then(|t| t.trim_start_matches(':').parse().ok())

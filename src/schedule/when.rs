@@ -331,15 +331,19 @@ mod tests {
             .to_string()
     }
 
+    /// The next `n` fire times after `after`, on New York's clock.
+    fn in_new_york(s: &Schedule, after: &str, n: usize) -> Vec<String> {
+        s.next_n(utc(after), n)
+            .into_iter()
+            .map(|t| local(t, "America/New_York"))
+            .collect()
+    }
+
     #[test]
     fn a_time_skipped_by_the_clock_moving_forward() {
         // New York, 2027-03-14: 02:00 EST becomes 03:00 EDT, so 02:30 is never on the clock.
         let s = cron("30 2 * * *", "America/New_York");
-        let next: Vec<String> = s
-            .next_n(utc("2027-03-12T12:00:00Z"), 3)
-            .into_iter()
-            .map(|t| local(t, "America/New_York"))
-            .collect();
+        let next = in_new_york(&s, "2027-03-12T12:00:00Z", 3);
         // cron's rule: a time the clock skips runs when the clock jumps.
         assert_eq!(
             next,
@@ -351,19 +355,17 @@ mod tests {
         );
         // ...but only for one fixed time: a range skips the missing time.
         let s = cron("30 2-3 * * *", "America/New_York");
-        let next = s.next_n(utc("2027-03-14T05:00:00Z"), 1);
-        assert_eq!(local(next[0], "America/New_York"), "2027-03-14 03:30 EDT");
+        assert_eq!(
+            in_new_york(&s, "2027-03-14T05:00:00Z", 1),
+            ["2027-03-14 03:30 EDT"]
+        );
     }
 
     #[test]
     fn a_time_the_clock_passes_twice() {
         // New York, 2026-11-01: 02:00 EDT becomes 01:00 EST, so 01:30 comes twice.
         let s = cron("30 1 * * *", "America/New_York");
-        let next: Vec<String> = s
-            .next_n(utc("2026-10-30T12:00:00Z"), 3)
-            .into_iter()
-            .map(|t| local(t, "America/New_York"))
-            .collect();
+        let next = in_new_york(&s, "2026-10-30T12:00:00Z", 3);
         // Once, at the first of the two.
         assert_eq!(
             next,
@@ -375,11 +377,7 @@ mod tests {
         );
         // An hourly expression runs in both passes (docs/config.md says so).
         let s = cron("0 * * * *", "America/New_York");
-        let next: Vec<String> = s
-            .next_n(utc("2026-11-01T04:30:00Z"), 3)
-            .into_iter()
-            .map(|t| local(t, "America/New_York"))
-            .collect();
+        let next = in_new_york(&s, "2026-11-01T04:30:00Z", 3);
         assert_eq!(
             next,
             [
@@ -398,11 +396,7 @@ mod tests {
             },
             OnClosed::NextOpenDay,
         ));
-        let next: Vec<String> = s
-            .next_n(utc("2026-10-30T12:00:00Z"), 2)
-            .into_iter()
-            .map(|t| local(t, "America/New_York"))
-            .collect();
+        let next = in_new_york(&s, "2026-10-30T12:00:00Z", 2);
         // (The 31st's run, moved, is the 1st's own: one run, not two.)
         assert_eq!(next, ["2026-11-01 01:30 EDT", "2026-11-02 01:30 EST"]);
     }

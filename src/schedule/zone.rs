@@ -277,21 +277,29 @@ impl TimeZone for Tz {
     /// (a time passed twice when it moves back).
     fn offset_from_local_datetime(&self, local: &NaiveDateTime) -> MappedLocalTime<TzOffset> {
         let wall = local.and_utc().timestamp();
-        let mut found: Vec<(i64, i32, &'static str)> = Vec::with_capacity(2);
+        // The earliest and the latest instant found (no allocation: this is
+        // croner's inner loop).
+        let mut first: Option<(i64, TzOffset)> = None;
+        let mut last: Option<(i64, TzOffset)> = None;
         for &o in &self.0.offsets {
             let utc = wall - i64::from(o);
             let (at, abbr) = self.at(utc);
-            if at == o && !found.iter().any(|f| f.0 == utc) {
-                found.push((utc, o, abbr));
+            if at != o {
+                continue;
+            }
+            if first.is_none_or(|(t, _)| utc < t) {
+                first = Some((utc, self.offset(o, abbr)));
+            }
+            if last.is_none_or(|(t, _)| utc > t) {
+                last = Some((utc, self.offset(o, abbr)));
             }
         }
-        found.sort_unstable_by_key(|f| f.0);
-        match (found.first(), found.last()) {
-            (None, _) | (_, None) => MappedLocalTime::None,
-            (Some(a), Some(b)) if a.0 == b.0 => MappedLocalTime::Single(self.offset(a.1, a.2)),
-            (Some(a), Some(b)) => {
-                MappedLocalTime::Ambiguous(self.offset(a.1, a.2), self.offset(b.1, b.2))
+        match (first, last) {
+            (Some((a, early)), Some((b, late))) if a != b => {
+                MappedLocalTime::Ambiguous(early, late)
             }
+            (Some((_, only)), _) => MappedLocalTime::Single(only),
+            _ => MappedLocalTime::None,
         }
     }
 
