@@ -428,7 +428,7 @@ fn a_down_check_is_delivered_to_a_webhook_acked_by_its_link_and_resolved_when_up
 }
 
 #[test]
-fn escalation_stops_when_acknowledged_from_the_cli_and_resolve_by_hand() {
+fn escalation_stops_when_acknowledged_from_the_cli_and_resolve_by_hand_needs_force_while_down() {
     let hook = Hook::start(true);
     let flags = tempfile::tempdir().unwrap();
     let flag = flags.path().join("db-ok");
@@ -495,7 +495,24 @@ channels = ["hook"]
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("DELIVERY") && text.contains("sent"), "{text}");
 
+    // The check is still down: the alert would clear by itself when it is
+    // up, so resolving it by hand is refused (nothing would page again).
     let out = a.cli(&["resolve", &id.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "alert {id} clears by itself (on check.up) and has not yet"
+        )) && err.contains(&format!("mamori resolve {id} --force")),
+        "{err}"
+    );
+    let (status, body) = a.post(&format!("/api/v1/alerts/{id}/resolve"));
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        a.get(&format!("/api/v1/alerts/{id}"))["state"],
+        "acknowledged"
+    );
+    let out = a.cli(&["resolve", &id.to_string(), "--force"]);
     assert!(
         out.status.success(),
         "{}",

@@ -36,6 +36,7 @@ pub enum Command {
     Resolve {
         id: i64,
         by: String,
+        force: bool,
         reply: oneshot::Sender<Result<AlertRecord, AlertError>>,
     },
     /// A silence ended early: check muted alerts now.
@@ -498,6 +499,28 @@ impl Engine {
         Ok(rec)
     }
 
+    /// A person resolves `id`. An alert that its rule clears by itself
+    /// (`resolve_on`) is still active only because that has not happened,
+    /// so it is refused unless `force`.
+    fn resolve_by_hand(
+        &mut self,
+        id: i64,
+        by: &str,
+        force: bool,
+        now: Instant,
+    ) -> Result<AlertRecord, AlertError> {
+        if !force {
+            let clears_on = self.active.get(&id).and_then(|a| {
+                let rule = self.config.rules.iter().find(|r| r.name == a.rec.rule)?;
+                (!rule.resolve_on.is_empty()).then(|| rule.resolve_on.join(", "))
+            });
+            if let Some(on) = clears_on {
+                return Err(AlertError::ClearsByItself { id, on });
+            }
+        }
+        self.resolve(id, by, now)
+    }
+
     fn resolve(&mut self, id: i64, by: &str, now: Instant) -> Result<AlertRecord, AlertError> {
         let by_s = by.to_string();
         let rec = self.apply(id, Input::Resolve, now, |r| {
@@ -698,8 +721,8 @@ impl Engine {
                     Some(Command::Ack { id, by, comment, reply }) => {
                         let _ = reply.send(self.ack(id, &by, &comment, Instant::now()));
                     }
-                    Some(Command::Resolve { id, by, reply }) => {
-                        let _ = reply.send(self.resolve(id, &by, Instant::now()));
+                    Some(Command::Resolve { id, by, force, reply }) => {
+                        let _ = reply.send(self.resolve_by_hand(id, &by, force, Instant::now()));
                     }
                     Some(Command::MutesChanged) => self.recheck_muted(Instant::now()),
                     None => break,
@@ -749,6 +772,64 @@ mod tests {
             .into_iter()
             .map(|d| format!("{}:{}", d.what, d.state))
             .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resolving_by_hand_an_alert_that_clears_by_itself_needs_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let bus = Bus::new(store.clone());
+        let key = AckKey::new(b"0123456789abcdef0123456789abcdef".to_vec());
+        let mut engine = Engine::new(
+            store.clone(),
+            bus.clone(),
+            AlertsConfig::default(),
+            key,
+            "http://mamori".into(),
+            Arc::new(Notify::new()),
+        );
+        let events = bus.subscribe();
+        engine.load().unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(engine.run(events, rx, cancel.clone()));
+        let resolve = |id: i64, force: bool| {
+            let tx = tx.clone();
+            async move {
+                let (reply, r) = oneshot::channel();
+                let by = "test".to_string();
+                tx.send(Command::Resolve {
+                    id,
+                    by,
+                    force,
+                    reply,
+                })
+                .await
+                .unwrap();
+                r.await.unwrap()
+            }
+        };
+
+        // check-down clears on check.up; limit-breached never clears by itself.
+        bus.emit(down("db"));
+        bus.emit(EventKind::LimitBreached {
+            unit: "web".into(),
+            run_id: 1,
+            limit: "memory".into(),
+            value: 2,
+            max: 1,
+            enforced_by: "poll".into(),
+        });
+        settle().await;
+        match resolve(1, false).await {
+            Err(AlertError::ClearsByItself { id: 1, on }) => assert_eq!(on, "check.up"),
+            other => panic!("{:?}", other.map(|r| r.state)),
+        }
+        assert_eq!(store.alert(1).unwrap().unwrap().state, "firing");
+        assert_eq!(resolve(1, true).await.unwrap().state, "resolved");
+        assert_eq!(resolve(2, false).await.unwrap().state, "resolved");
+        cancel.cancel();
+        task.await.unwrap();
     }
 
     /// The engine with its store and bus, but no outbox: what it queues is

@@ -39,6 +39,10 @@ pub enum AlertError {
     NotFound(i64),
     #[error("alert {0} is already resolved")]
     AlreadyResolved(i64),
+    /// Resolving by hand an alert that clears by itself, before it has:
+    /// what raised it is not over, and nothing would page again.
+    #[error("alert {id} clears by itself (on {on}) and has not yet: what raised it is not over, and no new alert would come while it lasts. Acknowledge it to stop the escalation (mamori ack {id}), or resolve it anyway (mamori resolve {id} --force; API: {{\"force\": true}})")]
+    ClearsByItself { id: i64, on: String },
     #[error("alerting is not running (the agent is stopping)")]
     Stopped,
     #[error("store: {0}")]
@@ -71,12 +75,15 @@ impl Alerts {
         rx.await.map_err(|_| AlertError::Stopped)?
     }
 
-    pub async fn resolve(&self, id: i64, by: &str) -> Result<AlertRecord, AlertError> {
+    /// Resolves by hand. Without `force`, an alert whose rule clears it by
+    /// itself (`resolve_on`) is refused until it has.
+    pub async fn resolve(&self, id: i64, by: &str, force: bool) -> Result<AlertRecord, AlertError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(engine::Command::Resolve {
                 id,
                 by: by.to_string(),
+                force,
                 reply,
             })
             .await

@@ -182,11 +182,11 @@ pub async fn ack(c: &Client, id: i64, comment: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn resolve(c: &Client, id: i64) -> Result<ExitCode> {
+pub async fn resolve(c: &Client, id: i64, force: bool) -> Result<ExitCode> {
     let a = c
         .post_json(
             &format!("/api/v1/alerts/{id}/resolve"),
-            &json!({"by": who()}),
+            &json!({"by": who(), "force": force}),
         )
         .await?;
     println!("Alert #{id} resolved: {}", s(&a, "title"));

@@ -207,8 +207,14 @@ enum Cmd {
         #[arg(long, default_value = "")]
         comment: String,
     },
-    /// Resolve an alert by hand.
-    Resolve { id: i64 },
+    /// Resolve an alert by hand. One that clears by itself (a check alert
+    /// clears when the check is up) is refused until it has, unless --force.
+    Resolve {
+        id: i64,
+        /// Resolve it even though what raised it may not be over.
+        #[arg(long)]
+        force: bool,
+    },
     /// Send a test notification through a channel now (checks mail setup).
     TestChannel { channel: String },
     /// Mute notifications of matching alerts for a while (alerts stay visible).
@@ -505,7 +511,7 @@ async fn remote(cmd: Cmd, c: client::Client) -> Result<ExitCode> {
         Cmd::Alerts { state, limit, json } => alerts::list(&c, state.as_deref(), limit, json).await,
         Cmd::Alert { id, json } => alerts::show(&c, id, json).await,
         Cmd::Ack { id, comment } => alerts::ack(&c, id, &comment).await,
-        Cmd::Resolve { id } => alerts::resolve(&c, id).await,
+        Cmd::Resolve { id, force } => alerts::resolve(&c, id, force).await,
         Cmd::TestChannel { channel } => alerts::test_channel(&c, &channel).await,
         Cmd::Silence { action } => match action {
             SilenceCmd::Add {

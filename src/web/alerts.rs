@@ -26,7 +26,9 @@ impl From<AlertError> for ApiError {
     fn from(e: AlertError) -> Self {
         let status = match e {
             AlertError::NotFound(_) => StatusCode::NOT_FOUND,
-            AlertError::AlreadyResolved(_) => StatusCode::CONFLICT,
+            AlertError::AlreadyResolved(_) | AlertError::ClearsByItself { .. } => {
+                StatusCode::CONFLICT
+            }
             AlertError::Stopped | AlertError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.to_string())
@@ -101,16 +103,26 @@ pub async fn ack(
     Ok(Json(json!(s.alerts.ack(id, &by, &b.comment).await?)))
 }
 
-/// `POST /api/v1/alerts/{id}/resolve` with an optional `{"by": "..."}`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBody {
+    #[serde(default)]
+    by: Option<String>,
+    /// Resolve even an alert that clears by itself and has not yet.
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /api/v1/alerts/{id}/resolve` with an optional `{"by": "...", "force": true}`.
 pub async fn resolve(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = alert_id(&id)?;
-    let b: AckBody = body(&bytes)?;
+    let b: ResolveBody = body(&bytes)?;
     let by = b.by.unwrap_or_else(|| "api".into());
-    Ok(Json(json!(s.alerts.resolve(id, &by).await?)))
+    Ok(Json(json!(s.alerts.resolve(id, &by, b.force).await?)))
 }
 
 pub async fn silences(

@@ -174,7 +174,7 @@ pub async fn alert(
             .map(|a| format!("Alert {} acknowledged: {}", a.id, a.title)),
         "resolve" => s
             .alerts
-            .resolve(id, BY)
+            .resolve(id, BY, false)
             .await
             .map(|a| format!("Alert {} resolved: {}", a.id, a.title)),
         other => {
