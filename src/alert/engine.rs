@@ -774,16 +774,23 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn resolving_by_hand_an_alert_that_clears_by_itself_needs_force() {
-        let dir = tempfile::tempdir().unwrap();
+    /// An engine running on a store in `dir`, with its bus and command channel.
+    struct Running {
+        store: Store,
+        bus: Bus,
+        tx: mpsc::Sender<Command>,
+        cancel: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn running(dir: &tempfile::TempDir, config: AlertsConfig) -> Running {
         let store = Store::open(&dir.path().join("m.db")).unwrap();
         let bus = Bus::new(store.clone());
         let key = AckKey::new(b"0123456789abcdef0123456789abcdef".to_vec());
         let mut engine = Engine::new(
             store.clone(),
             bus.clone(),
-            AlertsConfig::default(),
+            config,
             key,
             "http://mamori".into(),
             Arc::new(Notify::new()),
@@ -793,6 +800,25 @@ mod tests {
         let (tx, rx) = mpsc::channel(8);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(engine.run(events, rx, cancel.clone()));
+        Running {
+            store,
+            bus,
+            tx,
+            cancel,
+            task,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resolving_by_hand_an_alert_that_clears_by_itself_needs_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let Running {
+            store,
+            bus,
+            tx,
+            cancel,
+            task,
+        } = running(&dir, AlertsConfig::default());
         let resolve = |id: i64, force: bool| {
             let tx = tx.clone();
             async move {
@@ -837,8 +863,6 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn escalation_on_time_ack_stops_it_expiry_restarts_it_a_silence_mutes_it() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("m.db")).unwrap();
-        let bus = Bus::new(store.clone());
         let config = AlertsConfig {
             channels: vec![ChannelConfig {
                 name: "hook".into(),
@@ -867,20 +891,13 @@ mod tests {
             ack_timeout: Some(s(3600)),
             ..AlertsConfig::default()
         };
-        let key = AckKey::new(b"0123456789abcdef0123456789abcdef".to_vec());
-        let mut engine = Engine::new(
-            store.clone(),
-            bus.clone(),
-            config,
-            key,
-            "http://mamori".into(),
-            Arc::new(Notify::new()),
-        );
-        let events = bus.subscribe();
-        engine.load().unwrap();
-        let (tx, rx) = mpsc::channel(8);
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(engine.run(events, rx, cancel.clone()));
+        let Running {
+            store,
+            bus,
+            tx,
+            cancel,
+            task,
+        } = running(&dir, config);
 
         // Step 1 at once, step 2 after 60 s.
         bus.emit(down("db"));
