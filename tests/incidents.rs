@@ -409,6 +409,39 @@ fn dashboard_actions_need_a_session_a_csrf_token_and_the_same_origin() {
     assert_eq!(x["state"], "acknowledged");
     assert_eq!(x["acked_by"], "dashboard");
 
+    // The check is still down and its alert clears by itself when it is up:
+    // the dashboard offers "Resolve anyway" (a form that sends force), and a
+    // resolve without force is refused with a message.
+    let page = request(a.port, "GET", "/", &[("Cookie", &cookie)], b"")
+        .unwrap()
+        .body;
+    let button = format!(
+        "<input type=\"hidden\" name=\"force\" value=\"1\"><button id=\"resolve-{id}\" title=\"It clears by itself on check.up"
+    );
+    assert!(
+        page.contains(&button) && page.contains("Resolve anyway</button>"),
+        "{page}"
+    );
+    let body = form(&[("csrf", &csrf), ("back", "/")]);
+    let r = request(
+        a.port,
+        "POST",
+        &format!("/ui/alerts/{id}/resolve"),
+        &[form_ct, ("Cookie", &cookie), ("Origin", &origin)],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 303, "{}", r.body);
+    let to = r.header("location").unwrap();
+    assert!(
+        to.starts_with("/?err=") && to.contains("clears%20by%20itself"),
+        "{to}"
+    );
+    assert_eq!(
+        a.get(&format!("/api/v1/alerts/{id}"))["state"],
+        "acknowledged"
+    );
+
     // A Referer from this host works when there is no Origin.
     let body = form(&[
         ("csrf", &csrf),

@@ -58,9 +58,18 @@ pub struct Alerts {
     pub key: AckKey,
     pub public_url: String,
     channels: HashMap<String, Arc<channels::Channel>>,
+    /// Rule name → the event kinds that clear its alerts by themselves
+    /// (`resolve_on`), for rules that have some.
+    clears: Arc<HashMap<String, String>>,
 }
 
 impl Alerts {
+    /// What clears an alert of `rule` by itself (`check.up`, …), if anything:
+    /// resolving such an alert by hand needs `force` while it is active.
+    pub fn clears_on(&self, rule: &str) -> Option<&str> {
+        self.clears.get(rule).map(String::as_str)
+    }
+
     pub async fn ack(&self, id: i64, by: &str, comment: &str) -> Result<AlertRecord, AlertError> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -189,6 +198,13 @@ pub fn start(
         wake,
     };
     tasks.spawn(outbox.run(cancel.child_token()));
+    let clears = config
+        .alerts
+        .rules
+        .iter()
+        .filter(|r| !r.resolve_on.is_empty())
+        .map(|r| (r.name.clone(), r.resolve_on.join(", ")))
+        .collect();
     Ok(Alerts {
         tx,
         store,
@@ -196,5 +212,6 @@ pub fn start(
         key,
         public_url,
         channels,
+        clears: Arc::new(clears),
     })
 }

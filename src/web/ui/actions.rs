@@ -174,7 +174,7 @@ pub async fn alert(
             .map(|a| format!("Alert {} acknowledged: {}", a.id, a.title)),
         "resolve" => s
             .alerts
-            .resolve(id, BY, false)
+            .resolve(id, BY, form.get("force") == Some("1"))
             .await
             .map(|a| format!("Alert {} resolved: {}", a.id, a.title)),
         other => {

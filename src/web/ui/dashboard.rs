@@ -141,9 +141,19 @@ fn render(
                         a.id
                     );
                 }
+                // An alert that clears by itself is resolved by hand only on
+                // purpose (nothing pages again while its cause lasts).
+                let (force, label, hint) = match s.alerts.clears_on(&a.rule) {
+                    Some(on) => (
+                        "<input type=\"hidden\" name=\"force\" value=\"1\">",
+                        "Resolve anyway",
+                        format!(" title=\"It clears by itself on {}; resolving it now means no new alert while its cause lasts\"", esc(on)),
+                    ),
+                    None => ("", "Resolve", String::new()),
+                };
                 let _ = write!(
                     b,
-                    "<form class=\"inline\" method=\"post\" action=\"/ui/alerts/{}/resolve\">{}<button id=\"resolve-{}\">Resolve</button></form>",
+                    "<form class=\"inline\" method=\"post\" action=\"/ui/alerts/{}/resolve\">{}{force}<button id=\"resolve-{}\"{hint}>{label}</button></form>",
                     a.id,
                     form_fields(sess, back),
                     a.id
