@@ -441,6 +441,21 @@ fn dashboard_actions_need_a_session_a_csrf_token_and_the_same_origin() {
         a.get(&format!("/api/v1/alerts/{id}"))["state"],
         "acknowledged"
     );
+    // "Resolve anyway" sends force.
+    let body = form(&[("csrf", &csrf), ("force", "1"), ("back", "/")]);
+    let r = request(
+        a.port,
+        "POST",
+        &format!("/ui/alerts/{id}/resolve"),
+        &[form_ct, ("Cookie", &cookie), ("Origin", &origin)],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(r.header("location").unwrap().starts_with("/?msg="));
+    let x = a.get(&format!("/api/v1/alerts/{id}"));
+    assert_eq!(x["state"], "resolved");
+    assert_eq!(x["resolved_by"], "dashboard");
 
     // A Referer from this host works when there is no Origin.
     let body = form(&[
@@ -500,13 +515,13 @@ fn dashboard_actions_need_a_session_a_csrf_token_and_the_same_origin() {
     let r = request(a.port, "POST", &path, &[("Origin", &origin)], b"").unwrap();
     assert_eq!(r.status, 403);
 
-    // Bearer-token API clients work as before, without cookie or CSRF. (The
-    // check is still down, so resolving its alert takes `force`.)
+    // Bearer-token API clients work as before, without cookie or CSRF (the
+    // alert was resolved above; the incident opened above is still open).
     let r = post_json(
         &a,
-        &format!("/api/v1/alerts/{id}/resolve"),
+        "/api/v1/incidents/1/updates",
         Some(&token),
-        &json!({"force": true}),
+        &json!({"message": "Still looking"}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
 }
