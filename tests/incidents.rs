@@ -366,6 +366,17 @@ fn dashboard_actions_need_a_session_a_csrf_token_and_the_same_origin() {
         .body;
     assert!(page.contains("Acknowledge"));
     let csrf = csrf_of(&page);
+    // A form POST of the logged-in browser, from this origin.
+    let post_form = |path: &str, body: &str| {
+        request(
+            a.port,
+            "POST",
+            path,
+            &[form_ct, ("Cookie", &cookie), ("Origin", &origin)],
+            body.as_bytes(),
+        )
+        .unwrap()
+    };
 
     // Session without CSRF token, with a wrong one, from another origin, without Origin or Referer.
     let cases: [(&str, String, u16); 4] = [
@@ -395,14 +406,7 @@ fn dashboard_actions_need_a_session_a_csrf_token_and_the_same_origin() {
 
     // Everything right: acknowledged, back to the page with a message.
     let body = form(&[("csrf", &csrf), ("back", "/?live=0")]);
-    let r = request(
-        a.port,
-        "POST",
-        &ack,
-        &[form_ct, ("Cookie", &cookie), ("Origin", &origin)],
-        body.as_bytes(),
-    )
-    .unwrap();
+    let r = post_form(&ack, &body);
     assert_eq!(r.status, 303, "{}", r.body);
     assert!(r.header("location").unwrap().starts_with("/?live=0&msg="));
     let x = a.get(&format!("/api/v1/alerts/{id}"));
@@ -423,14 +427,7 @@ fn dashboard_actions_need_a_session_a_csrf_token_and_the_same_origin() {
         "{page}"
     );
     let body = form(&[("csrf", &csrf), ("back", "/")]);
-    let r = request(
-        a.port,
-        "POST",
-        &format!("/ui/alerts/{id}/resolve"),
-        &[form_ct, ("Cookie", &cookie), ("Origin", &origin)],
-        body.as_bytes(),
-    )
-    .unwrap();
+    let r = post_form(&format!("/ui/alerts/{id}/resolve"), &body);
     assert_eq!(r.status, 303, "{}", r.body);
     let to = r.header("location").unwrap();
     assert!(
@@ -443,14 +440,7 @@ fn dashboard_actions_need_a_session_a_csrf_token_and_the_same_origin() {
     );
     // "Resolve anyway" sends force.
     let body = form(&[("csrf", &csrf), ("force", "1"), ("back", "/")]);
-    let r = request(
-        a.port,
-        "POST",
-        &format!("/ui/alerts/{id}/resolve"),
-        &[form_ct, ("Cookie", &cookie), ("Origin", &origin)],
-        body.as_bytes(),
-    )
-    .unwrap();
+    let r = post_form(&format!("/ui/alerts/{id}/resolve"), &body);
     assert_eq!(r.status, 303, "{}", r.body);
     assert!(r.header("location").unwrap().starts_with("/?msg="));
     let x = a.get(&format!("/api/v1/alerts/{id}"));
@@ -480,24 +470,10 @@ fn dashboard_actions_need_a_session_a_csrf_token_and_the_same_origin() {
 
     // Logging out ends the session.
     let body = form(&[("csrf", &csrf)]);
-    let r = request(
-        a.port,
-        "POST",
-        "/logout",
-        &[form_ct, ("Cookie", &cookie), ("Origin", &origin)],
-        body.as_bytes(),
-    )
-    .unwrap();
+    let r = post_form("/logout", &body);
     assert_eq!(r.status, 303);
     let body = form(&[("csrf", &csrf), ("back", "/")]);
-    let r = request(
-        a.port,
-        "POST",
-        &format!("/ui/alerts/{id}/resolve"),
-        &[form_ct, ("Cookie", &cookie), ("Origin", &origin)],
-        body.as_bytes(),
-    )
-    .unwrap();
+    let r = post_form(&format!("/ui/alerts/{id}/resolve"), &body);
     assert_eq!(r.status, 403);
 
     // A one-time login link from the CLI: its GET shows a button, its POST logs in, once.
