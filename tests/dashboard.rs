@@ -388,14 +388,17 @@ fn groups_show_the_active_node_its_fencing_token_and_drills() {
     );
 
     // The store hangs (a writer holds the embedded database's lock; the
-    // agents wait up to 2 s for it): the page still comes at once, within
-    // the coordinator's request timeout (2 s lease / 4), and says why the
-    // active node and token are missing.
+    // agents wait up to 2 s for it before giving up with "the cluster
+    // database is busy"): the page does not wait for it. The groups section
+    // says the store did not answer within the coordination bound (500 ms),
+    // a message `groups_within` writes only when its deadline passed before
+    // the store answered; and no part of the page shows the store's own
+    // "busy" refusal, which is what a part that waited the lock out would
+    // show. The lock is held until the page has arrived. (No clock is read:
+    // a slow machine slows both paths alike.)
     let lock = rusqlite::Connection::open(&db).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let t = std::time::Instant::now();
     let page = dashboard(&alpha);
-    let took = t.elapsed();
     lock.execute_batch("ROLLBACK").unwrap();
     let groups = section(&page, "groups");
     assert!(
@@ -403,13 +406,10 @@ fn groups_show_the_active_node_its_fencing_token_and_drills() {
             && groups.contains("did not answer within 500 ms"),
         "{groups}"
     );
+    assert!(!page.contains("database is busy"), "{groups}");
     assert!(!groups.contains("class=\"token\""), "{groups}");
     assert!(
         groups.contains("data-node=\"alpha\"><td>alpha <span class=\"small\">(this node)</span>")
-    );
-    assert!(
-        took < std::time::Duration::from_millis(1500),
-        "the page took {took:?}"
     );
     // The rest of the page is there too.
     assert!(page.contains("id=\"drills\"") && page.contains("id=\"units\""));
