@@ -3,7 +3,7 @@
 //! all its upstream jobs succeeded (or were released), retries a failing job
 //! as configured, and when a job fails for good **holds everything
 //! downstream of it**, visibly and with the reason, until a person reruns or
-//! releases. Inputs in, actions out; the engine (`engine.rs`) does the I/O.
+//! releases. Inputs in, actions out; the engine (`engine/`) does the I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
