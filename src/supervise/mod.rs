@@ -18,6 +18,7 @@ pub mod proc;
 pub mod reaper;
 mod spawn;
 pub mod unit;
+mod watchdog;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -45,7 +46,7 @@ pub struct Ctx {
     pub poll_interval: Duration,
     pub sample_interval: Duration,
     pub sampler: Arc<crate::probe::sampler::Sampler>,
-    /// Where the watchdogs' tick grid starts (see `unit::watchdog`).
+    /// Where the watchdogs' tick grid starts (see `watchdog::watchdog`).
     pub tick_epoch: tokio::time::Instant,
     /// Units of failover groups: whether they may start here, and the env the group adds.
     pub gates: Arc<Gates>,
