@@ -2,21 +2,20 @@
 //! every error collected (see `walk` for why this is not plain serde).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use super::agent::{agent, agent_defaults, log_config};
 use super::checks::{self, CheckConfig};
+use super::flows::{flows, resolve_calendars};
 use super::walk::{Reader, Source, Tbl};
 use super::{
-    AgentConfig, Config, ConfigError, ConfigErrors, Enforcement, Limits, LogConfig, OnUnhealthy,
-    RateLimit, ReadAuth, RestartConfig, RestartMode, UnitConfig, UnitKind,
+    AgentConfig, Config, ConfigError, ConfigErrors, Limits, OnUnhealthy, RestartConfig,
+    RestartMode, UnitConfig, UnitKind,
 };
-
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 
 pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
     let src = Source::new(path.display().to_string(), text);
@@ -136,196 +135,6 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
     }
 }
 
-fn agent_defaults(base: &Path) -> AgentConfig {
-    let data_dir = base.join("mamori-data");
-    AgentConfig {
-        listen: DEFAULT_LISTEN
-            .parse()
-            .expect("the default listen address parses"),
-        token_file: data_dir.join("token"),
-        data_dir,
-        enforcement: Enforcement::Auto,
-        poll_interval: Duration::from_millis(250),
-        shutdown_timeout: Duration::from_secs(30),
-        sample_interval: Duration::from_secs(1),
-        sample_retention: Duration::from_secs(3600),
-        rollup_retention: Duration::from_secs(7 * 86_400),
-        log: LogConfig::default(),
-        read_auth: ReadAuth::Loopback,
-        read_token_file: None,
-        rate_limit: Some(RateLimit {
-            per_sec: 20.0,
-            burst: 40,
-        }),
-        rate_limit_loopback: false,
-    }
-}
-
-fn agent(t: &Tbl, base: &Path) -> AgentConfig {
-    let mut a = agent_defaults(base);
-    if let Some((s, span)) = t.str("listen") {
-        match s.parse::<SocketAddr>() {
-            Ok(addr) => a.listen = addr,
-            Err(_) => t.reader().error(
-                span,
-                format!("invalid `listen` in [agent]: \"{s}\"; expected an IP address and a port, e.g. \"{DEFAULT_LISTEN}\" (a host name is not looked up)"),
-            ),
-        }
-    }
-    if let Some(d) = t.string("data_dir") {
-        a.data_dir = base.join(d);
-        a.token_file = a.data_dir.join("token");
-    }
-    if let Some(f) = t.string("token_file") {
-        a.token_file = base.join(f);
-    }
-    if let Some(e) = t.choice("enforcement", &["auto", "cgroup2", "cgroup1", "poll"]) {
-        a.enforcement = match e.as_str() {
-            "cgroup2" => Enforcement::Cgroup2,
-            "cgroup1" => Enforcement::Cgroup1,
-            "poll" => Enforcement::Poll,
-            _ => Enforcement::Auto,
-        };
-    }
-    if let Some(d) = t.duration("poll_interval") {
-        if d < Duration::from_millis(10) {
-            t.reader().error(
-                t.key_span("poll_interval"),
-                "invalid `poll_interval` in [agent]: must be at least \"10ms\"",
-            );
-        } else {
-            a.poll_interval = d;
-        }
-    }
-    if let Some(d) = t.duration("shutdown_timeout") {
-        a.shutdown_timeout = d;
-    }
-    if let Some(d) = t.duration("sample_interval") {
-        if d < Duration::from_millis(100) {
-            t.reader().error(
-                t.key_span("sample_interval"),
-                "invalid `sample_interval` in [agent]: must be at least \"100ms\"",
-            );
-        } else {
-            a.sample_interval = d;
-        }
-    }
-    if let Some(d) = t.duration("sample_retention") {
-        a.sample_retention = d;
-    }
-    if let Some(d) = t.duration("rollup_retention") {
-        a.rollup_retention = d;
-    }
-    if let Some(l) = t.table("log") {
-        a.log = log_config(&l, a.log);
-    }
-    if let Some(m) = t.choice("read_auth", &["loopback", "token", "none"]) {
-        a.read_auth = match m.as_str() {
-            "token" => ReadAuth::Token,
-            "none" => ReadAuth::None,
-            _ => ReadAuth::Loopback,
-        };
-    }
-    if let Some(f) = t.string("read_token_file") {
-        a.read_token_file = Some(base.join(f));
-    }
-    let mut burst_set = false;
-    if let Some((s, span)) = t.str("rate_limit") {
-        match parse_rate(&s) {
-            Ok(r) => a.rate_limit = r,
-            Err(e) => t
-                .reader()
-                .error(span, format!("invalid `rate_limit` in [agent]: {e}")),
-        }
-    }
-    if let Some(b) = t.uint("rate_burst") {
-        if b == 0 || b > 1_000_000 {
-            t.reader().error(
-                t.key_span("rate_burst"),
-                format!("invalid `rate_burst` in [agent]: {b}; expected 1 to 1000000 requests"),
-            );
-        } else {
-            burst_set = true;
-            if let Some(r) = a.rate_limit.as_mut() {
-                r.burst = b as u32;
-            }
-        }
-    }
-    if !burst_set {
-        // Default burst: two seconds' worth, at least one request.
-        if let Some(r) = a.rate_limit.as_mut() {
-            r.burst = (r.per_sec * 2.0).ceil().clamp(1.0, 1_000_000.0) as u32;
-        }
-    }
-    if let Some(b) = t.bool("rate_limit_loopback") {
-        a.rate_limit_loopback = b;
-    }
-    t.finish();
-    a
-}
-
-/// `"20/s"`, `"600/m"`, `"1000/h"` or `"off"`.
-fn parse_rate(s: &str) -> Result<Option<RateLimit>, String> {
-    let s = s.trim();
-    if s == "off" {
-        return Ok(None);
-    }
-    let expected = "expected requests per time like \"20/s\", \"600/m\", \"1000/h\", or \"off\"";
-    let Some((n, per)) = s.split_once('/') else {
-        return Err(format!("\"{s}\"; {expected}"));
-    };
-    let n: f64 = match n.trim().parse::<u32>() {
-        Ok(n) if n > 0 => n as f64,
-        _ => {
-            return Err(format!(
-                "\"{s}\": the count must be a whole number above 0; {expected}"
-            ))
-        }
-    };
-    let secs = match per.trim() {
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        other => return Err(format!("\"{s}\": unknown period \"{other}\"; {expected}")),
-    };
-    Ok(Some(RateLimit {
-        per_sec: n / secs,
-        burst: 1,
-    }))
-}
-
-fn log_config(t: &Tbl, defaults: LogConfig) -> LogConfig {
-    let mut l = defaults;
-    if let Some(s) = t.size("max_size") {
-        if s < 4096 {
-            t.reader().error(
-                t.key_span("max_size"),
-                format!(
-                    "invalid `max_size` in {}: must be at least \"4KiB\"",
-                    t.what
-                ),
-            );
-        } else {
-            l.max_size = s;
-        }
-    }
-    if let Some(k) = t.uint("keep") {
-        if k == 0 || k > 1000 {
-            t.reader().error(
-                t.key_span("keep"),
-                format!(
-                    "invalid `keep` in {}: {k}; expected 1 to 1000 files",
-                    t.what
-                ),
-            );
-        } else {
-            l.keep = k as u32;
-        }
-    }
-    t.finish();
-    l
-}
-
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -336,11 +145,11 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// A unit as compiled, with the positions the cross-checks need.
-struct Parsed {
-    unit: UnitConfig,
-    name_span: Option<Range<usize>>,
-    after_spans: Vec<Option<Range<usize>>>,
-    health: Option<(CheckConfig, Option<Range<usize>>)>,
+pub(super) struct Parsed {
+    pub(super) unit: UnitConfig,
+    pub(super) name_span: Option<Range<usize>>,
+    pub(super) after_spans: Vec<Option<Range<usize>>>,
+    pub(super) health: Option<(CheckConfig, Option<Range<usize>>)>,
 }
 
 fn unit(mut t: Tbl, kind: UnitKind, agent: &AgentConfig, base: &Path) -> Option<Parsed> {
@@ -702,161 +511,6 @@ fn find_cycle(units: &[&UnitConfig]) -> Option<Vec<String>> {
     None
 }
 
-/// Puts each named calendar into its job's schedule.
-fn resolve_calendars(
-    r: &Reader,
-    units: &mut [Parsed],
-    calendars: &[(crate::schedule::when::Calendar, Option<Range<usize>>)],
-) {
-    for p in units.iter_mut() {
-        let Some(spec) = p.unit.job.as_mut() else {
-            continue;
-        };
-        let Some((name, span)) = spec.calendar_ref.clone() else {
-            continue;
-        };
-        match calendars.iter().find(|(c, _)| c.name == name) {
-            Some((cal, _)) => {
-                if let Some(s) = spec.schedule.as_mut() {
-                    if let Some((c, _)) = s.calendar.as_mut() {
-                        *c = cal.clone();
-                    }
-                }
-            }
-            None => r.error(
-                span,
-                format!("unknown calendar \"{name}\" in [[job]] \"{}\"; define it with [[calendar]] name = \"{name}\"", p.unit.name),
-            ),
-        }
-    }
-}
-
-/// Groups jobs linked by `after` into flows (connected sets) and checks the
-/// rules that need a whole flow: at most one schedule per flow, and only on a
-/// job without `after`; `on_failure` names a job.
-fn flows(r: &Reader, units: &[Parsed]) -> Vec<std::sync::Arc<crate::schedule::flow::FlowDef>> {
-    use std::collections::{BTreeMap, BTreeSet};
-    let jobs: Vec<&Parsed> = units
-        .iter()
-        .filter(|p| p.unit.kind == UnitKind::Job)
-        .collect();
-    let names: BTreeSet<&str> = jobs.iter().map(|p| p.unit.name.as_str()).collect();
-    // Union-find over job indices.
-    let idx: HashMap<&str, usize> = jobs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.unit.name.as_str(), i))
-        .collect();
-    let mut parent: Vec<usize> = (0..jobs.len()).collect();
-    fn find(parent: &mut [usize], i: usize) -> usize {
-        let mut i = i;
-        while parent[i] != i {
-            parent[i] = parent[parent[i]];
-            i = parent[i];
-        }
-        i
-    }
-    for (i, p) in jobs.iter().enumerate() {
-        for a in &p.unit.after {
-            if let Some(&j) = idx.get(a.as_str()) {
-                let (ri, rj) = (find(&mut parent, i), find(&mut parent, j));
-                parent[ri] = rj;
-            }
-        }
-    }
-    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for i in 0..jobs.len() {
-        let root = find(&mut parent, i);
-        groups.entry(root).or_default().push(i);
-    }
-    let mut out = Vec::new();
-    for members in groups.values() {
-        // Topological order, ties in file order.
-        let mut order: Vec<usize> = Vec::new();
-        let mut placed: BTreeSet<usize> = BTreeSet::new();
-        while order.len() < members.len() {
-            let before = order.len();
-            for &m in members {
-                if placed.contains(&m) {
-                    continue;
-                }
-                let ready = jobs[m]
-                    .unit
-                    .after
-                    .iter()
-                    .all(|a| idx.get(a.as_str()).is_none_or(|j| placed.contains(j)));
-                if ready {
-                    order.push(m);
-                    placed.insert(m);
-                }
-            }
-            if order.len() == before {
-                break; // a cycle: already reported by cross_check
-            }
-        }
-        let scheduled: Vec<usize> = members
-            .iter()
-            .copied()
-            .filter(|&m| {
-                jobs[m]
-                    .unit
-                    .job
-                    .as_ref()
-                    .is_some_and(|j| j.schedule.is_some())
-            })
-            .collect();
-        for &m in &scheduled {
-            if !jobs[m].unit.after.is_empty() {
-                r.error(
-                    jobs[m].name_span.clone(),
-                    format!("job \"{}\" has both `after` and a schedule; a job with `after` runs when its upstream jobs succeed, so schedule the first job of the flow instead", jobs[m].unit.name),
-                );
-            }
-        }
-        if scheduled.len() > 1 {
-            r.error(
-                jobs[scheduled[1]].name_span.clone(),
-                format!(
-                    "jobs \"{}\" and \"{}\" are in the same flow and both have a schedule; a flow has one schedule, on its first job",
-                    jobs[scheduled[0]].unit.name, jobs[scheduled[1]].unit.name
-                ),
-            );
-        }
-        let mut upstream = BTreeMap::new();
-        let mut policy = BTreeMap::new();
-        for &m in members {
-            let u = &jobs[m].unit;
-            upstream.insert(u.name.clone(), u.after.clone());
-            if let Some(spec) = &u.job {
-                if let Some(rec) = &spec.policy.on_failure {
-                    if !names.contains(rec.as_str()) {
-                        r.error(
-                            spec.on_failure_span.clone(),
-                            format!(
-                                "unknown job \"{rec}\" in `on_failure` of [[job]] \"{}\"",
-                                u.name
-                            ),
-                        );
-                    } else if members.iter().any(|&x| &jobs[x].unit.name == rec) {
-                        r.error(spec.on_failure_span.clone(), format!("`on_failure` of [[job]] \"{}\" names \"{rec}\", a job of the same flow; a recovery job must stand outside the flow", u.name));
-                    }
-                }
-                policy.insert(u.name.clone(), spec.policy.clone());
-            }
-        }
-        let ordered: Vec<String> = order.iter().map(|&m| jobs[m].unit.name.clone()).collect();
-        if let Some(first) = ordered.first().cloned() {
-            out.push(std::sync::Arc::new(crate::schedule::flow::FlowDef {
-                name: first,
-                jobs: ordered,
-                upstream,
-                policy,
-            }));
-        }
-    }
-    out
-}
-
 /// `[service.leak]`: the leak detector's tunables (docs/config.md).
 fn leak_config(t: &Tbl) -> crate::probe::leak::LeakConfig {
     use crate::probe::leak::{LeakConfig, OnLeak};
@@ -947,23 +601,6 @@ fn resolve_status(
                 span.clone(),
                 format!("unknown calendar \"{name}\" in [status]; define it with [[calendar]] name = \"{name}\""),
             ),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_rate;
-
-    #[test]
-    fn rates() {
-        let r = |s| parse_rate(s).unwrap().unwrap();
-        assert_eq!(r("20/s").per_sec, 20.0);
-        assert_eq!(r("600/m").per_sec, 10.0);
-        assert_eq!(r(" 36/h ").per_sec, 0.01);
-        assert_eq!(parse_rate("off").unwrap(), None);
-        for bad in ["20", "0/s", "-1/s", "1.5/s", "20/d", "x/s", ""] {
-            assert!(parse_rate(bad).is_err(), "{bad}");
         }
     }
 }

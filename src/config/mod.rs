@@ -8,11 +8,13 @@
 //!    with any error is rejected as a whole.
 
 // --- alerts ---
+mod agent;
 pub mod alerts;
 pub mod checks;
 // --- cluster ---
 pub mod cluster;
 mod compile;
+mod flows;
 pub mod jobs;
 pub mod status;
 pub mod units;
