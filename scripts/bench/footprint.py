@@ -6,6 +6,8 @@ usage: footprint.py KIND [--trials 1] [--n 100] [--settle 10] [--window 60] [--o
 Per trial: start, wait until all N children are up, wait --settle s, then a
 --window s window: CPU = delta utime+stime of the daemon (/proc/PID/stat, all
 threads), RSS = VmRSS at the end and once a second during the window.
+Also recorded, beside the issue's VmRSS: PSS at the end (shared library
+pages divided among the processes that map them).
 Run under lib/reaper.py (PID 1 on this VM reaps orphans late).
 """
 import argparse, json, os, sys, time
@@ -51,6 +53,7 @@ while sum(1 for r in res if not r['discarded_busy']) < a.trials:
         hwm = proc.status_kb(pid, 'VmHWM')
         anon1, file1 = proc.status_kb(pid, 'RssAnon'), proc.status_kb(pid, 'RssFile')
         thr = proc.threads(pid)
+        pss = proc.pss_kb(pid)
         kids1 = sorted(s.children())
     finally:
         left = s.stop()
@@ -58,6 +61,7 @@ while sum(1 for r in res if not r['discarded_busy']) < a.trials:
              children_unchanged=(kids0 == kids1), startup_s=round(t_ready, 2),
              rss_kb_start=rss0, rss_kb_end=rss1, rss_kb_max_window=max(samples),
              vmhwm_kb=hwm, rss_anon_kb_end=anon1, rss_file_kb_end=file1, threads=thr,
+             pss_kb_end=pss,
              cpu_s=(c1 - c0) / proc.CLK, window_s=round(w1 - w0, 3),
              cpu_pct=round(100 * (c1 - c0) / proc.CLK / (w1 - w0), 3),
              machine_busy_frac=sys_busy, leftover_children_killed=left,

@@ -68,14 +68,15 @@ P = out.append
 m1 = {k: load(f'm1_{k}.json') for k in MAMORI + PEERS}
 m1 = {k: v for k, v in m1.items() if v}
 P('### M1 footprint (100 × `/bin/sleep 100000`, 10 s settle, 60 s window)\n')
-P('| supervisor | trials | VmRSS MiB at end | max VmRSS in window, MiB | of which anon / file-backed MiB | CPU s / 60 s | CPU % of one core | threads | time to 100 up, s | whole machine busy in window |')
-P('|---|---|---|---|---|---|---|---|---|---|')
+P('| supervisor | trials | VmRSS MiB at end | max VmRSS in window, MiB | of which anon / file-backed MiB | PSS MiB at end | CPU s / 60 s | CPU % of one core | threads | time to 100 up, s | whole machine busy in window |')
+P('|---|---|---|---|---|---|---|---|---|---|---|')
 for k, d in m1.items():
     norm = [x['cpu_s'] * 60 / x['window_s'] for x in d]
     P(f"| {LABEL.get(k, k)} | {len(d)} | {mmm([x['rss_kb_end']/1024 for x in d])} | {mmm([x['rss_kb_max_window']/1024 for x in d])} | "
       f"{mmm([x.get('rss_anon_kb_end', 0)/1024 for x in d])} / {mmm([x.get('rss_file_kb_end', 0)/1024 for x in d])} | "
+      f"{mmm([x['pss_kb_end']/1024 if x.get('pss_kb_end') else None for x in d])} | "
       f"{mmm(norm, '{:.2f}')} | {mmm([x['cpu_pct'] for x in d], '{:.2f}')} | {d[0]['threads']} | {mmm([x['startup_s'] for x in d])} | {mmm([100 * x.get('machine_busy_frac', 0) for x in d], '{:.0f}')} % |")
-P('')
+P('PSS counts each page shared with other processes (libc, and the interpreter of supervisord and pm2) as 1/N for the N processes that map it; VmRSS, the issue\'s measure, counts it whole.\n')
 peers = [p for p in PEERS if p in m1]
 if peers:
     P('Ratios mamori / peer (medians; < 1 means mamori uses less):\n')
