@@ -80,7 +80,7 @@ name = "extract"
         "FILE:14:21: wrong type in `command` of [[service]] \"web\": expected a string, found an integer",
         "FILE:19:10: unknown job \"extrct\" in `after` of [[job]] \"load\"; did you mean \"extract\"?",
         "FILE:22:1: missing required key `command` in [[job]] \"extract\": what to run, e.g. command = \"python3 -m http.server 8000\"",
-        "FILE:20:21: invalid size \"12 parsecs\": unknown unit \"parsecs\"; expected one of B, KiB, MiB, GiB, TiB, kB, MB, GB, TB (e.g. \"512MiB\") (in `memory` of `limits` of [[job]] \"load\")",
+        "FILE:20:21: invalid size \"12 parsecs\": unknown unit \"parsecs\"; expected one of B, KiB, MiB, GiB, TiB (also written K, M, G, T), kB, MB, GB, TB (e.g. \"512MiB\") (in `memory` of `limits` of [[job]] \"load\")",
     ];
     for line in expected {
         assert!(err.contains(line), "missing:\n  {line}\nin:\n{err}");
@@ -303,4 +303,61 @@ timezone = "../../etc/passwd"
         "{err}"
     );
     assert!(err.ends_with(": 1 error\n"), "{err}");
+}
+
+#[test]
+fn zero_time_limits_and_files_the_agent_cannot_read_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    std::fs::write(dir.path().join("etcd-password"), "secret\n").unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"[cluster]
+node = "a"
+backend = "etcd"
+endpoints = ["https://127.0.0.1:2379"]
+ca_file = "certs"
+username = "mamori"
+password_file = "etcd-password"
+
+[[service]]
+name = "web"
+command = "sleep 100"
+limits = { wall = "0s", cpu = "0ms" }
+
+[[channel]]
+name = "mail"
+kind = "email"
+server = "127.0.0.1"
+tls = "starttls"
+username = "u"
+password_file = "smtp-password"
+from = "mamori@example.com"
+to = ["ops@example.com"]
+"#,
+    )
+    .unwrap();
+    let out = Command::new(common::BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let d = dir.path().display().to_string();
+    let err = String::from_utf8_lossy(&out.stderr)
+        .replace(&path.display().to_string(), "FILE")
+        .replace(&d, "DIR");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let expected = [
+        "FILE:5:11: cannot read `ca_file` DIR/certs in [cluster]: it is a directory; the agent reads it at start",
+        "FILE:12:12: invalid `wall` in `limits` of [[service]] \"web\": must be more than 0 (a zero limit kills every run at once)",
+        "FILE:12:25: invalid `cpu` in `limits` of [[service]] \"web\": must be more than 0 (a zero limit kills every run at once)",
+        "FILE:20:17: cannot read `password_file` DIR/smtp-password in [[channel]] \"mail\": No such file or directory (os error 2); the agent reads it at start",
+    ];
+    for line in expected {
+        assert!(err.contains(line), "missing:\n  {line}\nin:\n{err}");
+    }
+    // The readable password file is not reported.
+    assert!(!err.contains("etcd-password"), "{err}");
+    assert!(err.contains("FILE: 4 errors"), "{err}");
 }

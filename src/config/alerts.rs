@@ -422,8 +422,8 @@ fn channel(t: &Tbl, base: &Path) -> Option<ChannelKind> {
                 },
             };
             let username = t.string("username");
-            let password_file = t.string("password_file").map(|p| base.join(p));
-            let ca_file = t.string("ca_file").map(|p| base.join(p));
+            let password_file = t.file_to_read("password_file", base);
+            let ca_file = t.file_to_read("ca_file", base);
             if ca_file.is_some() && tls == SmtpTls::None {
                 r.error(
                     t.key_span("ca_file"),
@@ -761,8 +761,11 @@ mod tests {
 
     #[test]
     fn every_key_is_read() {
-        let a = load(
-            r#"
+        // The password and CA files must exist: they are read at start.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "secret\n").unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "").unwrap();
+        let text = r#"
 [alerts]
 default_rules = false
 ack_timeout = "never"
@@ -823,8 +826,10 @@ to = "06:00"
 timezone = "local"
 severities = ["info"]
 match = { rule = "jobs" }
-"#,
-        );
+"#;
+        let a = crate::config::load_str(&dir.path().join("m.toml"), text.to_string())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .alerts;
         assert!(!a.default_rules);
         assert_eq!(a.ack_timeout, None);
         assert_eq!(a.public_url.as_deref(), Some("https://m.example.com"));
@@ -833,8 +838,8 @@ match = { rule = "jobs" }
             ChannelKind::Email(e) => {
                 assert_eq!(e.port, 465, "the port follows tls");
                 assert_eq!(e.tls, SmtpTls::Tls);
-                assert_eq!(e.password_file, Some(PathBuf::from("/etc/mamori/pw")));
-                assert_eq!(e.ca_file, Some(PathBuf::from("/etc/mamori/ca.pem")));
+                assert_eq!(e.password_file, Some(dir.path().join("pw")));
+                assert_eq!(e.ca_file, Some(dir.path().join("ca.pem")));
                 assert_eq!(e.to.len(), 2);
                 assert_eq!(e.timeout, Duration::from_secs(7));
             }

@@ -179,11 +179,11 @@ pub fn compile(
                 .into_iter()
                 .map(|(s, _)| s)
                 .collect(),
-            ca_file: t.string("ca_file").map(|f| base.join(f)),
-            cert_file: t.string("cert_file").map(|f| base.join(f)),
-            key_file: t.string("key_file").map(|f| base.join(f)),
+            ca_file: t.file_to_read("ca_file", base),
+            cert_file: t.file_to_read("cert_file", base),
+            key_file: t.file_to_read("key_file", base),
             username: t.string("username"),
-            password_file: t.string("password_file").map(|f| base.join(f)),
+            password_file: t.file_to_read("password_file", base),
         };
         if backend.as_deref() == Some("etcd") {
             if e.endpoints.is_empty() {

@@ -337,6 +337,17 @@ fn limits(t: &Tbl) -> Limits {
             );
         }
     }
+    for (key, d) in [("cpu", l.cpu), ("wall", l.wall)] {
+        if d.is_some_and(|d| d.is_zero()) {
+            t.reader().error(
+                t.key_span(key),
+                format!(
+                    "invalid `{key}` in {}: must be more than 0 (a zero limit kills every run at once)",
+                    t.what
+                ),
+            );
+        }
+    }
     if l.open_files == Some(0) {
         t.reader().error(
             t.key_span("open_files"),

@@ -103,7 +103,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "TB" => 1e12,
         other => {
             return Err(format!(
-                "invalid size \"{text}\": unknown unit \"{other}\"; expected one of B, KiB, MiB, GiB, TiB, kB, MB, GB, TB (e.g. \"512MiB\")"
+                "invalid size \"{text}\": unknown unit \"{other}\"; expected one of B, KiB, MiB, GiB, TiB (also written K, M, G, T), kB, MB, GB, TB (e.g. \"512MiB\")"
             ))
         }
     };
@@ -184,7 +184,7 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(
             parse_size("12 parsecs").unwrap_err(),
-            "invalid size \"12 parsecs\": unknown unit \"parsecs\"; expected one of B, KiB, MiB, GiB, TiB, kB, MB, GB, TB (e.g. \"512MiB\")"
+            "invalid size \"12 parsecs\": unknown unit \"parsecs\"; expected one of B, KiB, MiB, GiB, TiB (also written K, M, G, T), kB, MB, GB, TB (e.g. \"512MiB\")"
         );
     }
 

@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml_edit::{Item, Key, Value};
@@ -214,6 +215,31 @@ impl<'a, 's> Tbl<'a, 's> {
 
     pub fn string(&self, key: &'static str) -> Option<String> {
         self.str(key).map(|(s, _)| s)
+    }
+
+    /// A file the agent reads when it starts (a password, a certificate),
+    /// relative to `base` (the config's directory). One that cannot be read
+    /// now is reported here, at its value, so that `check-config` finds what
+    /// would otherwise stop the agent at start.
+    pub fn file_to_read(&self, key: &'static str, base: &Path) -> Option<PathBuf> {
+        let (name, span) = self.str(key)?;
+        let path = base.join(&name);
+        let problem = match std::fs::metadata(&path) {
+            Err(e) => Some(e.to_string()),
+            Ok(m) if m.is_dir() => Some("it is a directory".to_string()),
+            Ok(_) => std::fs::File::open(&path).err().map(|e| e.to_string()),
+        };
+        if let Some(why) = problem {
+            self.r.error(
+                span,
+                format!(
+                    "cannot read `{key}` {} in {}: {why}; the agent reads it at start",
+                    path.display(),
+                    self.what
+                ),
+            );
+        }
+        Some(path)
     }
 
     pub fn bool(&self, key: &'static str) -> Option<bool> {
