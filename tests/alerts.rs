@@ -878,6 +878,48 @@ fn alertmanager_webhooks_become_alerts_with_acknowledgement() {
         r#"{"version": "3", "alerts": []}"#,
     );
     assert_eq!(status, 400, "{body}");
+    // An alert nothing identifies, or with an unknown status, is refused
+    // with the whole payload: the good alert beside it is not taken either.
+    for (bad, says) in [
+        (
+            r#"{"status": "firing"}"#,
+            "alerts[1]: no fingerprint and no labels",
+        ),
+        (
+            r#"{"status": "firing", "fingerprint": "", "labels": {}}"#,
+            "alerts[1]: no fingerprint and no labels",
+        ),
+        (
+            r#"{"status": "pending", "fingerprint": "f1"}"#,
+            "alerts[1]: status \"pending\"; expected \"firing\" or \"resolved\"",
+        ),
+    ] {
+        let body = format!(
+            r#"{{"version": "4", "alerts": [{{"status": "firing", "fingerprint": "good1", "labels": {{"alertname": "Good"}}}}, {bad}]}}"#
+        );
+        let (status, v) = post_json(&a, "/api/v1/alerts/ingest/alertmanager", &body);
+        assert_eq!(status, 400, "{bad}: {v}");
+        let err = v["error"].as_str().unwrap_or("");
+        assert!(err.contains(says), "{bad}: {v}");
+    }
+    // Events are handled in order: once a later alert is there, one from a
+    // refused payload would be too.
+    let (status, v) = post_json(
+        &a,
+        "/api/v1/alerts/ingest/alertmanager",
+        r#"{"version": "4", "alerts": [{"status": "firing", "fingerprint": "later1", "labels": {"alertname": "Later"}}]}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    let all = wait_for("the later alert", || {
+        let all = alerts(&a, "all");
+        all.iter()
+            .any(|x| x["key"] == "alertmanager/later1")
+            .then_some(all)
+    });
+    assert!(
+        !all.iter().any(|x| x["key"] == "alertmanager/good1"),
+        "{all:?}"
+    );
     let (status, _) = http(a.port, "POST", "/api/v1/alerts/ingest/alertmanager", None).unwrap();
     assert_eq!(status, 401, "needs the token");
 }

@@ -242,15 +242,33 @@ pub async fn ingest_alertmanager(
             p.version
         )));
     }
-    let mut accepted = 0;
-    for a in p.alerts {
-        let key = a.fingerprint.clone().unwrap_or_else(|| {
-            a.labels
+    // Checked all before any is taken: a refused payload changes nothing.
+    let mut keyed = Vec::with_capacity(p.alerts.len());
+    for (i, a) in p.alerts.into_iter().enumerate() {
+        if a.status != "firing" && a.status != "resolved" {
+            return Err(ApiError::bad_request(format!(
+                "alerts[{i}]: status \"{}\"; expected \"firing\" or \"resolved\"",
+                a.status
+            )));
+        }
+        let key = match a.fingerprint.as_deref().filter(|f| !f.is_empty()) {
+            Some(f) => f.to_string(),
+            None => a
+                .labels
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
-                .join(",")
-        });
+                .join(","),
+        };
+        if key.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "alerts[{i}]: no fingerprint and no labels; nothing identifies the alert (Alertmanager sends both)"
+            )));
+        }
+        keyed.push((key, a));
+    }
+    let mut accepted = 0;
+    for (key, a) in keyed {
         let name = a.labels.get("alertname").cloned().unwrap_or_default();
         let kind = match a.status.as_str() {
             "resolved" => EventKind::IngestResolved {
