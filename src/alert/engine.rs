@@ -545,10 +545,21 @@ impl Engine {
     ) -> Result<AlertRecord, AlertError> {
         let (by_s, comment_s) = (by.to_string(), comment.to_string());
         let timeout = self.config.ack_timeout;
+        // Acknowledging an acknowledged alert renews its `ack_timeout`. It
+        // keeps when it was first acknowledged, and, without a comment, who
+        // did and why (a bare "still on it" must not erase the note).
+        let renewal = self
+            .active
+            .get(&id)
+            .is_some_and(|a| a.life.state == State::Acknowledged);
         let rec = self.apply(id, Input::Ack { timeout }, now, |r| {
-            r.acked_at = Some(now_ms());
-            r.acked_by = Some(by_s);
-            r.ack_comment = Some(comment_s);
+            if !renewal {
+                r.acked_at = Some(now_ms());
+            }
+            if !renewal || !comment_s.is_empty() {
+                r.acked_by = Some(by_s);
+                r.ack_comment = Some(comment_s);
+            }
         })?;
         tracing::info!(alert = id, key = %rec.key, by, "Alert acknowledged.");
         self.bus.emit(EventKind::AlertAcknowledged {
@@ -807,6 +818,51 @@ mod tests {
             cancel,
             task,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acknowledging_again_keeps_the_first_note_unless_a_new_one_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let Running {
+            store,
+            bus,
+            tx,
+            cancel,
+            task,
+        } = running(&dir, AlertsConfig::default());
+        let ack = |by: &str, comment: &str| {
+            let (tx, by, comment) = (tx.clone(), by.to_string(), comment.to_string());
+            async move {
+                let (reply, r) = oneshot::channel();
+                tx.send(Command::Ack {
+                    id: 1,
+                    by,
+                    comment,
+                    reply,
+                })
+                .await
+                .unwrap();
+                r.await.unwrap().unwrap()
+            }
+        };
+        bus.emit(down("db"));
+        settle().await;
+        let first = ack("alice", "looking at row 17").await;
+        assert!(first.acked_at.is_some());
+        // A bare ack keeps the note and its author (and renews the timeout,
+        // which the lifecycle's own tests pin).
+        let again = ack("bob", "").await;
+        assert_eq!(again.state, "acknowledged");
+        assert_eq!(again.acked_by.as_deref(), Some("alice"));
+        assert_eq!(again.ack_comment.as_deref(), Some("looking at row 17"));
+        // A new note replaces the old one, with its author.
+        let third = ack("bob", "taking over").await;
+        assert_eq!(third.acked_by.as_deref(), Some("bob"));
+        assert_eq!(third.ack_comment.as_deref(), Some("taking over"));
+        let stored = store.alert(1).unwrap().unwrap();
+        assert_eq!(stored.ack_comment.as_deref(), Some("taking over"));
+        cancel.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
