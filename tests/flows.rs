@@ -262,8 +262,37 @@ fn hold_by_hand_stops_a_job_until_unhold() {
         held.contains(", load (by ") && held.ends_with(": db maintenance)"),
         "{held}"
     );
+    // A held flow is not run by hand: the run would stall at once on the
+    // hold a person set (and page whoever watches `flow.stalled`).
+    let out = a.cli(&["run", "extract"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("flow \"extract\" is held by hand; `mamori unhold extract` first"),
+        "{err}"
+    );
+    // --only runs the job of that name alone, outside the flow: nothing
+    // below it starts, and no flow run is made.
+    let out = a.cli(&["run", "extract", "--only", "--wait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(a.runs("extract").len(), 1);
+    assert!(a.runs("transform").is_empty());
+    assert!(a.get("/api/v1/flows/extract")["latest"].is_null());
     assert!(a.cli(&["unhold", "extract"]).status.success());
-    a.cli(&["run", "extract"]);
+    // Right after the command, `flows` shows the new run (no wait).
+    let out = a.cli(&["run", "extract"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let id: i64 = said
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    assert_eq!(a.get("/api/v1/flows/extract")["latest"]["id"], id);
     wait_flow(&a, "extract", "stalled");
     assert_eq!(job_state(&a, "extract", "load"), "held");
     assert_eq!(job_state(&a, "extract", "report"), "succeeded");

@@ -79,12 +79,17 @@ enum Cmd {
     Stop { unit: String },
     /// Stop and start a unit; also the way out of `gave-up`.
     Restart { unit: String },
-    /// Run a job now.
+    /// Run a job now. A flow is named after its first job: that name runs
+    /// the whole flow (of several jobs) unless --only is given.
     Run {
         job: String,
-        /// Wait for the run to end and exit with its exit code.
+        /// Wait for the run to end and exit with its exit code (a flow: 0
+        /// when it succeeded, 1 when it stalled).
         #[arg(long)]
         wait: bool,
+        /// Run this job alone, even when its name is also a flow's.
+        #[arg(long)]
+        only: bool,
     },
     /// Print a unit's captured stdout and stderr.
     Logs {
@@ -423,7 +428,7 @@ async fn remote(cmd: Cmd, c: client::Client) -> Result<ExitCode> {
         Cmd::Start { unit } => show::action(&c, &unit, "start").await,
         Cmd::Stop { unit } => show::action(&c, &unit, "stop").await,
         Cmd::Restart { unit } => show::action(&c, &unit, "restart").await,
-        Cmd::Run { job, wait } => show::run(&c, &job, wait).await,
+        Cmd::Run { job, wait, only } => show::run(&c, &job, wait, only).await,
         Cmd::Logs {
             unit,
             follow,

@@ -116,11 +116,13 @@ pub async fn action(c: &Client, unit: &str, action: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn run(c: &Client, job: &str, wait: bool) -> Result<ExitCode> {
-    // A name of a flow of several jobs starts the whole flow.
-    if let Ok(flow) = c.get(&format!("/api/v1/flows/{job}")).await {
-        if flow["jobs"].as_array().is_some_and(|j| j.len() > 1) {
-            return run_flow(c, job, wait).await;
+pub async fn run(c: &Client, job: &str, wait: bool, only: bool) -> Result<ExitCode> {
+    // A name of a flow of several jobs starts the whole flow, unless --only.
+    if !only {
+        if let Ok(flow) = c.get(&format!("/api/v1/flows/{job}")).await {
+            if flow["jobs"].as_array().is_some_and(|j| j.len() > 1) {
+                return run_flow(c, job, wait).await;
+            }
         }
     }
     let v = c.post(&format!("/api/v1/jobs/{job}/run")).await?;

@@ -14,10 +14,17 @@ impl Engine {
                     .any(|(f, r)| *f == flow && r.status() == Status::Running);
                 let r = if running {
                     Err((409, format!("flow \"{flow}\" is already running")))
+                } else if self.holds.contains(&flow) {
+                    // Its scheduled times are skipped while held; a run by
+                    // hand would stall at once on the hold a person set.
+                    Err((
+                        409,
+                        format!("flow \"{flow}\" is held by hand; `mamori unhold {flow}` first"),
+                    ))
                 } else {
                     self.new_run(&flow, &format!("manual ({by})"), None).await
                 };
-                let _ = reply.send(r);
+                self.answer(reply, r);
             }
             Cmd::Rerun {
                 flow,
@@ -29,15 +36,17 @@ impl Engine {
             } => {
                 if let Rerun::From(j) | Rerun::Only(j) = &how {
                     if !self.defs.get(&flow).is_some_and(|d| d.jobs.contains(j)) {
-                        let _ =
-                            reply.send(Err((404, format!("no job \"{j}\" in flow \"{flow}\""))));
+                        self.answer(
+                            reply,
+                            Err((404, format!("no job \"{j}\" in flow \"{flow}\""))),
+                        );
                         return;
                     }
                 }
                 let id = match self.open_run(&flow, run, "to rerun") {
                     Ok(id) => id,
                     Err(e) => {
-                        let _ = reply.send(Err(e));
+                        self.answer(reply, Err(e));
                         return;
                     }
                 };
@@ -66,7 +75,7 @@ impl Engine {
                         comment,
                     });
                 }
-                let _ = reply.send(r.map(|_| id));
+                self.answer(reply, r.map(|_| id));
             }
             Cmd::Release {
                 job,
@@ -76,13 +85,13 @@ impl Engine {
                 reply,
             } => {
                 let Some(flow) = self.job_flow.get(&job).cloned() else {
-                    let _ = reply.send(Err((404, format!("no job named \"{job}\""))));
+                    self.answer(reply, Err((404, format!("no job named \"{job}\""))));
                     return;
                 };
                 let id = match self.open_run(&flow, run, "to release a job in") {
                     Ok(id) => id,
                     Err(e) => {
-                        let _ = reply.send(Err(e));
+                        self.answer(reply, Err(e));
                         return;
                     }
                 };
@@ -104,7 +113,7 @@ impl Engine {
                         comment,
                     });
                 }
-                let _ = reply.send(r.map(|_| id));
+                self.answer(reply, r.map(|_| id));
             }
             Cmd::Hold {
                 target,
@@ -114,11 +123,14 @@ impl Engine {
             } => {
                 let flow = self.flow_for(&target);
                 let Some(flow) = flow else {
-                    let _ = reply.send(Err((404, format!("no job or flow named \"{target}\""))));
+                    self.answer(
+                        reply,
+                        Err((404, format!("no job or flow named \"{target}\""))),
+                    );
                     return;
                 };
                 if let Err(e) = self.store.set_hold(&target, &by, &comment, now_ms()) {
-                    let _ = reply.send(Err((503, format!("store: {e}"))));
+                    self.answer(reply, Err((503, format!("store: {e}"))));
                     return;
                 }
                 self.holds.insert(target.clone());
@@ -148,20 +160,23 @@ impl Engine {
                     by,
                     comment,
                 });
-                let _ = reply.send(Ok(()));
+                self.answer(reply, Ok(()));
             }
             Cmd::Unhold { target, by, reply } => {
                 let Some(flow) = self.flow_for(&target) else {
-                    let _ = reply.send(Err((404, format!("no job or flow named \"{target}\""))));
+                    self.answer(
+                        reply,
+                        Err((404, format!("no job or flow named \"{target}\""))),
+                    );
                     return;
                 };
                 match self.store.clear_hold(&target) {
                     Ok(false) => {
-                        let _ = reply.send(Err((409, format!("\"{target}\" is not held"))));
+                        self.answer(reply, Err((409, format!("\"{target}\" is not held"))));
                         return;
                     }
                     Err(e) => {
-                        let _ = reply.send(Err((503, format!("store: {e}"))));
+                        self.answer(reply, Err((503, format!("store: {e}"))));
                         return;
                     }
                     Ok(true) => {}
@@ -188,7 +203,7 @@ impl Engine {
                     by,
                     comment: String::new(),
                 });
-                let _ = reply.send(Ok(()));
+                self.answer(reply, Ok(()));
             }
         }
     }
@@ -242,6 +257,13 @@ impl Engine {
             }
             _ => Err((409, format!("flow \"{flow}\" has no open run {what} (it has not run, or its last run succeeded)"))),
         }
+    }
+
+    /// Answers a person's command once the views show its effect, so that
+    /// `mamori flows` right after `mamori run` shows the new run.
+    fn answer<T>(&self, reply: Reply<T>, r: Result<T, (u16, String)>) {
+        self.publish();
+        let _ = reply.send(r);
     }
 
     pub(super) fn flow_for(&self, target: &str) -> Option<String> {
