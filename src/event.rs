@@ -559,4 +559,19 @@ mod tests {
             "job.failed"
         );
     }
+
+    #[test]
+    fn the_api_docs_list_every_kind() {
+        let doc = include_str!("../docs/api.md");
+        let list = doc
+            .split_once("Events (`kind`):")
+            .map(|(_, rest)| rest.split("\n\n").next().unwrap_or(""))
+            .expect("docs/api.md has its list of event kinds");
+        let missing: Vec<&str> = KINDS
+            .iter()
+            .copied()
+            .filter(|k| !list.contains(&format!("`{k}`")))
+            .collect();
+        assert!(missing.is_empty(), "docs/api.md does not list {missing:?}");
+    }
 }

@@ -7,11 +7,22 @@ use anyhow::{Context, Result};
 
 pub const QUICKSTART: &str = include_str!("../../examples/quickstart.toml");
 
+/// Writes the demo config into `dir`, unless a changed copy is there: an
+/// operator's edits are kept (and said so), never overwritten.
 pub fn prepare(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("quickstart.toml");
-    std::fs::write(&path, QUICKSTART)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    match std::fs::read_to_string(&path) {
+        Ok(old) if old == QUICKSTART => {}
+        Ok(_) => {
+            eprintln!(
+                "mamori demo: keeping your edited {} (delete it to get the original demo config back)",
+                path.display()
+            );
+        }
+        Err(_) => std::fs::write(&path, QUICKSTART)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+    }
     Ok(path)
 }
 
@@ -44,4 +55,28 @@ fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_config_is_written_once_and_edits_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("mamori-demo");
+        let path = prepare(&d).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), QUICKSTART);
+        // Unchanged: left as it is.
+        assert_eq!(prepare(&d).unwrap(), path);
+        // Edited: kept.
+        let edited = format!("{QUICKSTART}\n# mine\n");
+        std::fs::write(&path, &edited).unwrap();
+        prepare(&d).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), edited);
+        // Deleted: the original comes back.
+        std::fs::remove_file(&path).unwrap();
+        prepare(&d).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), QUICKSTART);
+    }
 }
