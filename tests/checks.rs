@@ -30,6 +30,8 @@ fn events_of(a: &Agent, subject: &str, kind: &str) -> Vec<Value> {
 
 #[test]
 fn http_check_goes_down_with_its_server_and_up_after_rise() {
+    // `site` watches the server from outside; `web`'s own health check
+    // watches the service, and waits (paused) while it is stopped on purpose.
     let port = free_port();
     let a = Agent::start(
         "",
@@ -38,11 +40,21 @@ fn http_check_goes_down_with_its_server_and_up_after_rise() {
 name = "web"
 command = ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
 health = {{ kind = "http", url = "http://127.0.0.1:{port}/", interval = "200ms", timeout = "1s", fall = 2, rise = 3 }}
+
+[[check]]
+name = "site"
+kind = "http"
+url = "http://127.0.0.1:{port}/"
+interval = "200ms"
+timeout = "1s"
+fall = 2
+rise = 3
 "#
         ),
     );
     wait_status(&a, "web", "up");
-    // Before the server listened the check may have been down once already;
+    wait_status(&a, "site", "up");
+    // Before the server listened the checks may have been down once already;
     // what matters is what happens from the stop on.
     let mark = a
         .get("/api/v1/events?limit=1")
@@ -51,26 +63,36 @@ health = {{ kind = "http", url = "http://127.0.0.1:{port}/", interval = "200ms",
         .unwrap_or(0);
     let out = a.cli(&["stop", "web"]);
     assert!(out.status.success());
-    let c = wait_status(&a, "web", "down");
+    let c = wait_status(&a, "site", "down");
     let reason = c["last_reason"].as_str().unwrap();
     assert!(reason.to_lowercase().contains("connect"), "{reason}");
-    assert_eq!(c["unit"], "web");
+    assert_eq!(c["unit"], Value::Null);
+    // Stopped by a person: its health check is not probed, and not down.
+    let h = wait_status(&a, "web", "paused");
+    assert_eq!(h["unit"], "web");
     let out = a.cli(&["start", "web"]);
     assert!(out.status.success());
     wait_status(&a, "web", "up");
+    wait_status(&a, "site", "up");
     // Edge-triggered: one event per flip, not one per failed probe.
     std::thread::sleep(std::time::Duration::from_millis(600));
-    let downs: Vec<Value> = events_of(&a, "web", "check.down")
-        .into_iter()
-        .filter(|e| e["id"].as_i64().unwrap_or(0) > mark)
-        .collect();
+    let since_mark = |subject: &str, kind: &str| -> Vec<Value> {
+        events_of(&a, subject, kind)
+            .into_iter()
+            .filter(|e| e["id"].as_i64().unwrap_or(0) > mark)
+            .collect()
+    };
+    let downs = since_mark("site", "check.down");
     assert_eq!(downs.len(), 1, "{downs:?}");
     assert!(downs[0]["reason"]
         .as_str()
         .unwrap()
         .to_lowercase()
         .contains("connect"));
-    assert!(events_of(&a, "web", "check.up").len() >= 2);
+    assert_eq!(since_mark("site", "check.up").len(), 1);
+    // The health check was never down: paused at the stop, up after the start.
+    assert_eq!(since_mark("web", "check.down"), Vec::<Value>::new());
+    assert_eq!(since_mark("web", "check.up").len(), 1);
 }
 
 #[test]

@@ -20,7 +20,7 @@ use crate::config::{Config, OnUnhealthy};
 use crate::event::{Bus, EventKind};
 use crate::store::Store;
 use crate::supervise::reaper::Reaper;
-use crate::supervise::{Command, Supervisor};
+use crate::supervise::{Command, Supervisor, UnitState};
 use crate::util::now_ms;
 
 /// What a check looks like from outside.
@@ -210,7 +210,7 @@ fn apply_flip(
                 reason,
             });
         }
-        Status::Unknown => {}
+        Status::Unknown | Status::Paused => {}
     }
     Some(status)
 }
@@ -237,6 +237,18 @@ impl Task {
         e.view.since = Some(now_ms());
     }
 
+    /// The watched service is stopped on purpose: the check waits, `paused`,
+    /// instead of reporting it down; the next start judges it afresh.
+    fn pause(&self) {
+        let mut e = lock(&self.entry);
+        if e.view.status != Status::Paused {
+            e.health.reset();
+            e.view.status = Status::Paused;
+            e.view.since = Some(now_ms());
+            tracing::info!(check = %e.cfg.name, "Check paused: its service is stopped.");
+        }
+    }
+
     /// Spreads the first probes of many checks over their interval.
     async fn jitter(&self, interval: Duration) {
         let max = interval.min(Duration::from_secs(1)).as_millis() as u64;
@@ -255,6 +267,13 @@ impl Task {
         // The watched service's current run: a new one is a new start.
         let run_of = |service: &str| self.sup.status(service).and_then(|s| s.run_id);
         let mut known_run = service.and_then(run_of);
+        // Stopped (by a person, a group's standby) or on its way down (a
+        // stop or a restart): nothing to probe.
+        let stopped = |service: &str| {
+            self.sup
+                .status(service)
+                .is_some_and(|s| matches!(s.state, UnitState::Stopped | UnitState::Stopping))
+        };
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -283,11 +302,20 @@ impl Task {
                     continue;
                 }
             }
+            if service.is_some_and(stopped) {
+                self.pause();
+                continue;
+            }
             let started = Instant::now();
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = self.probe(&cfg) => r,
             };
+            // A probe that failed while a stop began says nothing.
+            if result.is_err() && service.is_some_and(stopped) {
+                self.pause();
+                continue;
+            }
             let latency = started.elapsed().as_secs_f64() * 1000.0;
             let now = now_ms();
             let went_down = {

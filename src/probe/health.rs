@@ -11,6 +11,10 @@ pub enum Status {
     Unknown,
     Up,
     Down,
+    /// Not probed: the service it watches is stopped on purpose (by a
+    /// person, a restart, or a failover group on its standby). Only the
+    /// check's view takes it; the state machine itself is reset.
+    Paused,
 }
 
 impl Status {
@@ -19,6 +23,7 @@ impl Status {
             Status::Unknown => "unknown",
             Status::Up => "up",
             Status::Down => "down",
+            Status::Paused => "paused",
         }
     }
 }

@@ -243,7 +243,7 @@ impl Out {
 const UNIT_STATES: &[&str] = &[
     "idle", "running", "stopping", "backoff", "gave-up", "stopped", "exited", "failed",
 ];
-const CHECK_STATES: &[&str] = &["unknown", "up", "down"];
+const CHECK_STATES: &[&str] = &["unknown", "up", "down", "paused"];
 const ALERT_STATES: &[&str] = &["firing", "acknowledged"];
 const SEVERITIES: &[&str] = &["info", "warning", "critical"];
 
