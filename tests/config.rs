@@ -127,7 +127,7 @@ fn invalid_toml_names_the_position() {
 fn valid_config_exits_zero() {
     let (code, out, err) = check("[[service]]\nname = \"a\"\ncommand = \"sleep 1\"\n\n[[job]]\nname = \"b\"\ncommand = [\"true\"]\nlimits = { wall = \"1h\", memory = \"2GiB\" }\n");
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ok (1 services, 1 jobs)"), "{out}");
+    assert!(out.contains("ok (1 service, 1 job)"), "{out}");
 }
 
 #[test]

@@ -334,6 +334,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// "1 job", "2 jobs".
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Cmd::CheckConfig { file } => {
@@ -346,18 +351,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                         .filter(|u| u.kind == config::UnitKind::Service)
                         .count();
                     println!(
-                        "{}: ok ({} services, {} jobs)",
+                        "{}: ok ({}, {})",
                         path.display(),
-                        services,
-                        c.units.len() - services
+                        counted(services, "service", "services"),
+                        counted(c.units.len() - services, "job", "jobs")
                     );
                     // --- alerts ---
                     let al = &c.alerts;
                     println!(
-                        "alerts: {} rules, {} channels, {} policies{}",
-                        al.rules.len(),
-                        al.channels.len(),
-                        al.policies.len(),
+                        "alerts: {}, {}, {}{}",
+                        counted(al.rules.len(), "rule", "rules"),
+                        counted(al.channels.len(), "channel", "channels"),
+                        counted(al.policies.len(), "policy", "policies"),
                         if al.channels.is_empty() {
                             " (no channel: alerts are recorded but sent nowhere)"
                         } else {
@@ -372,11 +377,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                             .filter(|g| g.nodes.contains(&cl.node))
                             .count();
                         println!(
-                            "cluster: node {}, {} backend, lease {} ms, {} groups ({} with this node)",
+                            "cluster: node {}, {} backend, lease {} ms, {} ({} with this node)",
                             cl.node,
                             cl.backend.name(),
                             cl.lease_ttl.as_millis(),
-                            cl.groups.len(),
+                            counted(cl.groups.len(), "group", "groups"),
                             member
                         );
                     }

@@ -312,7 +312,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             file: path.display().to_string(),
             line: 0,
             col: 0,
-            message: format!("cannot read the config file: {e}"),
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                format!("cannot read the config file: {e}; name the config with -c FILE or the MAMORI_CONFIG variable")
+            } else {
+                format!("cannot read the config file: {e}")
+            },
         }])
     })?;
     load_str(path, text)

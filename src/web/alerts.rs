@@ -42,11 +42,7 @@ fn alert_id(id: &str) -> Result<i64, ApiError> {
 
 /// A JSON body, or nothing (an empty body is `{}`).
 fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &Bytes) -> Result<T, ApiError> {
-    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    super::json_body(bytes, Some(T::default()))
 }
 
 /// `GET /api/v1/alerts?state=firing|acknowledged|resolved|all&limit=N`

@@ -32,17 +32,6 @@ pub fn incident_id(id: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("incident id \"{id}\" is not a number")))
 }
 
-fn json_body<T: for<'de> Deserialize<'de>>(bytes: &Bytes, empty: Option<T>) -> Result<T, ApiError> {
-    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        if let Some(e) = empty {
-            return Ok(e);
-        }
-        return Err(ApiError::bad_request("a JSON body is required"));
-    }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
-}
-
 /// `GET /api/v1/incidents?all=true&limit=N`: open incidents (or all), newest first.
 pub async fn list(
     State(s): State<Arc<AppState>>,
@@ -74,7 +63,7 @@ pub async fn open(
     State(s): State<Arc<AppState>>,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let r: OpenRequest = json_body(&bytes, None)?;
+    let r: OpenRequest = super::json_body(&bytes, None)?;
     for a in &r.alerts {
         if s.alerts.store.alert(*a)?.is_none() {
             return Err(ApiError::bad_request(format!("no alert with id {a}")));
@@ -102,7 +91,7 @@ pub async fn update(
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = incident_id(&id)?;
-    let b: UpdateBody = json_body(&bytes, None)?;
+    let b: UpdateBody = super::json_body(&bytes, None)?;
     let state = match b.state {
         Some(st) => st,
         None => s.incidents.get(id)?.state,
@@ -120,7 +109,7 @@ pub async fn resolve(
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let id = incident_id(&id)?;
-    let b: UpdateBody = json_body(&bytes, Some(UpdateBody::default()))?;
+    let b: UpdateBody = super::json_body(&bytes, Some(UpdateBody::default()))?;
     if b.state.as_deref().is_some_and(|st| st != "resolved") {
         return Err(ApiError::bad_request(
             "`state` of a resolve is \"resolved\"; post other states to /updates",

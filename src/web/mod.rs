@@ -177,6 +177,57 @@ impl ApiError {
     }
 }
 
+/// A JSON object body. An empty body is `empty` when given (the request
+/// needs nothing), else an error. serde's messages name our Rust types
+/// ("expected struct OpenRequest with 8 elements"); those are said in
+/// JSON's words instead.
+pub fn json_body<T: for<'de> serde::Deserialize<'de>>(
+    bytes: &[u8],
+    empty: Option<T>,
+) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    match (first, empty) {
+        (None, Some(e)) => Ok(e),
+        (None, None) => Err(ApiError::bad_request("a JSON body is required")),
+        (Some(b'{'), _) => serde_json::from_slice(bytes).map_err(|e| {
+            ApiError::bad_request(format!("invalid JSON body: {}", json_words(&e.to_string())))
+        }),
+        (Some(_), _) => Err(ApiError::bad_request(
+            "invalid JSON body: expected a JSON object ({…})",
+        )),
+    }
+}
+
+/// "struct Name" and "struct Name with N elements" → "a JSON object"
+/// (unit-tested below).
+fn json_words(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(i) = rest.find("struct ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "struct ".len()..];
+        let name_end = after
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .unwrap_or(after.len());
+        if name_end == 0 {
+            out.push_str("struct ");
+            rest = after;
+            continue;
+        }
+        out.push_str("a JSON object");
+        rest = &after[name_end..];
+        if let Some(tail) = rest.strip_prefix(" with ") {
+            if let Some(e) = tail.find(" elements") {
+                if tail[..e].chars().all(|c| c.is_ascii_digit()) {
+                    rest = &tail[e + " elements".len()..];
+                }
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> axum::response::Response {
         (self.status, Json(json!({ "error": self.message }))).into_response()
@@ -220,4 +271,40 @@ async fn json_errors(resp: Response<Body>) -> Response<Body> {
     // A 5xx from the framework itself is reported as the client's problem
     // only when it is one; otherwise it stays a 5xx but with a JSON body.
     (status, Json(json!({ "error": text }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_speak_json_not_rust() {
+        assert_eq!(
+            json_words("invalid length 0, expected struct OpenRequest with 8 elements"),
+            "invalid length 0, expected a JSON object"
+        );
+        assert_eq!(
+            json_words("invalid type: string \"x\", expected struct Foo_2 at line 1 column 3"),
+            "invalid type: string \"x\", expected a JSON object at line 1 column 3"
+        );
+        assert_eq!(json_words("missing field `title`"), "missing field `title`");
+        assert_eq!(json_words("a struct  here"), "a struct  here");
+        #[derive(serde::Deserialize, Debug)]
+        struct Req {
+            #[allow(dead_code)]
+            title: String,
+        }
+        let e = json_body::<Req>(b"[]", None).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.message, "invalid JSON body: expected a JSON object ({…})");
+        let e = json_body::<Req>(b"  ", None).unwrap_err();
+        assert_eq!(e.message, "a JSON body is required");
+        let e = json_body::<Req>(br#"{"title": 5}"#, None).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("invalid JSON body: invalid type: integer `5`, expected a string"),
+            "{}",
+            e.message
+        );
+    }
 }
