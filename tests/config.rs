@@ -361,3 +361,52 @@ to = ["ops@example.com"]
     assert!(!err.contains("etcd-password"), "{err}");
     assert!(err.contains("FILE: 4 errors"), "{err}");
 }
+
+#[test]
+fn mistakes_from_other_tools_get_a_pointer() {
+    let text = r#"[[job]]
+name = "nightly"
+command = "true"
+timeout = "2h"
+cron = "0 2 * * *"
+
+[[job]]
+name = "hourly"
+command = "true"
+schedule = "0 25 * * *"
+
+[[service]]
+name = "web"
+command = "sleep 100"
+
+[[check]]
+name = "beat"
+kind = "heartbeat"
+job = "web"
+period = "1h"
+
+[[check]]
+name = "beat2"
+kind = "heartbeat"
+job = "nigthly"
+period = "1h"
+
+[[component]]
+name = "Site"
+units = ["wbe"]
+"#;
+    let (code, _, err) = check(text);
+    assert_eq!(code, 1, "{err}");
+    let expected = [
+        "FILE:4:1: unknown key `timeout` in [[job]] \"nightly\"; limits are written `limits = { wall = \"30m\" }`",
+        "FILE:5:1: unknown key `cron` in [[job]] \"nightly\"; a cron expression is written `schedule = \"0 2 * * *\"`",
+        "invalid cron expression \"0 25 * * *\": ",
+        "(fields: minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, weekday 0-7 or SUN-SAT; a sixth field in front is seconds)",
+        "check \"beat\" names job \"web\" in `job`, but there is no such job: it is a service; heartbeats are of jobs",
+        "check \"beat2\" names job \"nigthly\" in `job`, but there is no such job; did you mean \"nightly\"?",
+        "unknown unit \"wbe\" in `units` of [[component]] \"Site\" (did you mean \"web\"?); it names [[service]]s or [[job]]s",
+    ];
+    for line in expected {
+        assert!(err.contains(line), "missing:\n  {line}\nin:\n{err}");
+    }
+}

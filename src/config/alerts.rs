@@ -444,7 +444,7 @@ fn channel(t: &Tbl, base: &Path) -> Option<ChannelKind> {
                     .and_then(|(f, span)| match f.parse::<lettre::message::Mailbox>() {
                         Ok(_) => Some(f),
                         Err(e) => {
-                            r.error(span, format!("invalid `from` in {}: \"{f}\": {e}", t.what));
+                            r.error(span, format!("invalid `from` in {}: \"{f}\": {e}; expected an address such as \"mamori <mamori@example.com>\"", t.what));
                             None
                         }
                     });
@@ -467,7 +467,7 @@ fn channel(t: &Tbl, base: &Path) -> Option<ChannelKind> {
                         Ok(_) => to.push(a),
                         Err(e) => r.error(
                             span,
-                            format!("invalid address in `to` of {}: \"{a}\": {e}", t.what),
+                            format!("invalid address in `to` of {}: \"{a}\": {e}; expected an address such as \"ops@example.com\" or \"Ops <ops@example.com>\"", t.what),
                         ),
                     }
                 }

@@ -455,10 +455,21 @@ fn cross_check_checks(
                 .any(|(k, n)| n == unit && (key == "unit" || *k == UnitKind::Job));
             if !ok {
                 let what = if key == "job" { "job" } else { "unit" };
-                r.error(
-                    span.clone(),
-                    format!("check \"{}\" names {what} \"{unit}\" in `{key}`, but there is no such {what}", c.name),
+                let names: Vec<&str> = declared
+                    .iter()
+                    .filter(|(k, _)| key == "unit" || *k == UnitKind::Job)
+                    .map(|(_, n)| n.as_str())
+                    .collect();
+                let mut message = format!(
+                    "check \"{}\" names {what} \"{unit}\" in `{key}`, but there is no such {what}",
+                    c.name
                 );
+                if declared.iter().any(|(_, n)| n == unit) {
+                    message.push_str(": it is a service; heartbeats are of jobs");
+                } else if let Some(best) = closest(unit, &names) {
+                    message.push_str(&format!("; did you mean \"{best}\"?"));
+                }
+                r.error(span.clone(), message);
             }
         }
     }
@@ -589,19 +600,26 @@ fn resolve_status(
     declared: &[(UnitKind, String)],
     calendars: &[(crate::schedule::when::Calendar, Option<Range<usize>>)],
 ) {
+    let check_names: Vec<&str> = checks.iter().map(|(c, _)| c.name.as_str()).collect();
+    let unit_names: Vec<&str> = declared.iter().map(|(_, n)| n.as_str()).collect();
+    let guess = |name: &str, names: &[&str]| {
+        closest(name, names)
+            .map(|b| format!(" (did you mean \"{b}\"?)"))
+            .unwrap_or_default()
+    };
     for (component, name, span) in &refs.checks {
-        if !checks.iter().any(|(c, _)| &c.name == name) {
+        if !check_names.contains(&name.as_str()) {
             r.error(
                 span.clone(),
-                format!("unknown check or unit \"{name}\" in `checks` of [[component]] \"{component}\"; it names [[check]]s or services with a `health` check"),
+                format!("unknown check \"{name}\" in `checks` of [[component]] \"{component}\"{}; it names [[check]]s or services with a `health` check", guess(name, &check_names)),
             );
         }
     }
     for (component, name, span) in &refs.units {
-        if !declared.iter().any(|(_, n)| n == name) {
+        if !unit_names.contains(&name.as_str()) {
             r.error(
                 span.clone(),
-                format!("unknown check or unit \"{name}\" in `units` of [[component]] \"{component}\"; it names [[service]]s or [[job]]s"),
+                format!("unknown unit \"{name}\" in `units` of [[component]] \"{component}\"{}; it names [[service]]s or [[job]]s", guess(name, &unit_names)),
             );
         }
     }

@@ -224,7 +224,7 @@ checks = ["disk"]
             "{e}"
         );
         assert!(
-            e.contains("/tmp/m.toml:7:11: unknown check or unit \"missing\""),
+            e.contains("/tmp/m.toml:7:11: unknown check \"missing\" in `checks` of [[component]] \"A\"; it names"),
             "{e}"
         );
     }

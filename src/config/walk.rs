@@ -493,6 +493,20 @@ impl<'a, 's> Tbl<'a, 's> {
                 .min();
             if let Some((_, cand)) = closest {
                 message.push_str(&format!("; did you mean `{cand}`?"));
+            } else if matches!(name, "cron" | "crontab") && known.contains(&"schedule") {
+                message.push_str("; a cron expression is written `schedule = \"0 2 * * *\"`");
+            } else if known.contains(&"limits") {
+                // What other tools call these keys is a limit here.
+                let limit = match name {
+                    "timeout" | "time_limit" | "max_time" | "runtime" => Some("wall = \"30m\""),
+                    "memory" | "memory_limit" | "max_memory" | "mem" => Some("memory = \"512MiB\""),
+                    "cpu" | "cpu_limit" => Some("cpu = \"10m\""),
+                    "nofile" | "ulimit" => Some("open_files = 4096"),
+                    _ => None,
+                };
+                if let Some(l) = limit {
+                    message.push_str(&format!("; limits are written `limits = {{ {l} }}`"));
+                }
             }
             let mut sorted = known.clone();
             sorted.sort_unstable();

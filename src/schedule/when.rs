@@ -71,7 +71,11 @@ pub fn parse_cron(expr: &str) -> Result<Cron, String> {
         .seconds(Seconds::Optional)
         .build()
         .parse(expr)
-        .map_err(|e| format!("invalid cron expression \"{expr}\": {e}"))
+        .map_err(|e| {
+            format!(
+                "invalid cron expression \"{expr}\": {e} (fields: minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, weekday 0-7 or SUN-SAT; a sixth field in front is seconds)"
+            )
+        })
 }
 
 /// How far back raw occurrences are looked at, so that a run moved to the
