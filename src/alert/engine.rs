@@ -580,9 +580,10 @@ impl Engine {
         if kind.starts_with("alert.") {
             return;
         }
-        let Ok(Value::Object(fields)) = serde_json::to_value(&event.kind) else {
+        let Ok(Value::Object(mut fields)) = serde_json::to_value(&event.kind) else {
             return;
         };
+        rules::humanize(&kind, &mut fields);
         let now = Instant::now();
         self.handling = Some(event.id);
         for m in rules::evaluate(&self.config.rules, &kind, &fields) {

@@ -104,7 +104,7 @@ pub fn defaults() -> Vec<Rule> {
             &["unit.started"],
             Severity::Critical,
             "{unit} gave up restarting",
-            "{unit} was started {starts} times within {window_ms} ms and mamori stopped restarting it. Fix the cause, then `mamori restart {unit}`.",
+            "{unit} was started {starts} times within {window} and mamori stopped restarting it. Fix the cause, then `mamori restart {unit}`.",
         ),
         rule(
             "check-down",
@@ -120,7 +120,7 @@ pub fn defaults() -> Vec<Rule> {
             &[],
             Severity::Warning,
             "{unit} was killed at its {limit} limit",
-            "{unit} (run {run_id}) reached {value} against a {limit} limit of {max} and was killed ({enforced_by}).",
+            "{unit} (run {run_id}) reached {value_text} against a {limit} limit of {max_text} and was killed ({enforced_by}).",
         ),
         rule(
             "leak-suspected",
@@ -128,7 +128,7 @@ pub fn defaults() -> Vec<Rule> {
             &["leak.cleared"],
             Severity::Warning,
             "{unit} seems to leak memory",
-            "{unit} grows by {slope_mb_per_hour} MB/hour (confidence {confidence}); it reaches its limit in about {time_to_limit_ms} ms.",
+            "{unit} grows by {slope_mb_per_hour} MB/hour (confidence {confidence}); it reaches its limit in about {time_to_limit}.",
         ),
         rule(
             "incident-update-due",
@@ -355,6 +355,42 @@ impl Rule {
 }
 
 /// Every match of every rule for one event.
+/// Adds fields that say in people's units what an event carries in bytes and
+/// milliseconds, for templates: `value_text` and `max_text` (a limit breach,
+/// by its limit: "1.5 GiB", "10m"), `window` (a crash loop's window) and
+/// `time_to_limit` (a leak's forecast). The raw fields stay.
+pub fn humanize(kind: &str, fields: &mut Map<String, Value>) {
+    use crate::config::units::{format_duration, format_size};
+    let num = |k: &str| fields.get(k).and_then(Value::as_u64);
+    let ms = |v: u64| format_duration(std::time::Duration::from_millis(v));
+    let added: Vec<(&str, String)> = match kind {
+        "unit.limit_breached" => {
+            let limit = fields.get("limit").and_then(Value::as_str).unwrap_or("");
+            let text = |v: u64| match limit {
+                "memory" => format_size(v),
+                "cpu" | "wall" => ms(v),
+                _ => v.to_string(),
+            };
+            [("value_text", num("value")), ("max_text", num("max"))]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, text(v?))))
+                .collect()
+        }
+        "unit.gave_up" => num("window_ms")
+            .map(|w| ("window", ms(w)))
+            .into_iter()
+            .collect(),
+        "leak.suspected" => num("time_to_limit_ms")
+            .map(|t| ("time_to_limit", ms(t)))
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (k, v) in added {
+        fields.insert(k.to_string(), Value::String(v));
+    }
+}
+
 pub fn evaluate(rules: &[Rule], kind: &str, fields: &Map<String, Value>) -> Vec<Matched> {
     rules.iter().filter_map(|r| r.apply(kind, fields)).collect()
 }
@@ -366,6 +402,44 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn breaches_loops_and_leaks_are_told_in_peoples_units() {
+        let mut f = obj(
+            json!({"unit": "web", "limit": "memory", "value": 1610612736u64, "max": 1610612736u64}),
+        );
+        humanize("unit.limit_breached", &mut f);
+        assert_eq!(f["value_text"], "1.5 GiB");
+        assert_eq!(f["max_text"], "1.5 GiB");
+        assert_eq!(f["value"], 1610612736u64, "the raw field stays");
+        let mut f = obj(json!({"limit": "wall", "value": 5003, "max": 5000}));
+        humanize("unit.limit_breached", &mut f);
+        assert_eq!(
+            (f["value_text"].as_str(), f["max_text"].as_str()),
+            (Some("5s"), Some("5s"))
+        );
+        let mut f = obj(json!({"limit": "cpu", "value": 600_000, "max": 600_000}));
+        humanize("unit.limit_breached", &mut f);
+        assert_eq!(f["max_text"], "10m00s");
+        let mut f = obj(json!({"window_ms": 60_000}));
+        humanize("unit.gave_up", &mut f);
+        assert_eq!(f["window"], "1m00s");
+        let mut f = obj(json!({"time_to_limit_ms": 7_200_000}));
+        humanize("leak.suspected", &mut f);
+        assert_eq!(f["time_to_limit"], "2h00m");
+        let rule = defaults()
+            .into_iter()
+            .find(|r| r.name == "limit-breached")
+            .unwrap();
+        let mut f = obj(
+            json!({"unit": "web", "run_id": 7, "limit": "memory", "value": 1610612736u64, "max": 1610612736u64, "enforced_by": "cgroup1"}),
+        );
+        humanize("unit.limit_breached", &mut f);
+        assert_eq!(
+            render(&rule.body, &f),
+            "web (run 7) reached 1.5 GiB against a memory limit of 1.5 GiB and was killed (cgroup1)."
+        );
     }
 
     #[test]
