@@ -215,7 +215,8 @@ limits = { open_files = 77 }
     );
     let out = a.cli(&["run", "fds", "--wait"]);
     assert!(out.status.success());
-    let logs = a.cli(&["logs", "fds"]);
+    let run = a.runs("fds")[0]["id"].as_i64().unwrap().to_string();
+    let logs = a.cli(&["logs", "fds", "--run", &run]);
     assert_eq!(String::from_utf8_lossy(&logs.stdout).trim(), "77");
 }
 

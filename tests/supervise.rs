@@ -227,12 +227,23 @@ command = "echo \"line one of $MAMORI_RUN_ID\"; echo oops >&2; exit 7"
         "only that run: {text}"
     );
 
+    assert!(
+        !text.contains("── run"),
+        "one run needs no separator: {text}"
+    );
+
+    // The whole stream: each run's output under a line that names it.
     let all = a.cli(&["logs", "report"]);
     let all = String::from_utf8_lossy(&all.stdout);
-    assert!(
-        all.contains(&format!("line one of {first}"))
-            && all.contains(&format!("line one of {second}"))
-    );
+    let at = |s: &str| all.find(s).unwrap_or_else(|| panic!("no {s:?} in:\n{all}"));
+    let order = [
+        at(&format!("── run {first} (manual), ")),
+        at(&format!("line one of {first}")),
+        at(&format!("── run {second} (manual), ")),
+        at(&format!("line one of {second}")),
+    ];
+    assert!(order.is_sorted(), "{order:?} in:\n{all}");
+    assert!(all.starts_with("── run "), "{all}");
 }
 
 #[test]

@@ -176,6 +176,9 @@ pub async fn logs(
     use std::io::Write;
     let mut from: Option<u64> = None;
     let mut warned = false;
+    // A unit's whole stream holds many runs: each starts with a line that
+    // says which (not with --run, which is one run).
+    let mut marks: Vec<(u64, String)> = Vec::new();
     loop {
         let mut q = format!("/api/v1/units/{unit}/logs?max=1048576");
         match (from, lines) {
@@ -193,10 +196,15 @@ pub async fn logs(
             warned = true;
         }
         let text = v.get("text").and_then(Value::as_str).unwrap_or("");
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        out.flush()?;
+        let start = v.get("start").and_then(Value::as_u64).unwrap_or(0);
         let end = v.get("end").and_then(Value::as_u64).unwrap_or(0);
+        if run.is_none() && end > start && marks.last().is_none_or(|(at, _)| *at < end) {
+            // New runs may have started since the last look.
+            marks = run_marks(c, unit).await.unwrap_or(marks);
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(with_marks(text, start, &marks).as_bytes())?;
+        out.flush()?;
         let got_something = from.is_none_or(|f| end > f);
         from = Some(end);
         let complete = v.get("complete").and_then(Value::as_bool) == Some(true);
@@ -211,6 +219,65 @@ pub async fn logs(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where each recent run of `unit` starts in its log stream, and the line
+/// that announces it: `── run 12 (manual), 2026-11-24 02:30:01 ──`.
+async fn run_marks(c: &Client, unit: &str) -> Result<Vec<(u64, String)>> {
+    let v = c
+        .get(&format!("/api/v1/runs?unit={}&limit=500", enc(unit)))
+        .await?;
+    let mut marks: Vec<(u64, String)> = v
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| {
+            let at = r.get("log_start")?.as_u64()?;
+            let when = r.get("started_at").and_then(Value::as_i64).map(format_ts);
+            Some((
+                at,
+                format!(
+                    "── run {} ({}), {} ──\n",
+                    s(r, "id"),
+                    s(r, "trigger"),
+                    when.unwrap_or_default()
+                ),
+            ))
+        })
+        .collect();
+    marks.sort_by_key(|(at, _)| *at);
+    Ok(marks)
+}
+
+/// `text` (the stream from byte `start`) with each run's line put where its
+/// output begins, at the start of a line. Runs that wrote nothing share an
+/// offset with the next; only the last of those is shown.
+fn with_marks(text: &str, start: u64, marks: &[(u64, String)]) -> String {
+    let end = start + text.len() as u64;
+    let mut out = String::with_capacity(text.len());
+    let mut done = 0;
+    for (i, (at, line)) in marks.iter().enumerate() {
+        let next_same = marks.get(i + 1).is_some_and(|(n, _)| n == at);
+        if *at < start || *at >= end || next_same {
+            continue;
+        }
+        let mut pos = (*at - start) as usize;
+        while pos < text.len() && !text.is_char_boundary(pos) {
+            pos += 1;
+        }
+        if pos < done {
+            continue;
+        }
+        out.push_str(&text[done..pos]);
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(line);
+        done = pos;
+    }
+    out.push_str(&text[done..]);
+    out
 }
 
 pub async fn runs(c: &Client, unit: Option<&str>, limit: u32, json: bool) -> Result<ExitCode> {
@@ -721,4 +788,34 @@ pub async fn show_run(c: &Client, id: i64, tail: usize) -> Result<ExitCode> {
         println!("    {l}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_marks;
+
+    #[test]
+    fn each_run_is_announced_where_its_output_starts() {
+        let m = |at: u64, id: u32| (at, format!("-- {id} --\n"));
+        let text = "a1\na2\nb1\n";
+        // Runs 1 and 2 start at 0 and 6; run 3 starts later (not in this text).
+        let marks = [m(0, 1), m(6, 2), m(40, 3)];
+        assert_eq!(
+            with_marks(text, 0, &marks),
+            "-- 1 --\na1\na2\n-- 2 --\nb1\n"
+        );
+        // A chunk that starts after run 1 began shows only what it holds.
+        assert_eq!(with_marks("a2\nb1\n", 3, &marks), "a2\n-- 2 --\nb1\n");
+        // A run that wrote nothing shares its offset with the next: one line.
+        let marks = [m(0, 1), m(3, 2), m(3, 3)];
+        assert_eq!(
+            with_marks("a1\nc1\n", 0, &marks),
+            "-- 1 --\na1\n-- 3 --\nc1\n"
+        );
+        // Output without a final newline before the next run: the line is ended.
+        assert_eq!(with_marks("a1b1\n", 0, &[m(2, 2)]), "a1\n-- 2 --\nb1\n");
+        // No runs, or none in range: the text as it is.
+        assert_eq!(with_marks(text, 0, &[]), text);
+        assert_eq!(with_marks(text, 100, &[m(0, 1)]), text);
+    }
 }
