@@ -482,6 +482,26 @@ command = ["python3", "-c", "import time\nx = bytearray(30 << 20)\nwhile True:\n
     assert!(rss > 30 << 20, "rss {rss} includes the 30 MiB buffer");
     assert!(row[3].parse::<u64>().unwrap() >= 3, "fds");
     assert!(row[4].parse::<u64>().unwrap() >= 1, "threads");
+    // Without --csv: a table in people's units (--json for the raw rows).
+    let out = a.cli(&["samples", "busy", "--since", "5m"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(
+        head,
+        ["TIME", "MEMORY", "CPU%", "FDS", "THREADS", "PROCS"],
+        "{text}"
+    );
+    assert!(lines.all(|l| l.contains(" MiB ")), "{text}");
+    let out = a.cli(&["samples", "busy", "--since", "5m", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let max = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["rss"].as_u64())
+        .max();
+    assert!(max > Some(30 << 20), "{v}");
 }
 
 #[test]

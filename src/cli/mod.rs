@@ -134,8 +134,12 @@ enum Cmd {
         /// Per-minute min/avg/max instead of full resolution.
         #[arg(long)]
         minutes: bool,
+        /// CSV with a header line, bytes and milliseconds (for spreadsheets).
         #[arg(long)]
         csv: bool,
+        /// The API's JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Flows: their jobs, schedule, next run and the latest run's job states.
     Flows {
@@ -507,7 +511,8 @@ async fn remote(cmd: Cmd, c: client::Client) -> Result<ExitCode> {
             since,
             minutes,
             csv,
-        } => show::samples(&c, &unit, &since, minutes, csv).await,
+            json,
+        } => show::samples(&c, &unit, &since, minutes, csv, json).await,
         Cmd::Agent { .. } | Cmd::Demo { .. } | Cmd::CheckConfig { .. } | Cmd::Next { .. } => {
             Ok(ExitCode::from(2))
         }

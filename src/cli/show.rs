@@ -33,7 +33,6 @@ fn dur_ms(v: &Value, key: &str) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// Prints rows as aligned columns.
 /// How long a run took, from its record ("-" while it runs).
 fn took(r: &Value) -> String {
     match (r["started_at"].as_i64(), r["ended_at"].as_i64()) {
@@ -42,6 +41,7 @@ fn took(r: &Value) -> String {
     }
 }
 
+/// Prints rows as aligned columns.
 pub(super) fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -476,6 +476,7 @@ pub async fn samples(
     since: &str,
     minutes: bool,
     csv: bool,
+    json: bool,
 ) -> Result<ExitCode> {
     let ago =
         crate::config::units::parse_duration(since).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
@@ -495,11 +496,71 @@ pub async fn samples(
             "/api/v1/units/{unit}/samples?since={from}&resolution={res}"
         ))
         .await?;
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: &[Value] = v.as_array().map(Vec::as_slice).unwrap_or_default();
+    let time = |r: &Value| r["ts"].as_i64().map(format_ts).unwrap_or_default();
+    let pct = |r: &Value, k: &str| {
+        r[k].as_f64()
+            .map(|p| format!("{p:.1}"))
+            .unwrap_or_else(|| "-".into())
+    };
+    if minutes {
+        table(
+            &[
+                "MINUTE",
+                "SAMPLES",
+                "MEM MIN",
+                "MEM AVG",
+                "MEM MAX",
+                "CPU% AVG",
+                "CPU% MAX",
+                "FDS MAX",
+                "THREADS MAX",
+            ],
+            rows.iter()
+                .map(|r| {
+                    vec![
+                        time(r),
+                        s(r, "n"),
+                        size(r, "rss_min"),
+                        size(r, "rss_avg"),
+                        size(r, "rss_max"),
+                        pct(r, "cpu_avg"),
+                        pct(r, "cpu_max"),
+                        s(r, "fds_max"),
+                        s(r, "threads_max"),
+                    ]
+                })
+                .collect(),
+        );
+    } else {
+        table(
+            &["TIME", "MEMORY", "CPU%", "FDS", "THREADS", "PROCS"],
+            rows.iter()
+                .map(|r| {
+                    vec![
+                        time(r),
+                        size(r, "rss"),
+                        pct(r, "cpu_pct"),
+                        s(r, "fds"),
+                        s(r, "threads"),
+                        s(r, "procs"),
+                    ]
+                })
+                .collect(),
+        );
+    }
+    if rows.is_empty() {
+        eprintln!(
+            "no samples of {unit} in the last {since} (samples are stored in batches every 10 s)"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Who is acting, for the record.
 /// Who is acting, for the record: the user behind sudo, else the login
 /// name, else the name of our uid (cron and systemd set no `USER`).
 pub fn me() -> String {
