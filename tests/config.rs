@@ -410,3 +410,16 @@ units = ["wbe"]
         assert!(err.contains(line), "missing:\n  {line}\nin:\n{err}");
     }
 }
+
+#[test]
+fn a_table_written_both_ways_says_how_to_write_it() {
+    let (code, _, err) = check(
+        "[service]\nname = \"a\"\ncommand = \"true\"\n\n[[service]]\nname = \"b\"\ncommand = \"true\"\n",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("invalid TOML: "), "{err}");
+    assert!(
+        err.contains("`[service]` and `[[service]]` both appear: write every one as `[[service]]`"),
+        "{err}"
+    );
+}

@@ -28,7 +28,7 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
                 file: src.file.clone(),
                 line,
                 col,
-                message: format!("invalid TOML: {message}"),
+                message: format!("invalid TOML: {message}{}", mixed_tables(src.text())),
             }]));
         }
     };
@@ -473,6 +473,28 @@ fn cross_check_checks(
             }
         }
     }
+}
+
+/// A hint when one name is written both as a table (`[service]`) and as an
+/// array of tables (`[[service]]`): TOML only says "duplicate key".
+fn mixed_tables(text: &str) -> String {
+    let headers: Vec<&str> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| l.starts_with('[') && l.ends_with(']'))
+        .collect();
+    for h in headers.iter().filter(|h| !h.starts_with("[[")) {
+        let name = h.trim_matches(|c| c == '[' || c == ']').trim();
+        if headers
+            .iter()
+            .any(|o| o.starts_with("[[") && o.trim_matches(|c| c == '[' || c == ']').trim() == name)
+        {
+            return format!(
+                "; `[{name}]` and `[[{name}]]` both appear: write every one as `[[{name}]]`"
+            );
+        }
+    }
+    String::new()
 }
 
 fn closest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
