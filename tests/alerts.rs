@@ -1154,6 +1154,22 @@ fn test_channel_sends_now_and_says_why_it_failed() {
     let got = hook.received();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].json()["what"], "test");
+    assert_eq!(got[0].header("x-mamori-alert"), Some("0"));
+    // Each test its own (negative) delivery id: a receiver that drops
+    // repeated deliveries still shows the second test.
+    assert!(a.cli(&["test-channel", "hook"]).status.success());
+    let got = hook.received();
+    let ids: Vec<i64> = got
+        .iter()
+        .map(|r| {
+            r.header("x-mamori-delivery")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{:?}", r.headers))
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.iter().all(|i| *i < 0), "{ids:?}");
+    assert_ne!(ids[0], ids[1]);
     let out = a.cli(&["test-channel", "nope"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no channel named \"nope\""));
 }

@@ -101,14 +101,30 @@ impl Alerts {
     }
 }
 
+/// A delivery id for a test notification: below zero (no real delivery has
+/// one), from the clock, and below every one given before in this process.
+fn test_delivery_id() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let from_clock = -crate::util::now_ms().max(1);
+    let prev = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(from_clock.min(last - 1))
+        })
+        .unwrap_or(0);
+    from_clock.min(prev - 1)
+}
+
 impl Alerts {
     /// Sends a test notification through one channel now, bypassing the
     /// outbox; `Ok(milliseconds)` when the channel confirmed it.
     pub async fn test_channel(&self, name: &str) -> Option<Result<u64, String>> {
         let ch = self.channels.get(name)?;
+        // Alert 0; a negative delivery id, new for every test, so that a
+        // receiver that drops repeated deliveries still shows each test.
         let n = channels::Notification {
             alert_id: 0,
-            delivery_id: 0,
+            delivery_id: test_delivery_id(),
             key: "test/test".into(),
             rule: "test".into(),
             subject: name.into(),
