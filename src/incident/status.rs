@@ -152,10 +152,23 @@ pub fn daily_uptime(
     out
 }
 
-/// Uptime over all days with data, 0..=1.
-pub fn overall(days: &[Option<f64>]) -> Option<f64> {
-    let with: Vec<f64> = days.iter().flatten().copied().collect();
-    (!with.is_empty()).then(|| with.iter().sum::<f64>() / with.len() as f64)
+/// Uptime over all the time with data, 0..=1: each day of `daily_uptime`
+/// (same `now` and `first_data`) weighs as much as the time it observed, so
+/// that the first minutes of a new agent, or today so far, count as minutes
+/// and not as a whole day.
+pub fn overall(days: &[Option<f64>], now: i64, first_data: Option<i64>) -> Option<f64> {
+    let today = now.div_euclid(DAY_MS) * DAY_MS;
+    let start = today - (days.len() as i64 - 1) * DAY_MS;
+    let (mut up, mut seen) = (0.0, 0i64);
+    for (d, u) in days.iter().enumerate() {
+        let Some(u) = u else { continue };
+        let a = start + d as i64 * DAY_MS;
+        let b = (a + DAY_MS).min(now);
+        let span = (b - a.max(first_data.unwrap_or(a))).max(1);
+        up += u * span as f64;
+        seen += span;
+    }
+    (seen > 0).then(|| up / seen as f64)
 }
 
 /// Members of each component, as the keys `status_changes` uses.
@@ -250,5 +263,29 @@ mod tests {
         assert_eq!(days[2], Some(1.0));
         let d2 = days[3].unwrap();
         assert!((d2 - 0.5).abs() < 1e-9, "half of the 12 h so far: {d2}");
+        // Overall: by time observed, 24 + 24 + 12 h, not by day.
+        let all = overall(&days, now, Some(day0)).unwrap();
+        let want = (24.0 * (1.0 - 9.0 / 24.0) + 24.0 + 12.0 * 0.5) / 60.0;
+        assert!((all - want).abs() < 1e-9, "{all} against {want}");
+    }
+
+    #[test]
+    fn a_new_agents_first_minutes_weigh_as_minutes() {
+        let members: HashSet<String> = ["check:a".to_string()].into();
+        let day0 = 100 * DAY_MS;
+        let first = day0 + DAY_MS - 60_000; // a minute before midnight
+        let now = day0 + DAY_MS + DAY_MS / 2; // noon of the next day
+                                              // Down for 30 s in that first minute, then up.
+        let changes = vec![
+            (first, "check:a".to_string(), true),
+            (first + 30_000, "check:a".to_string(), false),
+        ];
+        let days = daily_uptime(&changes, &members, 2, now, Some(first));
+        assert_eq!(days[0], Some(0.5), "the first day's minute");
+        assert_eq!(days[1], Some(1.0));
+        let all = overall(&days, now, Some(first)).unwrap();
+        // 30 s lost of 12 h 1 min, not the mean of 50 % and 100 %.
+        let want = 1.0 - 30_000.0 / (12.0 * 3_600_000.0 + 60_000.0);
+        assert!((all - want).abs() < 1e-9, "{all} against {want}");
     }
 }

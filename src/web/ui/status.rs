@@ -29,8 +29,14 @@ const DAYS: usize = 90;
 const CACHE_MS: i64 = 60_000;
 const RECENT_MS: i64 = 7 * 86_400_000;
 
-/// Daily uptime per component name.
-type Bars = Arc<HashMap<String, Vec<Option<f64>>>>;
+/// Daily uptime per component name, as computed at `at` from data that
+/// starts at `first` (both needed to weigh the days, `calc::overall`).
+struct BarsData {
+    at: i64,
+    first: Option<i64>,
+    days: HashMap<String, Vec<Option<f64>>>,
+}
+type Bars = Arc<BarsData>;
 
 /// Uptime bars per component, and when they were computed.
 #[derive(Default)]
@@ -127,7 +133,11 @@ fn bars(s: &AppState, now: i64) -> Bars {
             calc::daily_uptime(&changes, &members, DAYS, now, first),
         );
     }
-    let b = Arc::new(out);
+    let b = Arc::new(BarsData {
+        at: now,
+        first,
+        days: out,
+    });
     *cache = Some((now, b.clone()));
     b
 }
@@ -191,13 +201,14 @@ pub fn view(s: &AppState) -> StatusView {
             .iter()
             .any(|w| calc::window_covers(&w.matchers, c));
         let level = calc::level(&members, &impacts, in_maintenance);
-        let days = bars.get(&c.name).cloned().unwrap_or_default();
+        let days = bars.days.get(&c.name).cloned().unwrap_or_default();
         components.push(ComponentView {
             name: c.name.clone(),
             description: c.description.clone(),
             level,
             level_label: level.label(),
-            uptime_90d: calc::overall(&days).map(|u| (u * 100_000.0).round() / 1000.0),
+            uptime_90d: calc::overall(&days, bars.at, bars.first)
+                .map(|u| (u * 100_000.0).round() / 1000.0),
             days: days
                 .iter()
                 .enumerate()
