@@ -88,6 +88,14 @@ pub enum EventKind {
         unit: Option<String>,
         reason: String,
     },
+    /// A service's own health check stopped probing: the service is stopped
+    /// on purpose (or stopping). The next start judges it afresh.
+    #[serde(rename = "check.paused")]
+    CheckPaused {
+        check: String,
+        check_kind: String,
+        unit: Option<String>,
+    },
     /// A flow run began (a schedule fired, or someone started it).
     #[serde(rename = "flow.started")]
     FlowStarted {
@@ -364,6 +372,7 @@ pub const KINDS: &[&str] = &[
     "unit.start_requested",
     "check.up",
     "check.down",
+    "check.paused",
     "flow.started",
     "flow.finished",
     "flow.stalled",
@@ -427,9 +436,9 @@ impl EventKind {
             | UnitGaveUp { unit, .. }
             | StopRequested { unit, .. }
             | StartRequested { unit, .. } => Some(unit),
-            CheckUp { check, unit, .. } | CheckDown { check, unit, .. } => {
-                Some(unit.as_deref().unwrap_or(check))
-            }
+            CheckUp { check, unit, .. }
+            | CheckDown { check, unit, .. }
+            | CheckPaused { check, unit, .. } => Some(unit.as_deref().unwrap_or(check)),
             LogMatched { check, .. } => Some(check),
             JobFailed { job, .. }
             | JobHeld { job, .. }

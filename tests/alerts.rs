@@ -1137,6 +1137,37 @@ fn an_event_the_dead_agent_did_not_handle_is_alerted_by_the_next_one() {
 }
 
 #[test]
+fn a_check_down_alert_resolves_when_its_service_is_stopped_on_purpose() {
+    let m = common::marker("97");
+    let flag_dir = tempfile::tempdir().unwrap();
+    let flag = flag_dir.path().join("ok");
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[service]]
+name = "api"
+command = "sleep {m}"
+health = {{ kind = "exec", command = "test -f {flag}", interval = "200ms", fall = 1, rise = 1 }}
+"#,
+            flag = flag.display()
+        ),
+    );
+    let alert = wait_alert(&a, "firing");
+    assert_eq!(alert["key"], "check-down/api", "{alert}");
+    // The operator stops the broken service to work on it: nobody is paged
+    // on about it any more.
+    assert!(a.cli(&["stop", "api"]).status.success());
+    let resolved = wait_alert(&a, "resolved");
+    assert_eq!(resolved["id"], alert["id"]);
+    assert_eq!(resolved["resolved_by"], "auto", "{resolved}");
+    assert_eq!(a.get("/api/v1/checks/api")["status"], "paused");
+    // Started again and still broken: a new alert.
+    assert!(a.cli(&["start", "api"]).status.success());
+    let again = wait_alert(&a, "firing");
+    assert_ne!(again["id"], alert["id"]);
+}
+
+#[test]
 fn test_channel_sends_now_and_says_why_it_failed() {
     let hook = Hook::start(false);
     let a = Agent::start("", &hook_channel(&hook));

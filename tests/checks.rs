@@ -39,7 +39,7 @@ fn http_check_goes_down_with_its_server_and_up_after_rise() {
             r#"[[service]]
 name = "web"
 command = ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
-health = {{ kind = "http", url = "http://127.0.0.1:{port}/", interval = "200ms", timeout = "1s", fall = 2, rise = 3 }}
+health = {{ kind = "http", url = "http://127.0.0.1:{port}/", interval = "200ms", timeout = "1s", fall = 10, rise = 3 }}
 
 [[check]]
 name = "site"
@@ -90,8 +90,12 @@ rise = 3
         .to_lowercase()
         .contains("connect"));
     assert_eq!(since_mark("site", "check.up").len(), 1);
-    // The health check was never down: paused at the stop, up after the start.
+    // The health check was never down: paused at the stop (once), up after
+    // the start. (Its `fall` of 10 probes, 2 s, covers the server's start.)
     assert_eq!(since_mark("web", "check.down"), Vec::<Value>::new());
+    let paused = since_mark("web", "check.paused");
+    assert_eq!(paused.len(), 1, "{paused:?}");
+    assert_eq!(paused[0]["check"], "web");
     assert_eq!(since_mark("web", "check.up").len(), 1);
 }
 

@@ -607,6 +607,47 @@ hold_while = ["upstream"]
 }
 
 #[test]
+fn hold_while_keeps_a_job_waiting_while_its_service_is_stopped() {
+    let m = common::marker("96");
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[service]]
+name = "db"
+command = "sleep {m}"
+health = {{ kind = "exec", command = "true", interval = "200ms", fall = 1, rise = 1 }}
+
+[[job]]
+name = "load"
+command = "echo loaded"
+hold_while = ["db"]
+"#
+        ),
+    );
+    wait_for("db healthy", || {
+        (a.get("/api/v1/checks/db")["status"] == "up").then_some(())
+    });
+    assert!(a.cli(&["stop", "db"]).status.success());
+    wait_for("db's check paused", || {
+        (a.get("/api/v1/checks/db")["status"] == "paused").then_some(())
+    });
+    // A paused check stands for a stopped service: nothing to load into.
+    let (status, body) = a.post("/api/v1/flows/load/run");
+    assert_eq!(status, 202, "{body}");
+    let held = wait_for("the job held by the gate", || {
+        events(&a, "job.held").into_iter().next()
+    });
+    assert_eq!(
+        held["reason"], "waiting (hold_while): check \"db\" is paused: its service is stopped",
+        "{held}"
+    );
+    assert!(a.runs("load").is_empty());
+    assert!(a.cli(&["start", "db"]).status.success());
+    let run = a.wait_run_end("load");
+    assert_eq!(run["state"], "succeeded");
+}
+
+#[test]
 fn a_run_longer_than_expected_is_reported() {
     let a = Agent::start(
         "",

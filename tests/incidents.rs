@@ -582,3 +582,37 @@ checks = ["mail-smtp"]
     let page = httpx::request(a.port, "GET", "/status", &[], b"").unwrap();
     assert!(page.body.contains("Partial outage"), "{}", page.body);
 }
+
+#[test]
+fn a_component_whose_service_is_stopped_shows_down_on_the_status_page() {
+    let m = common::marker("98");
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[service]]
+name = "web"
+command = "sleep {m}"
+health = {{ kind = "exec", command = "true", interval = "200ms", fall = 1, rise = 1 }}
+
+[status]
+title = "T"
+
+[[component]]
+name = "Site"
+checks = ["web"]
+"#
+        ),
+    );
+    let level = || a.get("/status.json")["components"][0]["level"].clone();
+    wait_for("Site operational", || {
+        (level() == "operational").then_some(())
+    });
+    // Stopped on purpose: its health check pauses, and users see it down.
+    assert!(a.cli(&["stop", "web"]).status.success());
+    wait_for("Site down", || (level() == "major_outage").then_some(()));
+    assert_eq!(a.get("/api/v1/checks/web")["status"], "paused");
+    assert!(a.cli(&["start", "web"]).status.success());
+    wait_for("Site operational again", || {
+        (level() == "operational").then_some(())
+    });
+}

@@ -109,7 +109,7 @@ pub fn defaults() -> Vec<Rule> {
         rule(
             "check-down",
             "check.down",
-            &["check.up"],
+            &["check.up", "check.paused"],
             Severity::Critical,
             "check {check} is down",
             "The {check_kind} check {check} is down: {reason}",

@@ -246,6 +246,21 @@ impl Task {
             e.view.status = Status::Paused;
             e.view.since = Some(now_ms());
             tracing::info!(check = %e.cfg.name, "Check paused: its service is stopped.");
+            self.ctx.bus.emit(EventKind::CheckPaused {
+                check: e.cfg.name.clone(),
+                check_kind: e.cfg.kind.name().to_string(),
+                unit: e.cfg.service.clone(),
+            });
+        }
+    }
+
+    /// About to probe a service that runs again: a view left `paused` (the
+    /// start came between two ticks) reads `unknown` until the probes decide.
+    fn resume(&self) {
+        let mut e = lock(&self.entry);
+        if e.view.status == Status::Paused {
+            e.view.status = Status::Unknown;
+            e.view.since = Some(now_ms());
         }
     }
 
@@ -306,14 +321,20 @@ impl Task {
                 self.pause();
                 continue;
             }
+            self.resume();
+            let run_before = service.and_then(run_of);
             let started = Instant::now();
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = self.probe(&cfg) => r,
             };
-            // A probe that failed while a stop began says nothing.
+            // A probe that failed while a stop began, or across a restart
+            // (the run it asked is gone), says nothing about what runs now.
             if result.is_err() && service.is_some_and(stopped) {
                 self.pause();
+                continue;
+            }
+            if result.is_err() && service.and_then(run_of) != run_before {
                 continue;
             }
             let latency = started.elapsed().as_secs_f64() * 1000.0;

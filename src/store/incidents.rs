@@ -253,7 +253,7 @@ impl Store {
         let conn = self.conn()?;
         let mut st = conn.prepare_cached(
             "SELECT ts, kind, data FROM events
-             WHERE kind IN ('check.down', 'check.up', 'unit.gave_up', 'unit.started', 'unit.exited')
+             WHERE kind IN ('check.down', 'check.paused', 'check.up', 'unit.gave_up', 'unit.started', 'unit.exited')
                AND ts >= ?1
              ORDER BY ts, id",
         )?;
@@ -270,7 +270,7 @@ impl Store {
             let v: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
             let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
             let (subject, down) = match kind.as_str() {
-                "check.down" => (field("check"), true),
+                "check.down" | "check.paused" => (field("check"), true),
                 "check.up" => (field("check"), false),
                 "unit.gave_up" => (field("unit"), true),
                 "unit.started" => (field("unit"), false),

@@ -13,12 +13,18 @@ impl Engine {
             .iter()
             .filter_map(|(name, _)| {
                 if let Some(c) = self.checks.status(name) {
-                    return (c.status == crate::probe::health::Status::Down).then(|| {
-                        format!(
+                    use crate::probe::health::Status;
+                    return match c.status {
+                        Status::Down => Some(format!(
                             "check \"{name}\" is down ({})",
                             c.last_reason.unwrap_or_default()
-                        )
-                    });
+                        )),
+                        // What it watches is stopped: nothing to run against.
+                        Status::Paused => Some(format!(
+                            "check \"{name}\" is paused: its service is stopped"
+                        )),
+                        Status::Up | Status::Unknown => None,
+                    };
                 }
                 // An alert rule: gated while one of its alerts is active
                 // (acknowledged means a person is on it; it still fires).

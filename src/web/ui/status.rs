@@ -183,7 +183,8 @@ pub fn view(s: &AppState) -> StatusView {
         let mut members: Vec<Member> = Vec::new();
         for ch in &c.checks {
             members.push(match checks.get(ch).copied() {
-                Some("down") => Member::Down,
+                // Paused: its service is stopped, which users see as down.
+                Some("down" | "paused") => Member::Down,
                 _ => Member::Up,
             });
         }
