@@ -502,7 +502,7 @@ channels = ["hook"]
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
-            "alert {id} clears by itself (on check.up) and has not yet"
+            "alert {id} clears by itself (on check.up or check.paused) and has not yet"
         )) && err.contains(&format!("mamori resolve {id} --force")),
         "{err}"
     );

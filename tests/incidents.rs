@@ -420,7 +420,7 @@ fn dashboard_actions_need_a_session_a_csrf_token_and_the_same_origin() {
         .unwrap()
         .body;
     let button = format!(
-        "<input type=\"hidden\" name=\"force\" value=\"1\"><button id=\"resolve-{id}\" title=\"It clears by itself on check.up"
+        "<input type=\"hidden\" name=\"force\" value=\"1\"><button id=\"resolve-{id}\" title=\"It clears by itself on check.up or check.paused"
     );
     assert!(
         page.contains(&button) && page.contains("Resolve anyway</button>"),

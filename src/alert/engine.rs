@@ -512,7 +512,7 @@ impl Engine {
         if !force {
             let clears_on = self.active.get(&id).and_then(|a| {
                 let rule = self.config.rules.iter().find(|r| r.name == a.rec.rule)?;
-                (!rule.resolve_on.is_empty()).then(|| rule.resolve_on.join(", "))
+                (!rule.resolve_on.is_empty()).then(|| rule.resolve_on.join(" or "))
             });
             if let Some(on) = clears_on {
                 return Err(AlertError::ClearsByItself { id, on });
@@ -905,7 +905,9 @@ mod tests {
         });
         settle().await;
         match resolve(1, false).await {
-            Err(AlertError::ClearsByItself { id: 1, on }) => assert_eq!(on, "check.up"),
+            Err(AlertError::ClearsByItself { id: 1, on }) => {
+                assert_eq!(on, "check.up or check.paused")
+            }
             other => panic!("{:?}", other.map(|r| r.state)),
         }
         assert_eq!(store.alert(1).unwrap().unwrap().state, "firing");

@@ -219,7 +219,7 @@ pub fn start(
         .rules
         .iter()
         .filter(|r| !r.resolve_on.is_empty())
-        .map(|r| (r.name.clone(), r.resolve_on.join(", ")))
+        .map(|r| (r.name.clone(), r.resolve_on.join(" or ")))
         .collect();
     Ok(Alerts {
         tx,
