@@ -378,6 +378,7 @@ schedule = "0 25 * * *"
 [[service]]
 name = "web"
 command = "sleep 100"
+timeout = "5s"
 
 [[check]]
 name = "beat"
@@ -402,6 +403,7 @@ units = ["wbe"]
         "FILE:5:1: unknown key `cron` in [[job]] \"nightly\"; a cron expression is written `schedule = \"0 2 * * *\"`",
         "invalid cron expression \"0 25 * * *\": ",
         "(fields: minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, weekday 0-7 or SUN-SAT; a sixth field in front is seconds)",
+        "unknown key `timeout` in [[service]] \"web\"; `stop_timeout` is how long a stop waits before SIGKILL, `limits = { wall = \"30m\" }` a run's time limit",
         "check \"beat\" names job \"web\" in `job`, but there is no such job: it is a service; heartbeats are of jobs",
         "check \"beat2\" names job \"nigthly\" in `job`, but there is no such job; did you mean \"nightly\"?",
         "unknown unit \"wbe\" in `units` of [[component]] \"Site\" (did you mean \"web\"?); it names [[service]]s or [[job]]s",

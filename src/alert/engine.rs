@@ -545,18 +545,17 @@ impl Engine {
     ) -> Result<AlertRecord, AlertError> {
         let (by_s, comment_s) = (by.to_string(), comment.to_string());
         let timeout = self.config.ack_timeout;
-        // Acknowledging an acknowledged alert renews its `ack_timeout`. It
-        // keeps when it was first acknowledged, and, without a comment, who
-        // did and why (a bare "still on it" must not erase the note).
+        // Acknowledging an acknowledged alert renews its `ack_timeout`.
+        // Without a comment it keeps who acknowledged it, when and why (a
+        // bare "still on it" must not erase the note); with one, the new
+        // person, note and time replace them together.
         let renewal = self
             .active
             .get(&id)
             .is_some_and(|a| a.life.state == State::Acknowledged);
         let rec = self.apply(id, Input::Ack { timeout }, now, |r| {
-            if !renewal {
-                r.acked_at = Some(now_ms());
-            }
             if !renewal || !comment_s.is_empty() {
+                r.acked_at = Some(now_ms());
                 r.acked_by = Some(by_s);
                 r.ack_comment = Some(comment_s);
             }

@@ -354,10 +354,9 @@ impl Rule {
     }
 }
 
-/// Every match of every rule for one event.
 /// Adds fields that say in people's units what an event carries in bytes and
 /// milliseconds, for templates: `value_text` and `max_text` (a limit breach,
-/// by its limit: "1.5 GiB", "10m"), `window` (a crash loop's window) and
+/// by its limit: "1.5 GiB", "10m00s"), `window` (a crash loop's window) and
 /// `time_to_limit` (a leak's forecast). The raw fields stay.
 pub fn humanize(kind: &str, fields: &mut Map<String, Value>) {
     use crate::config::units::{format_duration, format_size};
@@ -391,6 +390,7 @@ pub fn humanize(kind: &str, fields: &mut Map<String, Value>) {
     }
 }
 
+/// Every match of every rule for one event.
 pub fn evaluate(rules: &[Rule], kind: &str, fields: &Map<String, Value>) -> Vec<Matched> {
     rules.iter().filter_map(|r| r.apply(kind, fields)).collect()
 }

@@ -7,21 +7,31 @@ use anyhow::{Context, Result};
 
 pub const QUICKSTART: &str = include_str!("../../examples/quickstart.toml");
 
-/// Writes the demo config into `dir`, unless a changed copy is there: an
-/// operator's edits are kept (and said so), never overwritten.
+/// Writes the demo config into `dir`, unless the operator changed the copy
+/// there: edits are kept (and said so), never overwritten. What was written
+/// last is kept beside it (`.quickstart.toml.shipped`), so that an unedited
+/// copy from an older mamori is replaced by this one's.
 pub fn prepare(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("quickstart.toml");
-    match std::fs::read_to_string(&path) {
-        Ok(old) if old == QUICKSTART => {}
-        Ok(_) => {
-            eprintln!(
-                "mamori demo: keeping your edited {} (delete it to get the original demo config back)",
-                path.display()
-            );
+    let shipped = dir.join(".quickstart.toml.shipped");
+    let write = || -> Result<()> {
+        std::fs::write(&path, QUICKSTART)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&shipped, QUICKSTART)
+            .with_context(|| format!("cannot write {}", shipped.display()))
+    };
+    match std::fs::read(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write()?,
+        Err(e) => {
+            anyhow::bail!("cannot read {}: {e} (it is left as it is)", path.display())
         }
-        Err(_) => std::fs::write(&path, QUICKSTART)
-            .with_context(|| format!("cannot write {}", path.display()))?,
+        Ok(now) if now == QUICKSTART.as_bytes() => {}
+        Ok(now) if std::fs::read(&shipped).is_ok_and(|last| last == now) => write()?,
+        Ok(_) => eprintln!(
+            "mamori demo: keeping your edited {} (delete it to get the original demo config back)",
+            path.display()
+        ),
     }
     Ok(path)
 }
@@ -78,5 +88,14 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         prepare(&d).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), QUICKSTART);
+        // Written by an older mamori and not edited since: replaced.
+        std::fs::write(&path, "# old demo\n").unwrap();
+        std::fs::write(d.join(".quickstart.toml.shipped"), "# old demo\n").unwrap();
+        prepare(&d).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), QUICKSTART);
+        // Unreadable as text (not UTF-8): kept, never overwritten.
+        std::fs::write(&path, b"\xff\xfe edited").unwrap();
+        prepare(&d).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"\xff\xfe edited");
     }
 }

@@ -135,9 +135,9 @@ enum Cmd {
         #[arg(long)]
         minutes: bool,
         /// CSV with a header line, bytes and milliseconds (for spreadsheets).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "json")]
         csv: bool,
-        /// The API's JSON.
+        /// The API's JSON (before this version, the default output).
         #[arg(long)]
         json: bool,
     },

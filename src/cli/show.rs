@@ -178,7 +178,8 @@ pub async fn logs(
     let mut warned = false;
     // A unit's whole stream holds many runs: each starts with a line that
     // says which (not with --run, which is one run).
-    let mut marks: Vec<(u64, String)> = Vec::new();
+    let mut marks: Vec<(u64, i64, String)> = Vec::new();
+    let mut newest_run: Option<i64> = None;
     loop {
         let mut q = format!("/api/v1/units/{unit}/logs?max=1048576");
         match (from, lines) {
@@ -198,9 +199,15 @@ pub async fn logs(
         let text = v.get("text").and_then(Value::as_str).unwrap_or("");
         let start = v.get("start").and_then(Value::as_u64).unwrap_or(0);
         let end = v.get("end").and_then(Value::as_u64).unwrap_or(0);
-        if run.is_none() && end > start && marks.last().is_none_or(|(at, _)| *at < end) {
-            // New runs may have started since the last look.
-            marks = run_marks(c, unit).await.unwrap_or(marks);
+        if run.is_none() && end > start {
+            // A run started since the last look: read them all again.
+            let newest = newest_run_id(c, unit).await.ok().flatten();
+            if newest != newest_run {
+                if let Ok(m) = run_marks(c, unit).await {
+                    marks = m;
+                    newest_run = newest;
+                }
+            }
         }
         let mut out = std::io::stdout().lock();
         out.write_all(with_marks(text, start, &marks).as_bytes())?;
@@ -221,44 +228,59 @@ pub async fn logs(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The id of `unit`'s newest run.
+async fn newest_run_id(c: &Client, unit: &str) -> Result<Option<i64>> {
+    let v = c
+        .get(&format!("/api/v1/runs?unit={}&limit=1", enc(unit)))
+        .await?;
+    Ok(v.get(0).and_then(|r| r["id"].as_i64()))
+}
+
 /// Where each recent run of `unit` starts in its log stream, and the line
-/// that announces it: `── run 12 (manual), 2026-11-24 02:30:01 ──`.
-async fn run_marks(c: &Client, unit: &str) -> Result<Vec<(u64, String)>> {
+/// that announces it: `── run 12 (manual), 2026-11-24T02:30:01.042Z ──`.
+async fn run_marks(c: &Client, unit: &str) -> Result<Vec<(u64, i64, String)>> {
     let v = c
         .get(&format!("/api/v1/runs?unit={}&limit=500", enc(unit)))
         .await?;
-    let mut marks: Vec<(u64, String)> = v
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    Ok(sorted_marks(
+        v.as_array().map(Vec::as_slice).unwrap_or_default(),
+    ))
+}
+
+/// Run records (any order) → `(log offset, run id, line)`, by offset then
+/// id: runs that wrote nothing share the offset of the run after them.
+fn sorted_marks(runs: &[Value]) -> Vec<(u64, i64, String)> {
+    let mut marks: Vec<(u64, i64, String)> = runs
         .iter()
         .filter_map(|r| {
             let at = r.get("log_start")?.as_u64()?;
+            let id = r.get("id")?.as_i64()?;
             let when = r.get("started_at").and_then(Value::as_i64).map(format_ts);
             Some((
                 at,
+                id,
                 format!(
-                    "── run {} ({}), {} ──\n",
-                    s(r, "id"),
+                    "── run {id} ({}), {} ──\n",
                     s(r, "trigger"),
                     when.unwrap_or_default()
                 ),
             ))
         })
         .collect();
-    marks.sort_by_key(|(at, _)| *at);
-    Ok(marks)
+    marks.sort_by_key(|(at, id, _)| (*at, *id));
+    marks
 }
 
 /// `text` (the stream from byte `start`) with each run's line put where its
-/// output begins, at the start of a line. Runs that wrote nothing share an
-/// offset with the next; only the last of those is shown.
-fn with_marks(text: &str, start: u64, marks: &[(u64, String)]) -> String {
+/// output begins, at the start of a line. `marks` come from `sorted_marks`:
+/// of the runs that share an offset (all but the last wrote nothing), only
+/// the last, the one whose output follows, is shown.
+fn with_marks(text: &str, start: u64, marks: &[(u64, i64, String)]) -> String {
     let end = start + text.len() as u64;
     let mut out = String::with_capacity(text.len());
     let mut done = 0;
-    for (i, (at, line)) in marks.iter().enumerate() {
-        let next_same = marks.get(i + 1).is_some_and(|(n, _)| n == at);
+    for (i, (at, _, line)) in marks.iter().enumerate() {
+        let next_same = marks.get(i + 1).is_some_and(|(n, _, _)| n == at);
         if *at < start || *at >= end || next_same {
             continue;
         }
@@ -853,11 +875,11 @@ pub async fn show_run(c: &Client, id: i64, tail: usize) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::with_marks;
+    use super::{sorted_marks, with_marks};
 
     #[test]
     fn each_run_is_announced_where_its_output_starts() {
-        let m = |at: u64, id: u32| (at, format!("-- {id} --\n"));
+        let m = |at: u64, id: i64| (at, id, format!("-- {id} --\n"));
         let text = "a1\na2\nb1\n";
         // Runs 1 and 2 start at 0 and 6; run 3 starts later (not in this text).
         let marks = [m(0, 1), m(6, 2), m(40, 3)];
@@ -867,16 +889,33 @@ mod tests {
         );
         // A chunk that starts after run 1 began shows only what it holds.
         assert_eq!(with_marks("a2\nb1\n", 3, &marks), "a2\n-- 2 --\nb1\n");
-        // A run that wrote nothing shares its offset with the next: one line.
-        let marks = [m(0, 1), m(3, 2), m(3, 3)];
-        assert_eq!(
-            with_marks("a1\nc1\n", 0, &marks),
-            "-- 1 --\na1\n-- 3 --\nc1\n"
-        );
         // Output without a final newline before the next run: the line is ended.
         assert_eq!(with_marks("a1b1\n", 0, &[m(2, 2)]), "a1\n-- 2 --\nb1\n");
         // No runs, or none in range: the text as it is.
         assert_eq!(with_marks(text, 0, &[]), text);
         assert_eq!(with_marks(text, 100, &[m(0, 1)]), text);
+    }
+
+    #[test]
+    fn runs_that_wrote_nothing_give_way_to_the_one_that_did() {
+        use serde_json::json;
+        // As the API lists them: newest first. Runs 2 and 3 failed to spawn
+        // (no output), so they share run 4's offset.
+        let runs = [
+            json!({"id": 4, "log_start": 3, "trigger": "restart", "started_at": 0}),
+            json!({"id": 3, "log_start": 3, "trigger": "restart", "started_at": 0}),
+            json!({"id": 2, "log_start": 3, "trigger": "restart", "started_at": 0}),
+            json!({"id": 1, "log_start": 0, "trigger": "manual", "started_at": 0}),
+        ];
+        let marks = sorted_marks(&runs);
+        let ids: Vec<i64> = marks.iter().map(|(_, id, _)| *id).collect();
+        assert_eq!(ids, [1, 2, 3, 4]);
+        let shown = with_marks("a1\nd1\n", 0, &marks);
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines[1], "a1");
+        assert!(lines[0].starts_with("── run 1 (manual), "), "{shown}");
+        assert!(lines[2].starts_with("── run 4 (restart), "), "{shown}");
+        assert_eq!(lines[3], "d1");
+        assert_eq!(lines.len(), 4, "{shown}");
     }
 }

@@ -218,16 +218,19 @@ impl<'a, 's> Tbl<'a, 's> {
     }
 
     /// A file the agent reads when it starts (a password, a certificate),
-    /// relative to `base` (the config's directory). One that cannot be read
-    /// now is reported here, at its value, so that `check-config` finds what
-    /// would otherwise stop the agent at start.
+    /// relative to `base` (the config's directory). One that is missing, or
+    /// a directory, is reported here, at its value, so that `check-config`
+    /// finds what would otherwise stop the agent at start. Whether it can be
+    /// read is not checked: `check-config` may run as another user than the
+    /// agent (a CI job against root-only secrets), and opening a FIFO would
+    /// block.
     pub fn file_to_read(&self, key: &'static str, base: &Path) -> Option<PathBuf> {
         let (name, span) = self.str(key)?;
         let path = base.join(&name);
         let problem = match std::fs::metadata(&path) {
-            Err(e) => Some(e.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(e.to_string()),
             Ok(m) if m.is_dir() => Some("it is a directory".to_string()),
-            Ok(_) => std::fs::File::open(&path).err().map(|e| e.to_string()),
+            _ => None,
         };
         if let Some(why) = problem {
             self.r.error(
@@ -493,6 +496,8 @@ impl<'a, 's> Tbl<'a, 's> {
                 .min();
             if let Some((_, cand)) = closest {
                 message.push_str(&format!("; did you mean `{cand}`?"));
+            } else if name == "timeout" && self.what.starts_with("[[service]]") {
+                message.push_str("; `stop_timeout` is how long a stop waits before SIGKILL, `limits = { wall = \"30m\" }` a run's time limit");
             } else if matches!(name, "cron" | "crontab") && known.contains(&"schedule") {
                 message.push_str("; a cron expression is written `schedule = \"0 2 * * *\"`");
             } else if known.contains(&"limits") {

@@ -260,9 +260,12 @@ impl Engine {
     }
 
     /// Answers a person's command once the views show its effect, so that
-    /// `mamori flows` right after `mamori run` shows the new run.
+    /// `mamori flows` right after `mamori run` shows the new run (a refusal
+    /// changed nothing to show).
     fn answer<T>(&self, reply: Reply<T>, r: Result<T, (u16, String)>) {
-        self.publish();
+        if r.is_ok() {
+            self.publish();
+        }
         let _ = reply.send(r);
     }
 
