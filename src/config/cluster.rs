@@ -369,6 +369,16 @@ fn group(
                 span.clone(),
                 format!("unknown check \"{c}\" in `checks` of {}", t.what),
             );
+        } else if members.iter().any(|(u, _)| u == c) {
+            // A unit's `health` check takes its name, and pauses while the
+            // unit is stopped, as it is on every standby.
+            r.error(
+                span.clone(),
+                format!(
+                    "check \"{c}\" in `checks` of {} is the health check of the group's own unit \"{c}\": a standby does not run the unit, so the check is never up there and no node would qualify; list checks of what the group needs around it (`standby = \"warm\"` checks the units' own health)",
+                    t.what
+                ),
+            );
         }
     }
     let _ = ttl;
@@ -504,5 +514,27 @@ stanby = "warm"
         ] {
             assert!(e.contains(want), "missing {want:?} in:\n{e}");
         }
+    }
+
+    #[test]
+    fn a_group_cannot_wait_for_its_own_units_health_check() {
+        let e = load(
+            r#"
+[[service]]
+name = "web"
+command = "sleep 1000"
+health = { kind = "exec", command = "true" }
+[[group]]
+name = "g"
+units = ["web"]
+nodes = ["a", "b"]
+checks = ["web"]
+"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("m.toml:10:11: check \"web\" in `checks` of [[group]] \"g\" is the health check of the group's own unit \"web\": a standby does not run the unit"),
+            "{e}"
+        );
     }
 }
