@@ -1611,6 +1611,20 @@ fn preempt_gives_the_group_back_to_the_first_node_when_it_returns() {
     let (_net, mut nodes) = cluster(&[o.clone(), o]);
     start_all(&mut nodes);
     let t1 = wait_active(&nodes[1], "a");
+    // `restart` of the group's unit on the standby does not start it there
+    // (it only clears a gave-up state, the way out of not qualifying).
+    let out = nodes[1].cli(&["restart", "web"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("not started: group \"g\" is not active on this node"),
+        "{said}"
+    );
+    assert_eq!(nodes[1].get("/api/v1/units/web")["state"], "stopped");
     nodes[0].kill9();
     let t2 = wait_active(&nodes[1], "b");
     nodes[0].start();

@@ -333,6 +333,24 @@ impl UnitTask {
                 });
                 self.stop("restart").await;
                 self.restarter.reset();
+                // A group unit on a node where its group is not active: it
+                // must not start here, but `restart` is still the way out
+                // of `gave-up` (which keeps this node from qualifying).
+                if let Some(g) = self.ctx.gates.get(&self.cfg.name).filter(|g| !g.open) {
+                    let mut cleared = false;
+                    self.set(|s| {
+                        if s.state == UnitState::GaveUp {
+                            s.state = UnitState::Stopped;
+                            cleared = true;
+                        }
+                    });
+                    let _ = reply.send(Ok(format!(
+                        "{}not started: group \"{}\" is not active on this node (the group starts it where it is active)",
+                        if cleared { "gave-up cleared; " } else { "" },
+                        g.group
+                    )));
+                    return;
+                }
                 let r = self.start(trigger);
                 let _ = reply.send(r.map(|id| format!("restarted (run {id})")));
             }
