@@ -135,12 +135,7 @@ impl Engine {
                 }
                 self.holds.insert(target.clone());
                 let jobs = self.jobs_of(&target);
-                let ids: Vec<i64> = self
-                    .runs
-                    .iter()
-                    .filter(|(_, (f, _))| *f == flow)
-                    .map(|(id, _)| *id)
-                    .collect();
+                let ids = self.open_runs_of(&flow);
                 for id in ids {
                     for j in &jobs {
                         self.feed(
@@ -183,12 +178,7 @@ impl Engine {
                 }
                 self.holds.remove(&target);
                 let jobs = self.jobs_of(&target);
-                let ids: Vec<i64> = self
-                    .runs
-                    .iter()
-                    .filter(|(_, (f, _))| *f == flow)
-                    .map(|(id, _)| *id)
-                    .collect();
+                let ids = self.open_runs_of(&flow);
                 for id in ids {
                     for j in &jobs {
                         if !self.holds.contains(j) {
@@ -218,12 +208,7 @@ impl Engine {
         run: Option<i64>,
         what: &str,
     ) -> Result<i64, (u16, String)> {
-        let open: Vec<i64> = self
-            .runs
-            .iter()
-            .filter(|(_, (f, _))| f == flow)
-            .map(|(id, _)| *id)
-            .collect();
+        let open = self.open_runs_of(flow);
         if let Some(id) = run {
             if open.contains(&id) {
                 return Ok(id);
@@ -267,6 +252,16 @@ impl Engine {
             self.publish();
         }
         let _ = reply.send(r);
+    }
+
+    /// The flow's runs still in memory (open, or finished but not yet
+    /// saved), oldest first.
+    fn open_runs_of(&self, flow: &str) -> Vec<i64> {
+        self.runs
+            .iter()
+            .filter(|(_, (f, _))| f == flow)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     pub(super) fn flow_for(&self, target: &str) -> Option<String> {
