@@ -218,7 +218,7 @@ pub fn start(
         .iter()
         .flat_map(|f| f.jobs.iter().map(move |j| (j.clone(), f.name.clone())))
         .collect();
-    let scheduled = config
+    let scheduled: Vec<Scheduled> = config
         .units
         .iter()
         .filter(|u| u.kind == UnitKind::Job)
@@ -237,7 +237,27 @@ pub fn start(
     let (tx, rx) = mpsc::channel(64);
     let (ended_tx, ended_rx) = mpsc::unbounded_channel();
     let job_flow = Arc::new(job_flow);
-    let views = Arc::new(Mutex::new(BTreeMap::new()));
+    // Every flow has a view from the start, before the engine's first
+    // publish (which waits for recovery and catch-up): the API must not
+    // answer "no flow named …" while the agent starts.
+    let views: BTreeMap<String, FlowView> = defs
+        .iter()
+        .map(|(name, def)| {
+            let sched = scheduled.iter().find(|s| &s.flow == name);
+            let view = FlowView {
+                name: name.clone(),
+                jobs: def.jobs.clone(),
+                upstream: def.upstream.clone(),
+                schedule: sched.map(|s| schedule_text(&s.schedule)),
+                next: None,
+                latest: None,
+                older_open: Vec::new(),
+                held_by_hand: Vec::new(),
+            };
+            (name.clone(), view)
+        })
+        .collect();
+    let views = Arc::new(Mutex::new(views));
     let engine = Engine {
         defs,
         job_flow: job_flow.clone(),
