@@ -6,15 +6,22 @@ mod common;
 use std::process::Command;
 
 fn check(text: &str) -> (i32, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
+    check_in(tempfile::tempdir().unwrap().path(), text)
+}
+
+/// `check-config` of `text` written as `dir/bad.toml` (files the config names
+/// can be put beside it); in stderr the file reads FILE and `dir` DIR.
+fn check_in(dir: &std::path::Path, text: &str) -> (i32, String, String) {
+    let path = dir.join("bad.toml");
     std::fs::write(&path, text).unwrap();
     let out = Command::new(common::BIN)
         .args(["check-config"])
         .arg(&path)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
+    let stderr = String::from_utf8_lossy(&out.stderr)
+        .replace(&path.display().to_string(), "FILE")
+        .replace(&dir.display().to_string(), "DIR");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -310,9 +317,8 @@ fn zero_time_limits_and_files_the_agent_cannot_read_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("certs")).unwrap();
     std::fs::write(dir.path().join("etcd-password"), "secret\n").unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
+    let (code, _, err) = check_in(
+        dir.path(),
         r#"[cluster]
 node = "a"
 backend = "etcd"
@@ -336,18 +342,8 @@ password_file = "smtp-password"
 from = "mamori@example.com"
 to = ["ops@example.com"]
 "#,
-    )
-    .unwrap();
-    let out = Command::new(common::BIN)
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let d = dir.path().display().to_string();
-    let err = String::from_utf8_lossy(&out.stderr)
-        .replace(&path.display().to_string(), "FILE")
-        .replace(&d, "DIR");
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    );
+    assert_eq!(code, 1, "{err}");
     let expected = [
         "FILE:5:11: cannot read `ca_file` DIR/certs in [cluster]: it is a directory; the agent reads it at start",
         "FILE:12:12: invalid `wall` in `limits` of [[service]] \"web\": must be more than 0 (a zero limit kills every run at once)",

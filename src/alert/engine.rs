@@ -820,6 +820,16 @@ mod tests {
         }
     }
 
+    /// Sends the engine one command and waits for its answer.
+    async fn ask(
+        tx: &mpsc::Sender<Command>,
+        make: impl FnOnce(oneshot::Sender<Result<AlertRecord, AlertError>>) -> Command,
+    ) -> Result<AlertRecord, AlertError> {
+        let (reply, r) = oneshot::channel();
+        tx.send(make(reply)).await.unwrap();
+        r.await.unwrap()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn acknowledging_again_keeps_the_first_note_unless_a_new_one_is_given() {
         let dir = tempfile::tempdir().unwrap();
@@ -833,16 +843,13 @@ mod tests {
         let ack = |by: &str, comment: &str| {
             let (tx, by, comment) = (tx.clone(), by.to_string(), comment.to_string());
             async move {
-                let (reply, r) = oneshot::channel();
-                tx.send(Command::Ack {
+                let make = |reply| Command::Ack {
                     id: 1,
                     by,
                     comment,
                     reply,
-                })
-                .await
-                .unwrap();
-                r.await.unwrap().unwrap()
+                };
+                ask(&tx, make).await.unwrap()
             }
         };
         bus.emit(down("db"));
@@ -878,17 +885,13 @@ mod tests {
         let resolve = |id: i64, force: bool| {
             let tx = tx.clone();
             async move {
-                let (reply, r) = oneshot::channel();
-                let by = "test".to_string();
-                tx.send(Command::Resolve {
+                let make = |reply| Command::Resolve {
                     id,
-                    by,
+                    by: "test".to_string(),
                     force,
                     reply,
-                })
-                .await
-                .unwrap();
-                r.await.unwrap()
+                };
+                ask(&tx, make).await
             }
         };
 
