@@ -1,19 +1,34 @@
-//! Build script: links the `mamori` binary with packed relative relocations
-//! (`-z pack-relative-relocs`, DT_RELR) where the linker and the C library
-//! support them.
+//! Build script: two link-time settings that keep the agent's resident
+//! memory down, each applied only where the toolchain supports it.
 //!
-//! Why: a position-independent Rust binary of this size carries about 48,000
+//! **Packed relative relocations** (`-z pack-relative-relocs`, DT_RELR). A
+//! position-independent Rust binary of this size carries about 48,000
 //! relative relocations. As classic RELA entries they are a 1.1 MB table that
 //! the dynamic loader reads in full at every start, so it stays resident for
 //! the agent's whole life; packed, the same information is about 20 KB. The
-//! binary stays position-independent (ASLR is kept). See docs/benchmarks.md,
-//! "Resident memory".
+//! binary stays position-independent (ASLR is kept). The probe links and runs
+//! a small C program that has relative relocations, with the same `cc` rustc
+//! links with. A toolchain without support (binutils before 2.38, glibc
+//! before 2.36) fails the probe and gets the classic table; so does a cross
+//! build, where the probe cannot run. Set `MAMORI_NO_RELR=1` to skip it.
 //!
-//! The probe links and runs a small C program that has relative relocations,
-//! with the same `cc` rustc links with. A toolchain without support (binutils
-//! before 2.38, glibc before 2.36) fails the probe and gets the classic
-//! table; so does a cross build, where the probe cannot run. Set
-//! `MAMORI_NO_RELR=1` to skip it.
+//! **Hot functions first** (release builds only). `link/hot-functions.txt`
+//! lists the functions a running agent executes (start-up, supervising,
+//! sampling, the API), as the linker names them; the linker
+//! (`--symbol-ordering-file`, LLD's option, which rustc uses on
+//! x86_64-unknown-linux-gnu since 1.90) places them together at the start of
+//! the code. The kernel maps 64 KiB of the file around every page fault in
+//! it, so code touched here and there keeps nearly all of the 6 MB of text
+//! resident; packed together, about 2 MB. The list is written by
+//! `scripts/bench/hot_functions.py` (see docs/benchmarks.md, "Ninth run").
+//! Names the binary does not have are ignored, so a stale list (another
+//! toolchain, updated dependencies) costs memory, never correctness; the
+//! same script's `--check` says how much of the list still matches. The
+//! probe links an empty Rust program with the option, through the same
+//! rustc and flags; a linker without it (GNU ld) fails the probe and the
+//! build goes on without. Set `MAMORI_NO_ORDER=1` to skip it.
+//!
+//! See docs/benchmarks.md, "Resident memory".
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -23,20 +38,73 @@ const FLAG: &str = "-Wl,-z,pack-relative-relocs";
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=MAMORI_NO_RELR");
+    println!("cargo:rerun-if-env-changed=MAMORI_NO_ORDER");
     println!("cargo:rerun-if-env-changed=CC");
-    if std::env::var_os("MAMORI_NO_RELR").is_some() {
-        return;
-    }
     let env = |k: &str| std::env::var(k).unwrap_or_default();
     let native = env("TARGET") == env("HOST");
     if !native || env("CARGO_CFG_TARGET_OS") != "linux" || env("CARGO_CFG_TARGET_ENV") != "gnu" {
         return;
     }
-    if probe() {
-        println!("cargo:rustc-link-arg-bins={FLAG}");
-    } else {
-        println!("cargo:warning=linking without packed relative relocations (the linker or libc does not support them)");
+    if std::env::var_os("MAMORI_NO_RELR").is_none() {
+        if probe() {
+            println!("cargo:rustc-link-arg-bins={FLAG}");
+        } else {
+            println!("cargo:warning=linking without packed relative relocations (the linker or libc does not support them)");
+        }
     }
+    if std::env::var_os("MAMORI_NO_ORDER").is_none() && env("PROFILE") == "release" {
+        order_hot_functions();
+    }
+}
+
+/// Asks the linker to put the functions in `link/hot-functions.txt` first,
+/// if rustc's linker takes `--symbol-ordering-file`.
+fn order_hot_functions() {
+    let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from) else {
+        return;
+    };
+    let list = dir.join("link").join("hot-functions.txt");
+    println!("cargo:rerun-if-changed={}", list.display());
+    let Some(list) = list.to_str().filter(|_| list.is_file()) else {
+        return;
+    };
+    let args = [
+        format!("-Wl,--symbol-ordering-file={list}"),
+        "-Wl,--no-warn-symbol-ordering".to_string(),
+    ];
+    if links_rust_with(&args) {
+        for a in args {
+            println!("cargo:rustc-link-arg-bins={a}");
+        }
+    } else {
+        println!("cargo:warning=linking without the hot-function order (rustc's linker has no --symbol-ordering-file; LLD has)");
+    }
+}
+
+/// Links an empty Rust program with these linker arguments, through the
+/// rustc and the flags this build uses.
+fn links_rust_with(args: &[String]) -> bool {
+    let Some(out) = std::env::var_os("OUT_DIR").map(PathBuf::from) else {
+        return false;
+    };
+    let src = out.join("order_probe.rs");
+    if std::fs::write(&src, "fn main() {}\n").is_err() {
+        return false;
+    }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    let mut cmd = Command::new(rustc);
+    cmd.args(flags.split('\x1f').filter(|f| !f.is_empty()))
+        .arg("-o")
+        .arg(out.join("order_probe"))
+        .arg(&src);
+    for a in args {
+        cmd.arg(format!("-Clink-arg={a}"));
+    }
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Links and runs a program whose pointers need relative relocations.
