@@ -1,4 +1,4 @@
-//! Build script: two link-time settings that keep the agent's resident
+//! Build script: three link-time settings that keep the agent's resident
 //! memory down, each applied only where the toolchain supports it.
 //!
 //! **Packed relative relocations** (`-z pack-relative-relocs`, DT_RELR). A
@@ -28,6 +28,10 @@
 //! rustc and flags; a linker without it (GNU ld) fails the probe and the
 //! build goes on without. Set `MAMORI_NO_ORDER=1` to skip it.
 //!
+//! **No libm.so.6.** `--wrap=pow,--wrap=log` sends the binary's only two
+//! libm calls to `src/libm_shim.rs`, so the loader does not map the library
+//! (Linux with glibc; GNU ld and LLD both take `--wrap`).
+//!
 //! See docs/benchmarks.md, "Resident memory".
 
 use std::path::PathBuf;
@@ -41,8 +45,12 @@ fn main() {
     println!("cargo:rerun-if-env-changed=MAMORI_NO_ORDER");
     println!("cargo:rerun-if-env-changed=CC");
     let env = |k: &str| std::env::var(k).unwrap_or_default();
-    let native = env("TARGET") == env("HOST");
-    if !native || env("CARGO_CFG_TARGET_OS") != "linux" || env("CARGO_CFG_TARGET_ENV") != "gnu" {
+    if env("CARGO_CFG_TARGET_OS") != "linux" || env("CARGO_CFG_TARGET_ENV") != "gnu" {
+        return;
+    }
+    // pow and log from src/libm_shim.rs: the binary then needs no libm.so.6.
+    println!("cargo:rustc-link-arg-bins=-Wl,--wrap=pow,--wrap=log");
+    if env("TARGET") != env("HOST") {
         return;
     }
     if std::env::var_os("MAMORI_NO_RELR").is_none() {

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod incident;
+mod libm_shim;
 pub mod probe;
 pub mod schedule;
 pub mod store;
