@@ -1,24 +1,39 @@
-//! Bounded memory history: the minimum and maximum of each time bucket, kept
-//! at several resolutions at once (2 s, 4 s, 8 s, …), each level a ring of a
-//! fixed number of buckets. Recent data is fine-grained, old data coarse, and
-//! the size never grows: `LEVELS × CAPACITY` buckets whatever the uptime.
+//! Bounded memory history: the minimum and maximum of each time bucket, read
+//! at several resolutions (2 s, 4 s, 8 s, …). Recent data is fine-grained,
+//! old data coarse, and the size never grows whatever the uptime.
 //!
 //! A window of length W is read from the finest level that still reaches back
 //! W, so every window is seen through roughly `CAPACITY / 2 ..= CAPACITY`
 //! buckets, whether it is 20 seconds or 5 days long.
 //!
+//! What each level shows (its [`Level`]: the newest `CAPACITY` buckets of its
+//! width) is not stored whole. Level 0 keeps its `CAPACITY` 2 s buckets; a
+//! bucket that falls out of a level is merged into the next, coarser one,
+//! which so keeps only what is older than all the finer levels, `KEPT`
+//! buckets of its own. A level's view is its own buckets followed by the
+//! finer levels' merged to its width: minimum and maximum merge exactly,
+//! and the bucket starts are aligned to the width, so the view is the same
+//! as a ring of `CAPACITY` buckets fed every sample (the design before,
+//! kept in the tests as the reference this one is checked against). Each
+//! finer level shows at least `CAPACITY / 2` buckets of the coarser width,
+//! so `KEPT = CAPACITY / 2 + 1` (one bucket may be split between two
+//! levels) is enough.
+//!
 //! A bucket is stored in 12 bytes ([`Slot`]): its start in units of
 //! `BASE_MS`, its minimum rounded down and its maximum rounded up to whole
 //! KiB (memory comes in 4 KiB pages, so that is exact in practice; it caps
-//! at 4 TiB). A week of history is 14 levels, 8 KiB per detector instead of
-//! 16 KiB, and an agent keeps one detector per unit with a memory limit.
+//! at 4 TiB). A week of history is 14 levels, 4.4 KiB per detector (8 KiB
+//! with every level a full ring), and an agent keeps one detector per unit
+//! with a memory limit.
 
 use std::collections::VecDeque;
 
 /// Width of the finest buckets, milliseconds.
 pub(crate) const BASE_MS: u64 = 2_000;
-/// Buckets kept per level.
+/// Buckets each level shows.
 pub(crate) const CAPACITY: usize = 48;
+/// Buckets a level above the finest keeps of its own.
+const KEPT: usize = CAPACITY / 2 + 1;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Bucket {
@@ -51,13 +66,19 @@ impl Slot {
             max: u64::from(self.max_kib) * 1024,
         }
     }
+
+    fn merge(&mut self, other: Slot) {
+        self.min_kib = self.min_kib.min(other.min_kib);
+        self.max_kib = self.max_kib.max(other.max_kib);
+    }
 }
 
+/// What a level shows: its newest `CAPACITY` buckets, oldest first.
 #[derive(Debug, Clone)]
 pub(crate) struct Level {
     pub width_ms: u64,
-    buckets: VecDeque<Slot>,
-    /// True once a bucket fell out of the ring: the level no longer holds
+    buckets: Vec<Slot>,
+    /// True once a bucket fell out of it: the level no longer shows
     /// everything since the last reset.
     evicted: bool,
 }
@@ -69,83 +90,145 @@ impl Level {
         let skip = self
             .buckets
             .partition_point(|b| b.bucket().start_ms < from_ms);
-        self.buckets
+        self.buckets[skip..]
             .iter()
-            .skip(skip)
             .map(|b| b.bucket())
             .take_while(move |b| b.start_ms < to_ms)
     }
 
     fn front(&self) -> Option<Bucket> {
-        self.buckets.front().map(|b| b.bucket())
+        self.buckets.first().map(|b| b.bucket())
     }
+}
+
+/// One level as stored.
+#[derive(Debug, Clone)]
+struct Store {
+    /// Width in `BASE_MS` units (2^k).
+    units: u32,
+    /// Its own buckets, older than every finer level's, oldest first.
+    own: VecDeque<Slot>,
+    /// The start of the newest bucket of this width that had a sample, and
+    /// how many there were since the last reset (over `CAPACITY`: the view
+    /// has lost its oldest).
+    last: Option<u32>,
+    seen: u32,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct History {
-    levels: Vec<Level>,
+    levels: Vec<Store>,
 }
 
 impl History {
     /// Enough levels that the coarsest one covers `span_ms`.
     pub fn new(span_ms: u64) -> Self {
-        let mut levels = Vec::new();
-        let mut width = BASE_MS;
+        let mut levels: Vec<Store> = Vec::new();
+        let mut units: u32 = 1;
         loop {
-            levels.push(Level {
-                width_ms: width,
-                buckets: VecDeque::with_capacity(CAPACITY),
-                evicted: false,
+            let keep = if levels.is_empty() { CAPACITY } else { KEPT };
+            levels.push(Store {
+                units,
+                own: VecDeque::with_capacity(keep),
+                last: None,
+                seen: 0,
             });
-            if width.saturating_mul(CAPACITY as u64) >= span_ms || levels.len() >= 40 {
+            let width = BASE_MS * u64::from(units);
+            if width.saturating_mul(CAPACITY as u64) >= span_ms || levels.len() >= 31 {
                 break;
             }
-            width *= 2;
+            units *= 2;
         }
+        levels.shrink_to_fit();
         History { levels }
     }
 
     pub fn clear(&mut self) {
         for l in &mut self.levels {
-            l.buckets.clear();
-            l.evicted = false;
+            l.own.clear();
+            l.last = None;
+            l.seen = 0;
         }
     }
 
     /// Adds a sample. Samples must come in time order (the caller drops the others).
     pub fn push(&mut self, t_ms: u64, v: u64) {
-        let (lo, hi) = (kib_down(v), kib_up(v));
+        // Starts are whole numbers of BASE_MS; u32 of them is 272 years of
+        // any monotonic epoch.
+        let start = u32::try_from(t_ms / BASE_MS).unwrap_or(u32::MAX);
         for l in &mut self.levels {
-            // Widths are BASE_MS × 2^k, so every start is a whole number of
-            // BASE_MS; u32 of them is 272 years of any monotonic epoch.
-            let start = u32::try_from((t_ms - t_ms % l.width_ms) / BASE_MS).unwrap_or(u32::MAX);
-            match l.buckets.back_mut() {
-                Some(b) if b.start == start => {
-                    b.min_kib = b.min_kib.min(lo);
-                    b.max_kib = b.max_kib.max(hi);
-                }
+            let s = start - start % l.units;
+            if l.last != Some(s) {
+                l.last = Some(s);
+                l.seen = l.seen.saturating_add(1);
+            }
+        }
+        // The sample goes into level 0; a bucket that falls out of a level
+        // is merged into the next one's newest or appended after it.
+        let mut carry = Some(Slot {
+            start,
+            min_kib: kib_down(v),
+            max_kib: kib_up(v),
+        });
+        for (k, l) in self.levels.iter_mut().enumerate() {
+            let Some(mut slot) = carry.take() else {
+                break;
+            };
+            slot.start -= slot.start % l.units;
+            match l.own.back_mut() {
+                Some(b) if b.start == slot.start => b.merge(slot),
                 _ => {
-                    if l.buckets.len() == CAPACITY {
-                        l.buckets.pop_front();
-                        l.evicted = true;
+                    if l.own.len() == if k == 0 { CAPACITY } else { KEPT } {
+                        carry = l.own.pop_front();
                     }
-                    l.buckets.push_back(Slot {
-                        start,
-                        min_kib: lo,
-                        max_kib: hi,
-                    });
+                    l.own.push_back(slot);
                 }
             }
         }
     }
 
+    /// Every level's view, finest first.
+    fn views(&self) -> impl Iterator<Item = Level> + '_ {
+        // All buckets of this and the finer levels at this level's width,
+        // oldest first (at most KEPT more than the level below had).
+        let mut all: Vec<Slot> = Vec::new();
+        self.levels.iter().map(move |l| {
+            let mut merged: Vec<Slot> = Vec::with_capacity(l.own.len() + all.len());
+            for s in l.own.iter().copied().chain(all.iter().copied()) {
+                let s = Slot {
+                    start: s.start - s.start % l.units,
+                    ..s
+                };
+                match merged.last_mut() {
+                    Some(b) if b.start == s.start => b.merge(s),
+                    _ => merged.push(s),
+                }
+            }
+            all = merged;
+            Level {
+                width_ms: BASE_MS * u64::from(l.units),
+                buckets: all[all.len().saturating_sub(CAPACITY)..].to_vec(),
+                evicted: l.seen as usize > CAPACITY,
+            }
+        })
+    }
+
     /// The finest level that still holds the data from `since_ms` on (the
     /// coarsest level when none does).
-    pub fn level_from(&self, since_ms: u64) -> &Level {
-        self.levels
-            .iter()
-            .find(|l| !l.evicted || l.front().is_some_and(|b| b.start_ms <= since_ms))
-            .unwrap_or_else(|| self.levels.last().expect("at least one level"))
+    pub fn level_from(&self, since_ms: u64) -> Level {
+        let mut last = None;
+        for l in self.views() {
+            if !l.evicted || l.front().is_some_and(|b| b.start_ms <= since_ms) {
+                return l;
+            }
+            last = Some(l);
+        }
+        // `new` makes at least one level.
+        last.unwrap_or(Level {
+            width_ms: BASE_MS,
+            buckets: Vec::new(),
+            evicted: false,
+        })
     }
 
     /// Minimum and maximum of the buckets that lie within `[from_ms, to_ms)`,
@@ -170,7 +253,7 @@ impl History {
         // From the finest level back: each level adds what is older than
         // what the finer ones hold.
         let mut covered_from = to_ms;
-        for l in &self.levels {
+        for l in self.views() {
             let Some(front) = l.front() else {
                 continue;
             };
@@ -194,7 +277,7 @@ impl History {
 
     #[cfg(test)]
     pub fn bucket_count(&self) -> usize {
-        self.levels.iter().map(|l| l.buckets.len()).sum()
+        self.levels.iter().map(|l| l.own.len()).sum()
     }
 
     #[cfg(test)]
@@ -224,7 +307,7 @@ mod tests {
         );
         // A week back, the buckets are coarse but still there.
         assert_eq!(h.min_max(0, u64::MAX), Some((100 * 1024, 106 * 1024)));
-        // 12 bytes a bucket: 8 KiB for the week's 14 levels.
+        // 12 bytes a bucket: 48 + 13 × 25 of them, 4.4 KiB for the week's 14 levels.
         assert_eq!(std::mem::size_of::<Slot>(), 12);
     }
 
@@ -280,5 +363,240 @@ mod tests {
         assert!(b[1].start_ms - b[0].start_ms >= 64_000, "{:?}", &b[..2]);
         assert!(b[0].start_ms < 200_000, "{:?}", b[0]);
         assert!(b.len() < 48 * 8, "{}", b.len());
+    }
+}
+
+/// The design before: every level a ring of `CAPACITY` buckets fed every
+/// sample. The stored design must show exactly what it showed.
+#[cfg(test)]
+mod reference {
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    pub struct Level {
+        pub width_ms: u64,
+        pub buckets: VecDeque<Slot>,
+        /// True once a bucket fell out of the ring: the level no longer holds
+        /// everything since the last reset.
+        pub evicted: bool,
+    }
+
+    impl Level {
+        /// Buckets whose start lies in `[from_ms, to_ms)`, oldest first.
+        pub fn range(&self, from_ms: u64, to_ms: u64) -> impl Iterator<Item = Bucket> + '_ {
+            // Buckets are sorted by start; skip the old ones from the front.
+            let skip = self
+                .buckets
+                .partition_point(|b| b.bucket().start_ms < from_ms);
+            self.buckets
+                .iter()
+                .skip(skip)
+                .map(|b| b.bucket())
+                .take_while(move |b| b.start_ms < to_ms)
+        }
+
+        fn front(&self) -> Option<Bucket> {
+            self.buckets.front().map(|b| b.bucket())
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct History {
+        pub levels: Vec<Level>,
+    }
+
+    impl History {
+        /// Enough levels that the coarsest one covers `span_ms`.
+        pub fn new(span_ms: u64) -> Self {
+            let mut levels = Vec::new();
+            let mut width = BASE_MS;
+            loop {
+                levels.push(Level {
+                    width_ms: width,
+                    buckets: VecDeque::with_capacity(CAPACITY),
+                    evicted: false,
+                });
+                if width.saturating_mul(CAPACITY as u64) >= span_ms || levels.len() >= 40 {
+                    break;
+                }
+                width *= 2;
+            }
+            History { levels }
+        }
+
+        pub fn clear(&mut self) {
+            for l in &mut self.levels {
+                l.buckets.clear();
+                l.evicted = false;
+            }
+        }
+
+        /// Adds a sample. Samples must come in time order (the caller drops the others).
+        pub fn push(&mut self, t_ms: u64, v: u64) {
+            let (lo, hi) = (kib_down(v), kib_up(v));
+            for l in &mut self.levels {
+                // Widths are BASE_MS × 2^k, so every start is a whole number of
+                // BASE_MS; u32 of them is 272 years of any monotonic epoch.
+                let start = u32::try_from((t_ms - t_ms % l.width_ms) / BASE_MS).unwrap_or(u32::MAX);
+                match l.buckets.back_mut() {
+                    Some(b) if b.start == start => {
+                        b.min_kib = b.min_kib.min(lo);
+                        b.max_kib = b.max_kib.max(hi);
+                    }
+                    _ => {
+                        if l.buckets.len() == CAPACITY {
+                            l.buckets.pop_front();
+                            l.evicted = true;
+                        }
+                        l.buckets.push_back(Slot {
+                            start,
+                            min_kib: lo,
+                            max_kib: hi,
+                        });
+                    }
+                }
+            }
+        }
+
+        /// The finest level that still holds the data from `since_ms` on (the
+        /// coarsest level when none does).
+        pub fn level_from(&self, since_ms: u64) -> &Level {
+            self.levels
+                .iter()
+                .find(|l| !l.evicted || l.front().is_some_and(|b| b.start_ms <= since_ms))
+                .unwrap_or_else(|| self.levels.last().expect("at least one level"))
+        }
+
+        /// Minimum and maximum of the buckets that lie within `[from_ms, to_ms)`,
+        /// at the finest resolution that reaches back that far (a bucket that
+        /// straddles `to_ms` is left out: it holds samples from after it).
+        pub fn min_max(&self, from_ms: u64, to_ms: u64) -> Option<(u64, u64)> {
+            let level = self.level_from(from_ms);
+            level
+                .range(from_ms, to_ms)
+                .filter(|b| b.start_ms.saturating_add(level.width_ms) <= to_ms)
+                .fold(None, |acc, b| match acc {
+                    None => Some((b.min, b.max)),
+                    Some((lo, hi)) => Some((lo.min(b.min), hi.max(b.max))),
+                })
+        }
+
+        /// The buckets that lie within `[from_ms, to_ms)`, oldest first, each
+        /// stretch of time from the finest level that still holds it (so the
+        /// recent part is fine-grained and the old part coarse).
+        pub fn within(&self, from_ms: u64, to_ms: u64) -> Vec<Bucket> {
+            let mut out: Vec<Bucket> = Vec::new();
+            // From the finest level back: each level adds what is older than
+            // what the finer ones hold.
+            let mut covered_from = to_ms;
+            for l in &self.levels {
+                let Some(front) = l.front() else {
+                    continue;
+                };
+                if front.start_ms >= covered_from {
+                    continue;
+                }
+                let older: Vec<Bucket> = l
+                    .range(from_ms, covered_from)
+                    .filter(|b| b.start_ms.saturating_add(l.width_ms) <= covered_from)
+                    .collect();
+                if let Some(first) = older.first() {
+                    covered_from = first.start_ms;
+                    out.splice(0..0, older);
+                }
+                if !l.evicted || covered_from <= from_ms {
+                    break;
+                }
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod same_as_reference {
+    use super::*;
+
+    /// xorshift64*: a fixed sequence, no dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+    }
+
+    fn views_of(r: &reference::Level) -> (u64, Vec<Bucket>, bool) {
+        (r.width_ms, r.range(0, u64::MAX).collect(), r.evicted)
+    }
+
+    fn view_of(l: &Level) -> (u64, Vec<Bucket>, bool) {
+        (l.width_ms, l.range(0, u64::MAX).collect(), l.evicted)
+    }
+
+    /// Random sample times (steady, bursts, gaps of minutes to days) and
+    /// values; after many pushes, every read agrees with the reference.
+    #[test]
+    fn every_read_matches_the_ring_per_level_design() {
+        for seed in 1..=12u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let span = [600_000, 3_600_000, 86_400_000, 7 * 86_400_000][seed as usize % 4];
+            let mut h = History::new(span);
+            let mut r = reference::History::new(span);
+            assert_eq!(h.level_count(), r.levels.len());
+            let mut t: u64 = rng.below(1_000_000);
+            for i in 0..6_000u32 {
+                t += match rng.below(100) {
+                    0 => rng.below(2 * 86_400_000),
+                    1..=4 => rng.below(600_000),
+                    5..=30 => rng.below(3_000),
+                    _ => 1_000,
+                };
+                let v = (100 << 20) + rng.below(50 << 20) + u64::from(i) * 4096;
+                h.push(t, v);
+                r.push(t, v);
+                if i % 97 != 0 && i != 5_999 {
+                    continue;
+                }
+                for _ in 0..8 {
+                    let since = t.saturating_sub(rng.below(span.saturating_mul(2)));
+                    assert_eq!(
+                        view_of(&h.level_from(since)),
+                        views_of(r.level_from(since)),
+                        "seed {seed}, push {i}, level_from({since})"
+                    );
+                    let to = if rng.below(3) == 0 {
+                        u64::MAX
+                    } else {
+                        t.saturating_sub(rng.below(span / 4))
+                    };
+                    let from = to.min(t).saturating_sub(rng.below(span));
+                    assert_eq!(
+                        h.min_max(from, to),
+                        r.min_max(from, to),
+                        "seed {seed}, push {i}"
+                    );
+                    assert_eq!(
+                        h.within(from, to),
+                        r.within(from, to),
+                        "seed {seed}, push {i}"
+                    );
+                }
+            }
+            // What is stored: CAPACITY buckets for the finest level, KEPT for each other.
+            assert!(h.bucket_count() <= CAPACITY + (h.level_count() - 1) * KEPT);
+            if seed == 1 {
+                h.clear();
+                r.clear();
+                h.push(t, 1 << 20);
+                r.push(t, 1 << 20);
+                assert_eq!(view_of(&h.level_from(0)), views_of(r.level_from(0)));
+            }
+        }
     }
 }
