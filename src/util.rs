@@ -129,10 +129,13 @@ impl Drop for GroupGuard {
 /// `MALLOC_ARENA_MAX`. glibc's default is eight per core, and every thread
 /// that allocates gets one until then: tokio's blocking threads come and go
 /// in bursts (100 units starting together), and each arena keeps 60–100 KiB
-/// resident after its thread is gone. The agent allocates little and from
-/// few threads at a time, so two arenas cost no measurable contention
-/// (docs/benchmarks.md, "Resident memory").
-pub const MALLOC_ARENAS: i32 = 2;
+/// resident after its thread is gone. With more than one, which threads
+/// share an arena is decided at their first allocation, and each arena keeps
+/// its own free space: one arena measured 0.15 MiB less, and steadier, than
+/// two (docs/benchmarks.md, "Ninth run"). The agent allocates little, and
+/// glibc's per-thread cache serves most small allocations without the
+/// arena's lock.
+pub const MALLOC_ARENAS: i32 = 1;
 
 /// Applies [`MALLOC_ARENAS`]. Call before the runtime starts its threads.
 pub fn limit_malloc_arenas() {

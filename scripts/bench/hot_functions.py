@@ -177,7 +177,7 @@ def record(a):
         f.write(''.join(n + '\n' for n in listed))
     size = sum(syms[n][1] for n in listed)
     print(f'wrote {a.out}: {len(listed)} functions, {size / 2**20:.2f} MiB of code '
-          f'({len(runs) - len(listed)} names that ran are not symbols of BIN)')
+          f'({sum(1 for n in runs if n not in syms)} names that ran are not symbols of BIN)')
 
 
 def check(a):
