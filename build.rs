@@ -19,14 +19,16 @@
 //! x86_64-unknown-linux-gnu since 1.90) places them together at the start of
 //! the code. The kernel maps 64 KiB of the file around every page fault in
 //! it, so code touched here and there keeps nearly all of the 6 MB of text
-//! resident; packed together, about 2 MB. The list is written by
+//! resident; packed together, about 2.4 MB. The list is written by
 //! `scripts/bench/hot_functions.py` (see docs/benchmarks.md, "Ninth run").
 //! Names the binary does not have are ignored, so a stale list (another
 //! toolchain, updated dependencies) costs memory, never correctness; the
-//! same script's `--check` says how much of the list still matches. The
+//! same script's `check` says how much of the list still matches. The
 //! probe links an empty Rust program with the option, through the same
-//! rustc and flags; a linker without it (GNU ld) fails the probe and the
-//! build goes on without. Set `MAMORI_NO_ORDER=1` to skip it.
+//! rustc, linker and flags; a linker without it (GNU ld) fails the probe
+//! and the build goes on without, with a warning that says why. Native
+//! builds only, like the relocation probe. Set `MAMORI_NO_ORDER=1` to skip
+//! it.
 //!
 //! **No libm.so.6.** `--wrap=pow,--wrap=log` sends the binary's only two
 //! libm calls to `src/libm_shim.rs`, so the loader does not map the library
@@ -72,47 +74,71 @@ fn order_hot_functions() {
         return;
     };
     let list = dir.join("link").join("hot-functions.txt");
-    println!("cargo:rerun-if-changed={}", list.display());
+    // Watched only when it exists: cargo reruns a build script at every
+    // build while a path it watches is missing.
     let Some(list) = list.to_str().filter(|_| list.is_file()) else {
         return;
     };
+    println!("cargo:rerun-if-changed={list}");
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     let args = [
         format!("-Wl,--symbol-ordering-file={list}"),
         "-Wl,--no-warn-symbol-ordering".to_string(),
     ];
-    if links_rust_with(&args) {
-        for a in args {
-            println!("cargo:rustc-link-arg-bins={a}");
+    match links_rust_with(&args) {
+        Ok(()) => {
+            for a in args {
+                println!("cargo:rustc-link-arg-bins={a}");
+            }
         }
-    } else {
-        println!("cargo:warning=linking without the hot-function order (rustc's linker has no --symbol-ordering-file; LLD has)");
+        Err(why) => println!("cargo:warning=linking without the hot-function order (a test link with --symbol-ordering-file, which LLD has, failed: {why})"),
     }
 }
 
 /// Links an empty Rust program with these linker arguments, through the
-/// rustc and the flags this build uses.
-fn links_rust_with(args: &[String]) -> bool {
-    let Some(out) = std::env::var_os("OUT_DIR").map(PathBuf::from) else {
-        return false;
-    };
+/// rustc, the linker (`target.<triple>.linker`, which cargo passes to rustc
+/// as `-C linker` and to build scripts as `RUSTC_LINKER`) and the flags
+/// this build uses. Err: the first line of what went wrong.
+fn links_rust_with(args: &[String]) -> Result<(), String> {
+    let out = std::env::var_os("OUT_DIR")
+        .map(PathBuf::from)
+        .ok_or("no OUT_DIR")?;
     let src = out.join("order_probe.rs");
-    if std::fs::write(&src, "fn main() {}\n").is_err() {
-        return false;
-    }
+    std::fs::write(&src, "fn main() {}\n").map_err(|e| e.to_string())?;
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
     let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
     let mut cmd = Command::new(rustc);
-    cmd.args(flags.split('\x1f').filter(|f| !f.is_empty()))
-        .arg("-o")
-        .arg(out.join("order_probe"))
-        .arg(&src);
+    cmd.args(flags.split('\x1f').filter(|f| !f.is_empty()));
+    if let Some(linker) = std::env::var_os("RUSTC_LINKER") {
+        let mut arg = std::ffi::OsString::from("-Clinker=");
+        arg.push(linker);
+        cmd.arg(arg);
+    }
+    cmd.arg("-o").arg(out.join("order_probe")).arg(&src);
     for a in args {
         cmd.arg(format!("-Clink-arg={a}"));
     }
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    let done = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if done.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&done.stderr);
+    // rustc's own lines ("linking with `cc` failed", the command line) say
+    // least; the linker's message is the `= note: ld…:` line.
+    let line = err
+        .lines()
+        .map(|l| l.trim().trim_start_matches("= note:").trim())
+        .find(|l| {
+            !l.starts_with('"')
+                && (l.contains("ld:") || l.contains("ld.bfd:") || l.contains("lld:"))
+        })
+        .or_else(|| err.lines().map(str::trim).find(|l| !l.is_empty()))
+        .unwrap_or("no message");
+    Err(line.chars().take(200).collect())
 }
 
 /// Links and runs a program whose pointers need relative relocations.

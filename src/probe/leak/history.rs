@@ -14,10 +14,12 @@
 //! finer levels' merged to its width: minimum and maximum merge exactly,
 //! and the bucket starts are aligned to the width, so the view is the same
 //! as a ring of `CAPACITY` buckets fed every sample (the design before,
-//! kept in the tests as the reference this one is checked against). Each
+//! kept in the tests as the reference this one is checked against, for
+//! sample times up to 2^32 × 2 s, 272 years, where starts saturate). Each
 //! finer level shows at least `CAPACITY / 2` buckets of the coarser width,
-//! so `KEPT = CAPACITY / 2 + 1` (one bucket may be split between two
-//! levels) is enough.
+//! so `CAPACITY / 2` of its own make a level's view whole;
+//! `KEPT = CAPACITY / 2 + 1` keeps one to spare (the reference test fails
+//! below `CAPACITY / 2`).
 //!
 //! A bucket is stored in 12 bytes ([`Slot`]): its start in units of
 //! `BASE_MS`, its minimum rounded down and its maximum rounded up to whole
@@ -550,6 +552,14 @@ mod same_as_reference {
             let mut r = reference::History::new(span);
             assert_eq!(h.level_count(), r.levels.len());
             let mut t: u64 = rng.below(1_000_000);
+            let same = |h: &History, r: &reference::History, at: &str| {
+                let ours: Vec<_> = h.views().map(|l| view_of(&l)).collect();
+                let theirs: Vec<_> = r.levels.iter().map(views_of).collect();
+                assert_eq!(ours, theirs, "seed {seed}, {at}: every level's view");
+            };
+            same(&h, &r, "empty");
+            assert_eq!(h.min_max(0, u64::MAX), None);
+            assert!(h.within(0, u64::MAX).is_empty());
             for i in 0..6_000u32 {
                 t += match rng.below(100) {
                     0 => rng.below(2 * 86_400_000),
@@ -557,12 +567,22 @@ mod same_as_reference {
                     5..=30 => rng.below(3_000),
                     _ => 1_000,
                 };
-                let v = (100 << 20) + rng.below(50 << 20) + u64::from(i) * 4096;
+                let v = match rng.below(200) {
+                    0 => 0,
+                    1 => u64::MAX,
+                    _ => (100 << 20) + rng.below(50 << 20) + u64::from(i) * 4096,
+                };
                 h.push(t, v);
                 r.push(t, v);
+                if rng.below(1_500) == 0 {
+                    h.clear();
+                    r.clear();
+                    same(&h, &r, &format!("cleared at push {i}"));
+                }
                 if i % 97 != 0 && i != 5_999 {
                     continue;
                 }
+                same(&h, &r, &format!("push {i}"));
                 for _ in 0..8 {
                     let since = t.saturating_sub(rng.below(span.saturating_mul(2)));
                     assert_eq!(
@@ -590,13 +610,6 @@ mod same_as_reference {
             }
             // What is stored: CAPACITY buckets for the finest level, KEPT for each other.
             assert!(h.bucket_count() <= CAPACITY + (h.level_count() - 1) * KEPT);
-            if seed == 1 {
-                h.clear();
-                r.clear();
-                h.push(t, 1 << 20);
-                r.push(t, 1 << 20);
-                assert_eq!(view_of(&h.level_from(0)), views_of(r.level_from(0)));
-            }
         }
     }
 }

@@ -9,7 +9,7 @@
 //!    saw-tooth: memory climbs, then a collection drops it. What leaks is the
 //!    *floor* the drops return to. The detector keeps only the minimum and
 //!    maximum of each time bucket (`history.rs`: 2 s, 4 s, 8 s, … buckets up
-//!    to `max_window`, 48 per level, ≈ 4.4 KiB per detector whatever the
+//!    to `max_window`, 48 shown per level, ≈ 4.4 KiB per detector whatever the
 //!    uptime) and sees a window through the minima of its runs of buckets.
 //! 2. **Every time scale.** Leaks of 10 MiB/s and of 1 MiB/h differ by four
 //!    orders of magnitude, so every window length on a √2 ladder from 10 s to
