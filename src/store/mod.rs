@@ -63,6 +63,10 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // SQLite caches up to 2 MiB of pages per connection by default; the
+        // agent's writes and the API's reads touch a few dozen, and a page
+        // not cached is one read from the kernel's cache.
+        conn.pragma_update(None, "cache_size", CACHE_KIB)?;
         conn.busy_handler(Some(busy_wait))?;
         migrations::apply(&mut conn, path)?;
         Ok(Store {
@@ -70,13 +74,25 @@ impl Store {
         })
     }
 
+    /// The connection. A call that finds it taken waits up to `SHORT_WAIT`
+    /// on its worker (store calls usually hold it for well under a
+    /// millisecond), then off the worker (`off_worker`). Going off the worker
+    /// at once made every unit of a hundred starting together take a thread
+    /// of its own, each leaving a cached stack behind (docs/benchmarks.md,
+    /// tenth run).
     pub(crate) fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        match self.conn.try_lock() {
-            Ok(guard) => Ok(guard),
-            Err(TryLockError::WouldBlock) => {
-                off_worker(|| self.conn.lock()).map_err(|_| StoreError::Poisoned)
+        let deadline = std::time::Instant::now() + SHORT_WAIT;
+        loop {
+            match self.conn.try_lock() {
+                Ok(guard) => return Ok(guard),
+                Err(TryLockError::Poisoned(_)) => return Err(StoreError::Poisoned),
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::yield_now();
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return off_worker(|| self.conn.lock()).map_err(|_| StoreError::Poisoned)
+                }
             }
-            Err(TryLockError::Poisoned(_)) => Err(StoreError::Poisoned),
         }
     }
 
@@ -128,6 +144,13 @@ impl Store {
         Ok(out)
     }
 }
+
+/// The page cache, in KiB, as a negative number (SQLite's convention).
+const CACHE_KIB: i64 = -128;
+
+/// How long a store call waits for the connection on its worker before it
+/// waits off the worker.
+const SHORT_WAIT: Duration = Duration::from_millis(2);
 
 /// At most this many store calls wait off the workers at once. Each one
 /// holds a thread while it waits (tokio starts one to run the worker's other
