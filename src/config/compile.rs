@@ -123,7 +123,13 @@ pub fn compile(path: &Path, text: String) -> Result<Config, ConfigErrors> {
         Ok(Config {
             path: path.to_path_buf(),
             agent,
-            units: units.into_iter().map(|p| p.unit).collect(),
+            // Not collected in place: that would keep the allocation sized
+            // for the parse results, several times larger.
+            units: {
+                let mut v = Vec::with_capacity(units.len());
+                v.extend(units.into_iter().map(|p| std::sync::Arc::new(p.unit)));
+                v
+            },
             checks: all_checks.into_iter().map(|(c, _)| c).collect(),
             flows,
             alerts,

@@ -33,8 +33,9 @@ pub struct Config {
     /// The file it was read from.
     pub path: PathBuf,
     pub agent: AgentConfig,
-    /// Services first, then jobs, each in file order.
-    pub units: Vec<UnitConfig>,
+    /// Services first, then jobs, each in file order. Shared: the agent's
+    /// unit tasks hold these, not copies.
+    pub units: Vec<std::sync::Arc<UnitConfig>>,
     /// Services' `health` checks first, then `[[check]]`s, in file order.
     pub checks: Vec<checks::CheckConfig>,
     /// Flows: jobs connected by `after`, each named after its first job.
@@ -49,7 +50,7 @@ pub struct Config {
 
 impl Config {
     pub fn unit(&self, name: &str) -> Option<&UnitConfig> {
-        self.units.iter().find(|u| u.name == name)
+        self.units.iter().find(|u| u.name == name).map(|u| &**u)
     }
 }
 

@@ -211,43 +211,82 @@ fn last_lines_start(text: &str, n: usize) -> usize {
     }
 }
 
-/// Copies one pipe into the sink until the writer side closes.
+/// Copies a run's pipes (stdout and stderr) into the sink until the writer
+/// side of each has closed: one task per run, not one per pipe.
 ///
-/// The 64 KiB buffer exists only while output is flowing: it is allocated
-/// when the pipe becomes readable and given back once a read leaves nothing
-/// pending and did not fill it, so a quiet unit costs no buffer (two pipes
-/// per unit, hundreds of units: docs/benchmarks.md, M1).
-pub async fn pump(pipe: tokio::net::unix::pipe::Receiver, sink: Arc<Mutex<LogSink>>) {
-    let mut buf: Vec<u8> = Vec::new();
-    let mut pending = 0usize;
-    loop {
-        if pipe.readable().await.is_err() {
-            break;
-        }
-        if buf.is_empty() {
-            buf = vec![0u8; CHUNK];
-        }
-        let n = match pipe.try_read(&mut buf[pending..]) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        pending += n;
-        // Write whole lines; keep a partial line unless the buffer is full.
-        let cut = match buf[..pending].iter().rposition(|b| *b == b'\n') {
-            Some(pos) => pos + 1,
-            None if pending == buf.len() => pending,
-            None => continue,
-        };
-        write(&sink, &buf[..cut]);
-        buf.copy_within(cut..pending, 0);
-        pending -= cut;
-        if pending == 0 && n < CHUNK / 2 {
-            buf = Vec::new();
+/// Each pipe's 64 KiB buffer exists only while output is flowing: it is
+/// allocated when the pipe becomes readable and given back once a read
+/// leaves nothing pending and did not fill it, so a quiet unit costs no
+/// buffer (hundreds of units: docs/benchmarks.md, M1). Lines are written
+/// whole, each pipe's separately, so stdout and stderr never split each
+/// other's lines.
+pub async fn pump(pipes: Vec<tokio::net::unix::pipe::Receiver>, sink: Arc<Mutex<LogSink>>) {
+    let mut pipes: Vec<Pipe> = pipes
+        .into_iter()
+        .map(|rx| Pipe {
+            rx,
+            buf: Vec::new(),
+            pending: 0,
+        })
+        .collect();
+    // Where the next wait starts looking: the pipe after the last one read,
+    // so a flooding stdout cannot starve stderr.
+    let mut next = 0;
+    while !pipes.is_empty() {
+        let (i, ready) = std::future::poll_fn(|cx| {
+            let n = pipes.len();
+            for k in 0..n {
+                let i = (next + k) % n;
+                if let std::task::Poll::Ready(r) = pipes[i].rx.poll_read_ready(cx) {
+                    return std::task::Poll::Ready((i, r));
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        next = i + 1;
+        if ready.is_err() || !pipes[i].read(&sink) {
+            let done = pipes.swap_remove(i);
+            if done.pending > 0 {
+                write(&sink, &done.buf[..done.pending]);
+            }
         }
     }
-    if pending > 0 {
-        write(&sink, &buf[..pending]);
+}
+
+/// One pipe of [`pump`] and its partial line.
+struct Pipe {
+    rx: tokio::net::unix::pipe::Receiver,
+    buf: Vec<u8>,
+    pending: usize,
+}
+
+impl Pipe {
+    /// Reads what the pipe holds and writes the whole lines. False once the
+    /// writer side has closed.
+    fn read(&mut self, sink: &Mutex<LogSink>) -> bool {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; CHUNK];
+        }
+        let n = match self.rx.try_read(&mut self.buf[self.pending..]) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        self.pending += n;
+        // Write whole lines; keep a partial line unless the buffer is full.
+        let cut = match self.buf[..self.pending].iter().rposition(|b| *b == b'\n') {
+            Some(pos) => pos + 1,
+            None if self.pending == self.buf.len() => self.pending,
+            None => return true,
+        };
+        write(sink, &self.buf[..cut]);
+        self.buf.copy_within(cut..self.pending, 0);
+        self.pending -= cut;
+        if self.pending == 0 && n < CHUNK / 2 {
+            self.buf = Vec::new();
+        }
+        true
     }
 }
 
@@ -264,6 +303,70 @@ fn write(sink: &Mutex<LogSink>, data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One task copies both pipes: a flood on one (4 MiB, written in pieces
+    /// that cut lines) and a few lines on the other, one of them written in
+    /// two parts. Everything arrives, and no line is cut by the other's.
+    #[tokio::test]
+    async fn one_pump_copies_two_pipes_and_keeps_their_lines_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(Mutex::new(
+            LogSink::open(dir.path().join("u"), LogConfig::default()).unwrap(),
+        ));
+        let (out_r, out_w) = crate::util::output_pipe().unwrap();
+        let (err_r, err_w) = crate::util::output_pipe().unwrap();
+        let pipes = [out_r, err_r]
+            .into_iter()
+            .map(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).unwrap())
+            .collect();
+        let pump = tokio::spawn(pump(pipes, sink.clone()));
+        const LINES: usize = 40_000;
+        let flood = std::thread::spawn(move || {
+            let mut w = File::from(out_w);
+            let text: String = (0..LINES)
+                .map(|i| format!("out {i:06} {}\n", "x".repeat(88)))
+                .collect();
+            for piece in text.as_bytes().chunks(1000) {
+                w.write_all(piece).unwrap();
+            }
+        });
+        let few = std::thread::spawn(move || {
+            let mut w = File::from(err_w);
+            w.write_all(b"err one begins ").unwrap();
+            w.write_all(b"and ends\nerr two\n").unwrap();
+        });
+        // The writers finish only as the pump reads (a pipe holds 64 KiB).
+        tokio::time::timeout(std::time::Duration::from_secs(60), pump)
+            .await
+            .expect("the pump did not end after both writers closed")
+            .unwrap();
+        flood.join().unwrap();
+        few.join().unwrap();
+        let mut text = String::new();
+        for (_, path) in files(&dir.path().join("u")) {
+            text.push_str(&fs::read_to_string(path).unwrap());
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), LINES + 2);
+        assert!(
+            lines.contains(&"err one begins and ends"),
+            "a line written in two parts"
+        );
+        assert!(lines.contains(&"err two"));
+        let outs: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("out "))
+            .collect();
+        assert_eq!(outs.len(), LINES);
+        for (i, l) in outs.iter().enumerate() {
+            assert_eq!(
+                *l,
+                format!("out {i:06} {}", "x".repeat(88)),
+                "line {i} in order and whole"
+            );
+        }
+    }
 
     #[test]
     fn the_last_lines_of_a_text() {

@@ -188,14 +188,18 @@ struct Live {
     group: Arc<RunGroup>,
     watch: Arc<Watch>,
     watchdog: CancellationToken,
-    pumps: Vec<JoinHandle<()>>,
+    /// Copies stdout and stderr into the logs (`logs::pump`).
+    pump: Option<JoinHandle<()>>,
     wall_deadline: Option<Instant>,
     stop_reason: Option<String>,
     done: Option<mpsc::UnboundedSender<RunEnded>>,
 }
 
 pub struct UnitTask {
-    cfg: UnitConfig,
+    /// Shared, not owned: the task's future holds the task twice (an async
+    /// fn's argument and the local it becomes), for every unit, for the
+    /// agent's whole life.
+    cfg: Arc<UnitConfig>,
     ctx: Arc<Ctx>,
     status: Arc<Mutex<UnitStatus>>,
     sink: Arc<Mutex<LogSink>>,
@@ -214,7 +218,7 @@ enum Ev {
 
 impl UnitTask {
     pub fn new(
-        cfg: UnitConfig,
+        cfg: Arc<UnitConfig>,
         ctx: Arc<Ctx>,
         status: Arc<Mutex<UnitStatus>>,
     ) -> std::io::Result<UnitTask> {
@@ -585,13 +589,14 @@ impl UnitTask {
             }
         };
         let pid = child.id() as i32;
-        let mut pumps = Vec::new();
+        let mut fds = Vec::with_capacity(2);
         if let Some(out) = child.stdout.take() {
-            pumps.push(self.pump(std::os::fd::OwnedFd::from(out)));
+            fds.push(std::os::fd::OwnedFd::from(out));
         }
         if let Some(err) = child.stderr.take() {
-            pumps.push(self.pump(std::os::fd::OwnedFd::from(err)));
+            fds.push(std::os::fd::OwnedFd::from(err));
         }
+        let pump = self.pump(fds);
         drop(child); // the reaper waits for it, not `Child`
         let watch = Arc::new(Watch::default());
         let token = CancellationToken::new();
@@ -614,21 +619,25 @@ impl UnitTask {
             group,
             watch,
             watchdog: token,
-            pumps: pumps.into_iter().flatten().collect(),
+            pump,
             wall_deadline: self.cfg.limits.wall.map(|w| started + w),
             stop_reason: None,
             done: None,
         })
     }
 
-    fn pump(&self, fd: std::os::fd::OwnedFd) -> Option<JoinHandle<()>> {
-        match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
-            Ok(rx) => Some(tokio::spawn(logs::pump(rx, self.sink.clone()))),
-            Err(e) => {
-                tracing::warn!(unit = %self.cfg.name, error = %e, "Cannot capture output.");
-                None
+    /// Starts copying the run's output pipes into its logs.
+    fn pump(&self, fds: Vec<std::os::fd::OwnedFd>) -> Option<JoinHandle<()>> {
+        let mut pipes = Vec::with_capacity(fds.len());
+        for fd in fds {
+            match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+                Ok(rx) => pipes.push(rx),
+                Err(e) => {
+                    tracing::warn!(unit = %self.cfg.name, error = %e, "Cannot capture output.");
+                }
             }
         }
+        (!pipes.is_empty()).then(|| tokio::spawn(logs::pump(pipes, self.sink.clone())))
     }
 
     async fn wall_breach(&mut self) {
@@ -760,7 +769,7 @@ impl UnitTask {
         live.watchdog.cancel();
         live.group.mark_root_gone();
         self.ctx.enforcer.kill_tree(&live.group, live.pid).await;
-        for p in live.pumps {
+        if let Some(p) = live.pump {
             let _ = timeout(Duration::from_secs(2), p).await;
         }
         if self.ctx.enforcer.kernel_memory_limit()
