@@ -128,10 +128,11 @@ impl History {
         let mut levels: Vec<Store> = Vec::new();
         let mut units: u32 = 1;
         loop {
-            let keep = if levels.is_empty() { CAPACITY } else { KEPT };
             levels.push(Store {
                 units,
-                own: VecDeque::with_capacity(keep),
+                // Allocated with its first bucket: a level fills only after
+                // the finer ones have (level k after 2^k × 96 s).
+                own: VecDeque::new(),
                 last: None,
                 seen: 0,
             });
@@ -180,8 +181,11 @@ impl History {
             match l.own.back_mut() {
                 Some(b) if b.start == slot.start => b.merge(slot),
                 _ => {
-                    if l.own.len() == if k == 0 { CAPACITY } else { KEPT } {
+                    let keep = if k == 0 { CAPACITY } else { KEPT };
+                    if l.own.len() == keep {
                         carry = l.own.pop_front();
+                    } else if l.own.capacity() == 0 {
+                        l.own.reserve_exact(keep);
                     }
                     l.own.push_back(slot);
                 }
@@ -286,6 +290,13 @@ impl History {
     pub fn level_count(&self) -> usize {
         self.levels.len()
     }
+
+    /// Bytes of buckets allocated (the level headers not counted).
+    #[cfg(test)]
+    pub fn bucket_bytes(&self) -> usize {
+        let slots: usize = self.levels.iter().map(|l| l.own.capacity()).sum();
+        slots * std::mem::size_of::<Slot>()
+    }
 }
 
 #[cfg(test)]
@@ -311,6 +322,35 @@ mod tests {
         assert_eq!(h.min_max(0, u64::MAX), Some((100 * 1024, 106 * 1024)));
         // 12 bytes a bucket: 48 + 13 × 25 of them, 4.4 KiB for the week's 14 levels.
         assert_eq!(std::mem::size_of::<Slot>(), 12);
+    }
+
+    /// A level's buckets are allocated with its first one, exactly as many
+    /// as it keeps: a young history is small, a week's is the documented
+    /// 4.4 KiB (docs/benchmarks.md, "Tenth run").
+    #[test]
+    fn buckets_are_allocated_as_the_history_reaches_them() {
+        let mut h = History::new(7 * 24 * 3_600_000);
+        assert_eq!(h.bucket_bytes(), 0);
+        let slot = std::mem::size_of::<Slot>();
+        // 70 s (M1's settle and window): level 0 only.
+        for s in 0..70u64 {
+            h.push(s * 1000, 1024 * 1024);
+        }
+        assert_eq!(h.bucket_bytes(), CAPACITY * slot);
+        // Level 1 gets its first bucket when level 0 is full, 96 s in.
+        for s in 70..100u64 {
+            h.push(s * 1000, 1024 * 1024);
+        }
+        assert_eq!(h.bucket_bytes(), (CAPACITY + KEPT) * slot);
+        for s in 100..7 * 24 * 3600u64 {
+            h.push(s * 1000, 1024 * 1024);
+        }
+        let full = (CAPACITY + (h.level_count() - 1) * KEPT) * slot;
+        assert_eq!(h.bucket_bytes(), full);
+        assert_eq!(full, 4476, "the figure docs/benchmarks.md gives");
+        // A reset keeps the room: a restarting unit does not allocate again.
+        h.clear();
+        assert_eq!(h.bucket_bytes(), full);
     }
 
     #[test]

@@ -212,6 +212,15 @@ const MAX_RECEDE: f64 = 0.1;
 /// closer than this, even slowing growth is reported.
 const RECEDE_MIN_LEFT_MS: f64 = 600_000.0;
 
+/// The length of the `i`th window: `MIN_WINDOW_MS` × √2^i, rounded down.
+fn scale_len(i: usize) -> u64 {
+    let mut len = MIN_WINDOW_MS as f64;
+    for _ in 0..i {
+        len *= SCALE_STEP;
+    }
+    len as u64
+}
+
 #[derive(Debug, Clone)]
 struct Scale {
     len_ms: u64,
@@ -223,7 +232,11 @@ pub struct Detector {
     cfg: LeakConfig,
     limit: Option<u64>,
     history: History,
+    /// The window lengths looked at, shortest first: each is added once
+    /// the history reaches back that far (a week's 32 take 2 KiB).
     scales: Vec<Scale>,
+    /// The longest window length (up to `max_window`).
+    longest_ms: u64,
     /// The window of everything since the warm-up ended, tested with every
     /// bucket while the limit is near (module doc, step 2).
     since_warmup: Option<Window>,
@@ -334,22 +347,19 @@ fn ms(d: Duration) -> u64 {
 impl Detector {
     pub fn new(cfg: LeakConfig, limit: Option<u64>) -> Self {
         let max_ms = ms(cfg.max_window).max(MIN_WINDOW_MS);
-        let mut scales = Vec::new();
-        let mut len = MIN_WINDOW_MS as f64;
-        while (len as u64) <= max_ms {
-            scales.push(Scale {
-                len_ms: len as u64,
-                next_ms: 0,
-                last: None,
-            });
-            len *= SCALE_STEP;
-        }
         let history = History::new(max_ms + ms(cfg.floor_window));
+        // √2^128 × 10 s is past any u64 of milliseconds: a bound, not a limit.
+        let longest_ms = (0..128)
+            .map(scale_len)
+            .take_while(|&l| l <= max_ms)
+            .last()
+            .unwrap_or(MIN_WINDOW_MS);
         Detector {
             cfg,
             limit,
             history,
-            scales,
+            scales: Vec::new(),
+            longest_ms,
             since_warmup: None,
             start_ms: None,
             last_ms: None,
@@ -449,6 +459,17 @@ impl Detector {
                 longest_ms: l,
                 typical_ms: t,
             });
+        loop {
+            let len = scale_len(self.scales.len());
+            if len > available.min(self.longest_ms) {
+                break;
+            }
+            self.scales.push(Scale {
+                len_ms: len,
+                next_ms: 0,
+                last: None,
+            });
+        }
         for s in &mut self.scales {
             if s.len_ms > available {
                 s.last = None;
@@ -468,7 +489,7 @@ impl Detector {
             (Some(l), Some(c)) if slope > 0.0 => l.saturating_sub(c) as f64 / slope * 1000.0,
             _ => f64::INFINITY,
         };
-        let longest = self.scales.last().map_or(0, |s| s.len_ms);
+        let longest = self.longest_ms;
         let possible = (MIN_WINDOW_MS..=longest).contains(&available)
             && self
                 .history

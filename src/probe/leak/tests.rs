@@ -158,6 +158,36 @@ fn a_gc_sawtooth_without_a_leak_raises_nothing_in_a_day() {
     assert!(!d.status().suspected);
 }
 
+/// The windows' cache grows with the history: none during the warm-up
+/// (M1's first 70 s), a window length once the history reaches back that
+/// far, 32 for the default week (2 KiB, docs/benchmarks.md "Tenth run").
+#[test]
+fn window_lengths_are_added_as_the_history_reaches_them() {
+    let (d, _) = run(Some(mib(1024.0)), 1.0, 70.0, |_, _| 300.0 * MIB);
+    assert!(
+        d.scales.is_empty(),
+        "{} scales in the warm-up",
+        d.scales.len()
+    );
+    let (d, _) = run(Some(mib(1024.0)), 2.0, HOUR, |_, _| 300.0 * MIB);
+    let available_ms = ms(Duration::from_secs_f64(HOUR) - LeakConfig::default().warmup);
+    let lens: Vec<u64> = d.scales.iter().map(|s| s.len_ms).collect();
+    let expected: Vec<u64> = (0..)
+        .map(scale_len)
+        .take_while(|&l| l <= available_ms)
+        .collect();
+    assert_eq!(lens, expected);
+    assert_eq!(lens.first(), Some(&MIN_WINDOW_MS));
+    // A week: 10 s × √2^i up to 7 days.
+    let week = (0..)
+        .map(scale_len)
+        .take_while(|&l| l <= 7 * 24 * 3_600_000)
+        .count();
+    assert_eq!(week, 32);
+    assert_eq!(d.longest_ms, scale_len(31));
+    assert_eq!(week * std::mem::size_of::<Scale>(), 2048);
+}
+
 #[test]
 fn kendall_significance_weighs_the_number_of_points() {
     use super::window::kendall_z;
