@@ -29,9 +29,11 @@ pub struct Retention {
 }
 
 pub struct Sampler {
-    pending: Mutex<Vec<(String, Sample)>>,
+    /// Samples not yet stored, each unit's name shared with `latest` (a
+    /// hundred units buffer a thousand samples between two flushes).
+    pending: Mutex<Vec<(Arc<str>, Sample)>>,
     pending_host: Mutex<Vec<HostSample>>,
-    latest: Mutex<HashMap<String, Sample>>,
+    latest: Mutex<HashMap<Arc<str>, Sample>>,
     latest_host: Mutex<Option<HostSample>>,
     /// One leak detector per service, fed with every sample of its tree.
     leaks: Mutex<HashMap<String, LeakEntry>>,
@@ -121,8 +123,16 @@ impl Sampler {
 
     /// A sample of a unit's tree, from its run's watchdog.
     pub fn record(&self, unit: &str, s: Sample) {
-        lock(&self.pending).push((unit.to_string(), s));
-        lock(&self.latest).insert(unit.to_string(), s);
+        let name = {
+            let mut latest = lock(&self.latest);
+            let name = match latest.get_key_value(unit) {
+                Some((k, _)) => k.clone(),
+                None => Arc::from(unit),
+            };
+            latest.insert(name.clone(), s);
+            name
+        };
+        lock(&self.pending).push((name, s));
         let headroom = self.latest_host().map(|h| h.mem_available);
         let mut leaks = lock(&self.leaks);
         let Some(e) = leaks.get_mut(unit) else { return };
@@ -197,7 +207,13 @@ impl Sampler {
     }
 
     fn flush(&self, store: &Store) {
-        let units = std::mem::take(&mut *lock(&self.pending));
+        // The next batch gets the room this one needed, rather than growing
+        // to it again through a series of reallocations.
+        let units = {
+            let mut pending = lock(&self.pending);
+            let room = pending.len();
+            std::mem::replace(&mut *pending, Vec::with_capacity(room))
+        };
         let host = std::mem::take(&mut *lock(&self.pending_host));
         if units.is_empty() && host.is_empty() {
             return;

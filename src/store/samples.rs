@@ -48,7 +48,7 @@ impl Store {
     /// Writes a batch of samples in one transaction.
     pub fn insert_samples(
         &self,
-        units: &[(String, Sample)],
+        units: &[(impl AsRef<str>, Sample)],
         host: &[HostSample],
     ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
@@ -59,7 +59,7 @@ impl Store {
             )?;
             for (unit, s) in units {
                 stmt.execute(params![
-                    unit,
+                    unit.as_ref(),
                     s.ts,
                     s.rss as i64,
                     s.cpu_pct,
