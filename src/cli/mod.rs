@@ -408,7 +408,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Cmd::Agent { log_format } => {
             let config = load(&cli.config)?;
             init_logging(log_format);
-            runtime()?.block_on(crate::agent::run(config))?;
+            let rt = runtime()?;
+            crate::util::release_unused_stack();
+            rt.block_on(crate::agent::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo { log_format, dir } => {
@@ -416,7 +418,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let config = load(&path)?;
             init_logging(log_format);
             demo::banner(&path);
-            runtime()?.block_on(crate::agent::run(config))?;
+            let rt = runtime()?;
+            crate::util::release_unused_stack();
+            rt.block_on(crate::agent::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Next { job, n } => {
