@@ -264,6 +264,8 @@ def main():
     c.add_argument('binary')
     c.add_argument('--list', default=DEFAULT_LIST)
     a = ap.parse_args()
+    # The scenarios run in their own directories.
+    a.binary = os.path.abspath(a.binary)
     if a.cmd == 'record':
         record(a)
         return 0
