@@ -167,23 +167,9 @@ pub fn release_unused_stack() {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
         return;
     };
-    let Some((low, high)) = maps
-        .lines()
-        .filter(|l| l.ends_with("[stack]"))
-        .filter_map(|l| l.split_whitespace().next()?.split_once('-'))
-        .filter_map(|(a, b)| {
-            Some((
-                usize::from_str_radix(a, 16).ok()?,
-                usize::from_str_radix(b, 16).ok()?,
-            ))
-        })
-        .next()
-    else {
-        return;
-    };
-    if !(low..high).contains(&here) {
+    let Some(low) = main_stack_below(&maps, here) else {
         return; // not the main thread
-    }
+    };
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()
@@ -194,11 +180,68 @@ pub fn release_unused_stack() {
         return;
     }
     // SAFETY: [low, end) is this thread's own stack below every live frame
-    // (the stack grows down; `end` is MARGIN under this function's frame),
-    // so nothing refers to it; MADV_DONTNEED makes its pages fresh zeroed
-    // ones when next touched.
+    // (the stack grows down; `end` is MARGIN under this function's frame,
+    // room for the rest of the frame and for `madvise`'s own, a few hundred
+    // bytes), so nothing refers to it; MADV_DONTNEED makes its pages fresh
+    // zeroed ones when next touched.
     unsafe {
         libc::madvise(low as *mut libc::c_void, end - low, libc::MADV_DONTNEED);
+    }
+}
+
+/// The low end of the `[stack]` mapping in `maps` (`/proc/self/maps`) if it
+/// holds `addr`.
+fn main_stack_below(maps: &str, addr: usize) -> Option<usize> {
+    maps.lines()
+        .filter_map(|l| {
+            // address perms offset dev inode pathname: the pathname must be
+            // `[stack]` itself, not a file whose name ends so.
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 6 && f[5] == "[stack]").then_some(f[0])
+        })
+        .filter_map(|range| range.split_once('-'))
+        .filter_map(|(a, b)| {
+            Some((
+                usize::from_str_radix(a, 16).ok()?,
+                usize::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .find(|(low, high)| (*low..*high).contains(&addr))
+        .map(|(low, _)| low)
+}
+
+#[cfg(test)]
+mod stack_tests {
+    #[test]
+    fn the_main_stack_is_the_stack_line_that_holds_the_address() {
+        let maps = "\
+55d0c0000000-55d0c0100000 r-xp 00000000 fd:00 12 /usr/bin/mamori
+7f0000000000-7f0000001000 rw-p 00000000 fd:00 13 /tmp/odd [stack]
+7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0 [stack]
+7ffc00100000-7ffc00102000 r-xp 00000000 00:00 0 [vdso]
+";
+        let f = super::main_stack_below;
+        assert_eq!(f(maps, 0x7ffc_0002_0000), Some(0x7ffc_0000_0000));
+        // An address in another mapping (a thread's stack is anonymous).
+        assert_eq!(f(maps, 0x7f00_0000_0800), None);
+        assert_eq!(f(maps, 0x7ffc_0002_1000), None, "the end is exclusive");
+        assert_eq!(f("", 1), None);
+    }
+
+    /// On the test's own thread (not the main one) it does nothing; on the
+    /// main thread's mapping it finds this process's real `[stack]`.
+    #[test]
+    fn release_unused_stack_leaves_other_threads_alone() {
+        super::release_unused_stack();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let marker = 0u8;
+        let here = std::hint::black_box(&marker) as *const u8 as usize;
+        assert_eq!(
+            super::main_stack_below(&maps, here),
+            None,
+            "a test thread is not the main one"
+        );
+        assert_eq!(maps.lines().filter(|l| l.ends_with("[stack]")).count(), 1);
     }
 }
 

@@ -264,8 +264,9 @@ def main():
     c.add_argument('binary')
     c.add_argument('--list', default=DEFAULT_LIST)
     a = ap.parse_args()
-    # The scenarios run in their own directories.
-    a.binary = os.path.abspath(a.binary)
+    # The scenarios run in their own directories (a bare name is left to PATH).
+    if os.sep in a.binary:
+        a.binary = os.path.abspath(a.binary)
     if a.cmd == 'record':
         record(a)
         return 0

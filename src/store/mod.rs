@@ -12,7 +12,9 @@
 //! (for the mutex, or for another process's write: an operator's `sqlite3`,
 //! a backup) waits off the runtime's workers ([`off_worker`]), so the rest of
 //! the agent, the poll-mode watchdogs that enforce limits included, runs on
-//! meanwhile. The uncontended path costs one `try_lock`.
+//! meanwhile; only a wait for the mutex first retries it on its worker for
+//! up to `SHORT_WAIT` (2 ms), the time a store call usually holds it. The
+//! uncontended path costs one `try_lock`.
 
 // --- cluster ---
 mod drills;
@@ -81,16 +83,17 @@ impl Store {
     /// of its own, each leaving a cached stack behind (docs/benchmarks.md,
     /// tenth run).
     pub(crate) fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        let deadline = std::time::Instant::now() + SHORT_WAIT;
+        let mut deadline = None;
         loop {
             match self.conn.try_lock() {
                 Ok(guard) => return Ok(guard),
                 Err(TryLockError::Poisoned(_)) => return Err(StoreError::Poisoned),
-                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                    std::thread::yield_now();
-                }
                 Err(TryLockError::WouldBlock) => {
-                    return off_worker(|| self.conn.lock()).map_err(|_| StoreError::Poisoned)
+                    let now = std::time::Instant::now();
+                    if now >= *deadline.get_or_insert(now + SHORT_WAIT) {
+                        return off_worker(|| self.conn.lock()).map_err(|_| StoreError::Poisoned);
+                    }
+                    std::thread::yield_now();
                 }
             }
         }

@@ -219,7 +219,8 @@ fn last_lines_start(text: &str, n: usize) -> usize {
 /// leaves nothing pending and did not fill it, so a quiet unit costs no
 /// buffer (hundreds of units: docs/benchmarks.md, M1). Lines are written
 /// whole, each pipe's separately, so stdout and stderr never split each
-/// other's lines.
+/// other's lines (only a line longer than the buffer is written in pieces),
+/// and a pipe's last line is ended with a newline if it had none.
 pub async fn pump(pipes: Vec<tokio::net::unix::pipe::Receiver>, sink: Arc<Mutex<LogSink>>) {
     let mut pipes: Vec<Pipe> = pipes
         .into_iter()
@@ -246,9 +247,13 @@ pub async fn pump(pipes: Vec<tokio::net::unix::pipe::Receiver>, sink: Arc<Mutex<
         .await;
         next = i + 1;
         if ready.is_err() || !pipes[i].read(&sink) {
-            let done = pipes.swap_remove(i);
+            // A last line without its newline gets one: the other pipe's
+            // next line, or the next run's first, starts a line of its own.
+            let mut done = pipes.swap_remove(i);
             if done.pending > 0 {
-                write(&sink, &done.buf[..done.pending]);
+                done.buf.truncate(done.pending);
+                done.buf.push(b'\n');
+                write(&sink, &done.buf);
             }
         }
     }
@@ -305,8 +310,10 @@ mod tests {
     use super::*;
 
     /// One task copies both pipes: a flood on one (4 MiB, written in pieces
-    /// that cut lines) and a few lines on the other, one of them written in
-    /// two parts. Everything arrives, and no line is cut by the other's.
+    /// that cut lines) and a few lines on the other: one written in two
+    /// parts with half the flood between them, and a last one without a
+    /// newline whose pipe closes while the flood goes on. Everything
+    /// arrives, and no line is cut by the other pipe's.
     #[tokio::test]
     async fn one_pump_copies_two_pipes_and_keeps_their_lines_whole() {
         let dir = tempfile::tempdir().unwrap();
@@ -321,19 +328,31 @@ mod tests {
             .collect();
         let pump = tokio::spawn(pump(pipes, sink.clone()));
         const LINES: usize = 40_000;
+        let (half_tx, half_rx) = std::sync::mpsc::channel();
+        let (closed_tx, closed_rx) = std::sync::mpsc::channel();
         let flood = std::thread::spawn(move || {
             let mut w = File::from(out_w);
             let text: String = (0..LINES)
                 .map(|i| format!("out {i:06} {}\n", "x".repeat(88)))
                 .collect();
-            for piece in text.as_bytes().chunks(1000) {
+            let pieces: Vec<&[u8]> = text.as_bytes().chunks(1000).collect();
+            let (first, second) = pieces.split_at(pieces.len() / 2);
+            for piece in first {
+                w.write_all(piece).unwrap();
+            }
+            half_tx.send(()).unwrap();
+            closed_rx.recv().unwrap();
+            for piece in second {
                 w.write_all(piece).unwrap();
             }
         });
         let few = std::thread::spawn(move || {
             let mut w = File::from(err_w);
             w.write_all(b"err one begins ").unwrap();
-            w.write_all(b"and ends\nerr two\n").unwrap();
+            half_rx.recv().unwrap();
+            w.write_all(b"and ends\nerr two\nerr tail").unwrap();
+            drop(w);
+            closed_tx.send(()).unwrap();
         });
         // The writers finish only as the pump reads (a pipe holds 64 KiB).
         tokio::time::timeout(std::time::Duration::from_secs(60), pump)
@@ -347,12 +366,16 @@ mod tests {
             text.push_str(&fs::read_to_string(path).unwrap());
         }
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), LINES + 2);
+        assert_eq!(lines.len(), LINES + 3);
         assert!(
             lines.contains(&"err one begins and ends"),
             "a line written in two parts"
         );
         assert!(lines.contains(&"err two"));
+        assert!(
+            lines.contains(&"err tail"),
+            "the last line, without its newline"
+        );
         let outs: Vec<&str> = lines
             .iter()
             .copied()

@@ -132,8 +132,9 @@ impl History {
         loop {
             levels.push(Store {
                 units,
-                // Allocated with its first bucket: a level fills only after
-                // the finer ones have (level k after 2^k × 96 s).
+                // Allocated with its first bucket, which comes when the
+                // finer level overflows: level k ≥ 1 about 2^k × 50 s in
+                // (96 s, 196 s, 396 s, …; the 14th after 4.7 days).
                 own: VecDeque::new(),
                 last: None,
                 seen: 0,
