@@ -377,6 +377,23 @@ impl Detector {
         }
     }
 
+    /// The detector as it was before window lengths were added lazily:
+    /// every one from the start. The tests check both give the same verdicts.
+    #[cfg(test)]
+    pub(super) fn with_every_window(mut self) -> Self {
+        loop {
+            let len = scale_len(self.scales.len());
+            if len > self.longest_ms {
+                return self;
+            }
+            self.scales.push(Scale {
+                len_ms: len,
+                next_ms: 0,
+                last: None,
+            });
+        }
+    }
+
     /// The memory limit predictions aim at (for the host: the memory usable).
     pub fn set_limit(&mut self, limit: Option<u64>) {
         self.limit = limit;

@@ -188,6 +188,53 @@ fn window_lengths_are_added_as_the_history_reaches_them() {
     assert_eq!(week * std::mem::size_of::<Scale>(), 2048);
 }
 
+/// Window lengths added as the history reaches them change nothing: a
+/// detector with every length from the start (the design before) gives the
+/// same verdicts and the same status at every sample, over leaks, a
+/// saw-tooth, a leak that stops, and restarts (`reset`) in between.
+#[test]
+fn lazily_added_window_lengths_give_the_same_verdicts_as_all_at_once() {
+    type Shape = fn(f64) -> f64;
+    let shapes: [(&str, Shape); 4] = [
+        ("linear", |t| 300.0 * MIB + t * 50_000.0),
+        ("sawtooth", |t| 400.0 * MIB + sawtooth(t)),
+        ("leak then flat", |t| {
+            300.0 * MIB + t.min(4.0 * HOUR) * 30_000.0
+        }),
+        ("fast", |t| 100.0 * MIB + t * 400_000.0),
+    ];
+    for (name, shape) in shapes {
+        let mut lazy = Detector::new(LeakConfig::default(), Some(mib(2048.0)));
+        let mut eager = Detector::new(LeakConfig::default(), Some(mib(2048.0))).with_every_window();
+        assert!(lazy.scales.is_empty() && eager.scales.len() == 32);
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let (mut flips, mut t) = (0, 0.0);
+        // 10 h at 5 s, restarted at 3 h and at 7 h (the process starts again
+        // from its base memory).
+        let mut since = 0.0;
+        while t <= 10.0 * HOUR {
+            if t == 3.0 * HOUR || t == 7.0 * HOUR {
+                lazy.reset(Duration::from_secs_f64(t));
+                eager.reset(Duration::from_secs_f64(t));
+                since = t;
+            }
+            let v = (shape(t - since) + rng.noise(1.0 * MIB)).max(1.0) as u64;
+            let at = Duration::from_secs_f64(t);
+            let (a, b) = (lazy.observe(at, v), eager.observe(at, v));
+            assert_eq!(a, b, "{name}: verdict at {t} s");
+            flips += usize::from(a.is_some());
+            assert_eq!(lazy.status(), eager.status(), "{name}: status at {t} s");
+            t += 5.0;
+        }
+        if name != "sawtooth" {
+            assert!(
+                flips > 0,
+                "{name}: the trace should raise something to compare"
+            );
+        }
+    }
+}
+
 #[test]
 fn kendall_significance_weighs_the_number_of_points() {
     use super::window::kendall_z;
