@@ -381,10 +381,17 @@ impl Detector {
     /// every one from the start. The tests check both give the same verdicts.
     #[cfg(test)]
     pub(super) fn with_every_window(mut self) -> Self {
+        self.add_windows_up_to(self.longest_ms);
+        self
+    }
+
+    /// Adds the window lengths up to `max_ms` not yet looked at, each with
+    /// nothing fitted yet (as `reset` leaves the others).
+    fn add_windows_up_to(&mut self, max_ms: u64) {
         loop {
             let len = scale_len(self.scales.len());
-            if len > self.longest_ms {
-                return self;
+            if len > max_ms {
+                return;
             }
             self.scales.push(Scale {
                 len_ms: len,
@@ -476,17 +483,7 @@ impl Detector {
                 longest_ms: l,
                 typical_ms: t,
             });
-        loop {
-            let len = scale_len(self.scales.len());
-            if len > available.min(self.longest_ms) {
-                break;
-            }
-            self.scales.push(Scale {
-                len_ms: len,
-                next_ms: 0,
-                last: None,
-            });
-        }
+        self.add_windows_up_to(available.min(self.longest_ms));
         for s in &mut self.scales {
             if s.len_ms > available {
                 s.last = None;
