@@ -3,7 +3,6 @@
 //! memory where no cgroup holds it), confirms the kernel's own OOM kills,
 //! and records the first breach of a run (only the first one counts).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -135,7 +134,7 @@ pub(super) async fn watchdog(
     let mut tick = tokio::time::interval_at(aligned_start(ctx.tick_epoch, period), period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut files = super::proc::ProcFiles::default();
-    let mut cpu_seen: HashMap<i32, u64> = HashMap::new();
+    let mut cpu = CpuTally::default();
     // (when, cpu_ms) at the last recorded sample, for CPU %.
     let mut last_sample: Option<(Instant, u64)> = None;
     // The first sample is taken soon (status and /metrics show a new run's
@@ -200,10 +199,12 @@ pub(super) async fn watchdog(
         first = false;
         let stats = ctx.enforcer.sample(&group, root, period / 2, &mut files);
         let rss: u64 = stats.iter().map(|(s, _)| s.rss).sum();
-        for (s, _) in &stats {
-            cpu_seen.insert(s.pid, s.cpu_ticks);
-        }
-        let cpu_ms = super::proc::ticks_to_duration(cpu_seen.values().sum()).as_millis() as u64;
+        let ticks = cpu.update(
+            stats
+                .iter()
+                .map(|(s, _)| (s.pid, s.start_ticks, s.cpu_ticks)),
+        );
+        let cpu_ms = super::proc::ticks_to_duration(ticks).as_millis() as u64;
         watch.rss.store(rss, Ordering::Relaxed);
         watch.peak.fetch_max(rss, Ordering::Relaxed);
         watch.cpu_ms.store(cpu_ms, Ordering::Relaxed);
@@ -251,6 +252,45 @@ pub(super) async fn watchdog(
             kill_for_breach(&ctx, &unit, run_id, (&group, root, &watch), breach).await;
             return;
         }
+    }
+}
+
+/// CPU time of a run's tree, in clock ticks: the processes in it now, plus
+/// the last figure seen of each process that has left it. A process that
+/// leaves is folded into one sum, so the tally holds only the live ones:
+/// keyed by every pid ever seen, a service that is a shell loop starting a
+/// `sleep` a second would add an entry a second for as long as it runs.
+#[derive(Debug, Default)]
+struct CpuTally {
+    /// The tree at the last sample: (pid, start ticks, CPU ticks), by pid.
+    live: Vec<(i32, u64, u64)>,
+    /// The buffer the next sample is sorted in (kept, not reallocated).
+    spare: Vec<(i32, u64, u64)>,
+    /// Ticks of the processes that have left the tree.
+    gone: u64,
+}
+
+impl CpuTally {
+    /// Takes the tree now, (pid, start ticks, CPU ticks) per process, and
+    /// returns the run's CPU ticks. A pid whose start time changed is
+    /// another process (the pid was reused): the first one has left.
+    fn update(&mut self, now: impl Iterator<Item = (i32, u64, u64)>) -> u64 {
+        let mut next = std::mem::take(&mut self.spare);
+        next.clear();
+        next.extend(now);
+        next.sort_unstable_by_key(|&(pid, _, _)| pid);
+        for &(pid, start, ticks) in &self.live {
+            let stays = next
+                .binary_search_by_key(&pid, |&(p, _, _)| p)
+                .is_ok_and(|i| next[i].1 == start);
+            if !stays {
+                self.gone = self.gone.saturating_add(ticks);
+            }
+        }
+        self.spare = std::mem::replace(&mut self.live, next);
+        self.live
+            .iter()
+            .fold(self.gone, |sum, &(_, _, t)| sum.saturating_add(t))
     }
 }
 
@@ -308,6 +348,40 @@ fn aligned_start(epoch: Instant, period: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_of_processes_that_left_is_kept_and_the_tally_holds_only_live_ones() {
+        let mut t = CpuTally::default();
+        // A shell loop (pid 10) starting a new short process every sample.
+        for i in 0..10_000u64 {
+            let total = t.update([(10, 1, i), (1000 + i as i32, 5 + i, 2)].into_iter());
+            // The loop's own ticks, 2 for each child seen so far.
+            assert_eq!(total, i + 2 * (i + 1));
+            assert_eq!(t.live.len(), 2);
+        }
+        // The loop exits too: nothing is live, nothing is lost.
+        assert_eq!(t.update(std::iter::empty()), 9_999 + 2 * 10_000);
+        assert!(t.live.is_empty());
+    }
+
+    #[test]
+    fn a_reused_pid_is_another_process() {
+        let mut t = CpuTally::default();
+        assert_eq!(t.update([(7, 100, 50)].into_iter()), 50);
+        // Pid 7 exited and was given to a new process (another start time):
+        // the first one's 50 ticks stay counted.
+        assert_eq!(t.update([(7, 200, 3)].into_iter()), 53);
+        assert_eq!(t.update([(7, 200, 4)].into_iter()), 54);
+        // Order of the processes in a sample does not matter.
+        assert_eq!(
+            t.update([(9, 1, 1), (7, 200, 4), (8, 1, 1)].into_iter()),
+            56
+        );
+        assert_eq!(
+            t.update([(8, 1, 2), (9, 1, 1), (7, 200, 4)].into_iter()),
+            57
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn watchdogs_share_one_tick_grid() {
