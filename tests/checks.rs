@@ -100,6 +100,50 @@ rise = 3
 }
 
 #[test]
+fn a_crash_looping_service_is_reported_down_once_not_at_every_restart() {
+    // The service never listens and exits after half a second. Each start
+    // judges its health afresh (`unknown`), and each run it goes down
+    // again: the check was down all along, so one `check.down` (and one
+    // alert occurrence), not one per restart.
+    let port = free_port();
+    let a = Agent::start(
+        "",
+        &format!(
+            r#"[[service]]
+name = "flaky"
+command = ["sh", "-c", "sleep 0.5; exit 1"]
+backoff_min = "50ms"
+backoff_max = "50ms"
+start_limit = 1000
+health = {{ kind = "tcp", address = "127.0.0.1:{port}", interval = "50ms", timeout = "1s", fall = 1 }}
+"#
+        ),
+    );
+    // Four runs ended (each was judged down: a probe every 50 ms, fall 1,
+    // over half a second), and a fifth started.
+    let starts = wait_for("five starts of flaky", || {
+        let s = events_of(&a, "flaky", "unit.started");
+        (s.len() >= 5).then_some(s)
+    });
+    let downs = events_of(&a, "flaky", "check.down");
+    assert_eq!(
+        downs.len(),
+        1,
+        "one check.down over {} runs: {downs:?}",
+        starts.len()
+    );
+    assert!(events_of(&a, "flaky", "check.up").is_empty());
+    // Between two runs it reads unknown; once judged again, down since the
+    // first time (before the second start), not since the last restart.
+    let c = wait_status(&a, "flaky", "down");
+    let second_start = starts[1]["ts"].as_i64().unwrap();
+    assert!(
+        c["since"].as_i64().unwrap() <= second_start,
+        "{c} {starts:?}"
+    );
+}
+
+#[test]
 fn http_check_reports_status_and_body_mismatches() {
     let port = free_port();
     let a = Agent::start(

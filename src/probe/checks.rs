@@ -50,6 +50,11 @@ struct Entry {
     cfg: CheckConfig,
     health: Health,
     view: CheckStatus,
+    /// The last status an event told (`up`, `down` or `paused`) and its
+    /// `since`. A service's restart makes its health `unknown` without an
+    /// event; judged the same as before, it is not news (a crash-looping
+    /// service would emit `check.down` at every restart).
+    told: Option<(Status, Option<i64>)>,
 }
 
 pub struct ProbeCtx {
@@ -107,6 +112,7 @@ impl Checks {
                 last_ping_at: None,
             };
             let entry = Arc::new(Mutex::new(Entry {
+                told: None,
                 health: Health::new(cfg.fall, cfg.rise),
                 cfg: cfg.clone(),
                 view,
@@ -185,7 +191,15 @@ fn apply_flip(
 ) -> Option<Status> {
     let status = flip?;
     e.view.status = status;
+    if let Some((told, since)) = e.told {
+        if told == status {
+            // Only a judgement afresh (a restart) came between.
+            e.view.since = since;
+            return Some(status);
+        }
+    }
     e.view.since = Some(now_ms());
+    e.told = Some((status, e.view.since));
     let (check, kind, unit) = (
         e.cfg.name.clone(),
         e.cfg.kind.name().to_string(),
@@ -245,6 +259,7 @@ impl Task {
             e.health.reset();
             e.view.status = Status::Paused;
             e.view.since = Some(now_ms());
+            e.told = Some((Status::Paused, e.view.since));
             tracing::info!(check = %e.cfg.name, "Check paused: its service is stopped.");
             self.ctx.bus.emit(EventKind::CheckPaused {
                 check: e.cfg.name.clone(),
