@@ -390,10 +390,15 @@ impl Enforcer {
         max_age: Duration,
         files: &mut proc::ProcFiles,
     ) -> Vec<(ProcStat, u64)> {
-        let pids = self.members(group, root, max_age);
         if group.dir.is_some() {
-            return files.read(&pids);
+            let pids = files.members.current(|| self.members(group, root, max_age));
+            let stats = files.read(&pids);
+            files
+                .members
+                .saw(stats.iter().map(|(s, _)| (s.pid, s.threads)));
+            return stats;
         }
+        let pids = self.members(group, root, max_age);
         let snap = self.snapshot(max_age);
         files.fds_for(
             pids.into_iter()

@@ -12,6 +12,7 @@
 pub mod context;
 pub mod enforce;
 pub mod logs;
+mod members;
 pub mod nofile;
 pub mod policy;
 pub mod proc;

@@ -130,6 +130,9 @@ pub fn my_pid() -> i32 {
 /// which were a sixth of an idle agent's syscalls (docs/benchmarks.md).
 #[derive(Default)]
 pub struct ProcFiles {
+    /// Under a cgroup: its members, read from `cgroup.procs` only when
+    /// they may have changed (`members.rs`).
+    pub(super) members: super::members::Members,
     open: HashMap<i32, (fs::File, FdCount)>,
     /// Poll mode: just the fd directories, by pid and start time.
     fd_dirs: HashMap<i32, (u64, FdCount)>,
