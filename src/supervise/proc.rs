@@ -512,6 +512,16 @@ mod tests {
     fn kept_files_follow_the_process_and_count_fds() {
         let mut child = spawn_quiet("sleep", &["30"]);
         let pid = child.id() as i32;
+        // Counted once asleep: while `sleep` starts, its loader opens and
+        // closes the libraries, and the count moves between two reads.
+        for _ in 0..1000 {
+            if stat(pid).is_some_and(|s| s.state == 'S')
+                && fs::read(format!("/proc/{pid}/comm")).is_ok_and(|c| c == b"sleep\n")
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let mut files = ProcFiles::default();
         let first = files.read(&[pid]);
         let listed = count_fds(pid);
