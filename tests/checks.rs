@@ -101,7 +101,7 @@ rise = 3
 
 #[test]
 fn a_crash_looping_service_is_reported_down_once_not_at_every_restart() {
-    // The service never listens and exits after half a second. Each start
+    // The service never listens and exits after a second. Each start
     // judges its health afresh (`unknown`), and each run it goes down
     // again: the check was down all along, so one `check.down` (and one
     // alert occurrence), not one per restart.
@@ -111,16 +111,16 @@ fn a_crash_looping_service_is_reported_down_once_not_at_every_restart() {
         &format!(
             r#"[[service]]
 name = "flaky"
-command = ["sh", "-c", "sleep 0.5; exit 1"]
-backoff_min = "50ms"
-backoff_max = "50ms"
+command = ["sh", "-c", "sleep 1; exit 1"]
+backoff_min = "100ms"
+backoff_max = "100ms"
 start_limit = 1000
-health = {{ kind = "tcp", address = "127.0.0.1:{port}", interval = "50ms", timeout = "1s", fall = 1 }}
+health = {{ kind = "tcp", address = "127.0.0.1:{port}", interval = "100ms", timeout = "1s", fall = 1 }}
 "#
         ),
     );
-    // Four runs ended (each was judged down: a probe every 50 ms, fall 1,
-    // over half a second), and a fifth started.
+    // Four runs ended (each was judged down: a probe every 100 ms, fall 1,
+    // over a second), and a fifth started.
     let starts = wait_for("five starts of flaky", || {
         let s = events_of(&a, "flaky", "unit.started");
         (s.len() >= 5).then_some(s)
