@@ -1658,12 +1658,13 @@ fn drill_every_schedules_drills_on_the_active_node() {
     check_history(&[&nodes[0], &nodes[1]]);
 }
 
-/// Agents "a" and "b" of one host on the embedded backend (loopback
-/// addresses, one database in `shared`), each config passed through `edit`.
-fn embedded_pair(shared: &std::path::Path, edit: impl Fn(String) -> String) -> Vec<Node> {
-    let db = shared.join("cluster.db");
+#[test]
+fn embedded_backend_fails_over_between_agents_of_one_host() {
+    let shared = tempfile::tempdir().unwrap();
+    let db = shared.path().join("cluster.db");
     let mut nodes: Vec<Node> = Vec::new();
     for (i, name) in ["a", "b"].iter().enumerate() {
+        // The embedded backend is one host's: loopback addresses.
         let n = Node::new(
             name,
             &format!("127.0.0.{}", i + 2),
@@ -1682,16 +1683,9 @@ fn embedded_pair(shared: &std::path::Path, edit: impl Fn(String) -> String) -> V
                 ),
             )
             .replace("endpoints = [\"http://unused\"]\n", "");
-        std::fs::write(n.config(), edit(cfg)).unwrap();
+        std::fs::write(n.config(), cfg).unwrap();
         nodes.push(n);
     }
-    nodes
-}
-
-#[test]
-fn embedded_backend_fails_over_between_agents_of_one_host() {
-    let shared = tempfile::tempdir().unwrap();
-    let mut nodes = embedded_pair(shared.path(), |c| c);
     start_all(&mut nodes);
     let t1 = wait_active(&nodes[1], "a");
     nodes[0].kill9();
@@ -1699,46 +1693,6 @@ fn embedded_backend_fails_over_between_agents_of_one_host() {
     assert!(t2 > t1);
     wait_healthy(&nodes[1]);
     check_history(&[&nodes[0], &nodes[1]]);
-}
-
-#[test]
-fn a_warm_standby_waits_for_its_units_health_at_boot_instead_of_stepping_aside() {
-    // Warm: the units run on the standby too, and their health checks are
-    // part of qualifying. Right after an agent starts they have no verdict
-    // yet; judged then, every boot stepped aside and ran `on_fault`. The
-    // long `verify_every` bounds the wait (it is never reached here) and
-    // leaves one verification per node in this test.
-    let shared = tempfile::tempdir().unwrap();
-    let mut nodes = embedded_pair(shared.path(), |c| {
-        c.replace(
-            "verify_every = \"300ms\"",
-            "verify_every = \"60s\"\nstandby = \"warm\"",
-        )
-    });
-    start_all(&mut nodes);
-    wait_active(&nodes[1], "a");
-    wait_for("b qualified", || {
-        let v = nodes[0].get("/api/v1/groups/g");
-        (v["members"]["b"]["qualified"] == true).then_some(())
-    });
-    // b's web runs there as well, healthy (warm).
-    wait_for("web running on b", || {
-        let v = nodes[1].get("/api/v1/units/web");
-        (v["state"] == "running").then_some(())
-    });
-    for n in &nodes {
-        assert_eq!(events(n, "group.step_aside"), 0, "{} stepped aside", n.name);
-        assert_eq!(
-            events(n, "group.qualified"),
-            0,
-            "{}: qualified at once, never unqualified",
-            n.name
-        );
-        let hooks = std::fs::read_to_string(n.dir.path().join("hooks")).unwrap_or_default();
-        assert!(!hooks.contains("fault"), "{} ran on_fault: {hooks}", n.name);
-    }
-    let hooks = std::fs::read_to_string(nodes[0].dir.path().join("hooks")).unwrap_or_default();
-    assert!(hooks.contains("promote"), "a promoted: {hooks}");
 }
 
 #[test]

@@ -45,10 +45,8 @@ pub async fn keep_while_stopping(i: Arc<Inner>, g: GroupConfig, lease: i64, sinc
 
 /// Pre-promote verification: the group's `checks` are up here, no member unit
 /// gave up, the `pre_promote` command succeeds; in warm mode also the units'
-/// own health checks. What has no verdict yet is waited for first
-/// ([`settle`]).
+/// own health checks.
 pub async fn verify(i: &Inner, g: &GroupConfig) -> Result<(), String> {
-    settle(i, g, g.verify_every).await;
     for c in &g.checks {
         match i.checks.status(c) {
             Some(s) if s.status == Status::Up => {}
@@ -82,46 +80,6 @@ pub async fn verify(i: &Inner, g: &GroupConfig) -> Result<(), String> {
             .map_err(|e| format!("pre_promote failed: {e}"))?;
     }
     Ok(())
-}
-
-/// How often [`settle`] looks again.
-const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Waits, at most `bound`, while something verification reads has no
-/// verdict yet ([`pending`]). Right after the agent starts, every check is
-/// `unknown` and the units are only starting: judged at once, each boot
-/// would step aside and run `on_fault` (a page, if that is what it does),
-/// and qualify one `verify_every` later. What is still pending at the bound
-/// is judged as it is (a check that cannot decide is not up).
-async fn settle(i: &Inner, g: &GroupConfig, bound: std::time::Duration) {
-    let until = Instant::now() + bound;
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        if left.is_zero() || !pending(i, g) {
-            return;
-        }
-        tokio::time::sleep(SETTLE_POLL.min(left)).await;
-    }
-}
-
-/// A check verification reads is still `unknown` (the group's `checks`; in
-/// warm mode the units' health checks), or a warm unit without one has not
-/// run yet in this agent's life.
-fn pending(i: &Inner, g: &GroupConfig) -> bool {
-    let unknown = |c: &str| {
-        i.checks
-            .status(c)
-            .is_some_and(|s| s.status == Status::Unknown)
-    };
-    if g.checks.iter().any(|c| unknown(c)) {
-        return true;
-    }
-    g.standby == StandbyMode::Warm
-        && g.units.iter().any(|u| match i.health.get(u) {
-            Some(c) => unknown(c),
-            None => i.sup.status(u).is_some_and(|s| {
-                s.state == crate::supervise::UnitState::Stopped && s.started_at.is_none()
-            }),
-        })
 }
 
 /// Every health check of the group's units is up on this node.
