@@ -260,6 +260,10 @@ pub(super) async fn watchdog(
 /// leaves is folded into one sum, so the tally holds only the live ones:
 /// keyed by every pid ever seen, a service that is a shell loop starting a
 /// `sleep` a second would add an entry a second for as long as it runs.
+/// A process missing from one sample may still be alive (a read that
+/// failed for want of descriptors, a snapshot that missed it): the last
+/// `LEFT_KEPT` that left are remembered, and one that comes back (same pid,
+/// same start) is taken out of `gone` again instead of counted twice.
 #[derive(Debug, Default)]
 struct CpuTally {
     /// The tree at the last sample: (pid, start ticks, CPU ticks), by pid.
@@ -268,7 +272,12 @@ struct CpuTally {
     spare: Vec<(i32, u64, u64)>,
     /// Ticks of the processes that have left the tree.
     gone: u64,
+    /// The last processes that left, oldest first, as in `live`.
+    left: std::collections::VecDeque<(i32, u64, u64)>,
 }
+
+/// Processes that left the tree remembered in case they come back.
+const LEFT_KEPT: usize = 64;
 
 impl CpuTally {
     /// Takes the tree now, (pid, start ticks, CPU ticks) per process, and
@@ -285,6 +294,19 @@ impl CpuTally {
                 .is_ok_and(|i| next[i].1 == start);
             if !stays {
                 self.gone = self.gone.saturating_add(ticks);
+                if self.left.len() == LEFT_KEPT {
+                    self.left.pop_front();
+                }
+                self.left.push_back((pid, start, ticks));
+            }
+        }
+        for &(pid, start, _) in &next {
+            let back = self
+                .left
+                .iter()
+                .position(|&(p, s, _)| p == pid && s == start);
+            if let Some(i) = back.and_then(|i| self.left.remove(i)) {
+                self.gone = self.gone.saturating_sub(i.2);
             }
         }
         self.spare = std::mem::replace(&mut self.live, next);
@@ -362,6 +384,17 @@ mod tests {
         // The loop exits too: nothing is live, nothing is lost.
         assert_eq!(t.update(std::iter::empty()), 9_999 + 2 * 10_000);
         assert!(t.live.is_empty());
+    }
+
+    #[test]
+    fn a_process_missing_from_one_sample_is_not_counted_twice() {
+        let mut t = CpuTally::default();
+        assert_eq!(t.update([(5, 1, 600), (6, 1, 10)].into_iter()), 610);
+        // A sample that missed both (say, its read failed).
+        assert_eq!(t.update(std::iter::empty()), 610);
+        assert_eq!(t.update([(5, 1, 601)].into_iter()), 611);
+        assert_eq!(t.update([(5, 1, 602), (6, 1, 11)].into_iter()), 613);
+        assert!(t.left.is_empty());
     }
 
     #[test]
