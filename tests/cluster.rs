@@ -1658,13 +1658,13 @@ fn drill_every_schedules_drills_on_the_active_node() {
     check_history(&[&nodes[0], &nodes[1]]);
 }
 
-#[test]
-fn embedded_backend_fails_over_between_agents_of_one_host() {
-    let shared = tempfile::tempdir().unwrap();
-    let db = shared.path().join("cluster.db");
+/// Agents "a" and "b" of one host on the embedded backend (loopback
+/// addresses, one database in `shared`), each node's config passed through
+/// `edit` with the node's name.
+fn embedded_pair(shared: &std::path::Path, edit: impl Fn(&str, String) -> String) -> Vec<Node> {
+    let db = shared.join("cluster.db");
     let mut nodes: Vec<Node> = Vec::new();
     for (i, name) in ["a", "b"].iter().enumerate() {
-        // The embedded backend is one host's: loopback addresses.
         let n = Node::new(
             name,
             &format!("127.0.0.{}", i + 2),
@@ -1683,9 +1683,16 @@ fn embedded_backend_fails_over_between_agents_of_one_host() {
                 ),
             )
             .replace("endpoints = [\"http://unused\"]\n", "");
-        std::fs::write(n.config(), cfg).unwrap();
+        std::fs::write(n.config(), edit(name, cfg)).unwrap();
         nodes.push(n);
     }
+    nodes
+}
+
+#[test]
+fn embedded_backend_fails_over_between_agents_of_one_host() {
+    let shared = tempfile::tempdir().unwrap();
+    let mut nodes = embedded_pair(shared.path(), |_, c| c);
     start_all(&mut nodes);
     let t1 = wait_active(&nodes[1], "a");
     nodes[0].kill9();
@@ -1693,6 +1700,83 @@ fn embedded_backend_fails_over_between_agents_of_one_host() {
     assert!(t2 > t1);
     wait_healthy(&nodes[1]);
     check_history(&[&nodes[0], &nodes[1]]);
+}
+
+#[test]
+fn a_warm_standby_waits_for_its_units_first_verdict_at_boot_instead_of_stepping_aside() {
+    // Warm: the units run on every member, and their health checks are
+    // part of qualifying. Right after an agent starts they have no verdict
+    // yet (`unknown`, or `paused` while the unit has not started); judged
+    // then, every boot stepped aside and ran `on_fault`. `fall = 600` (60 s
+    // at 100 ms) keeps a slow-starting server from reading `down`, so the
+    // only verdict the check can reach here is `up`; `verify_every` bounds
+    // the wait and is well inside the test's patience.
+    let shared = tempfile::tempdir().unwrap();
+    let mut nodes = embedded_pair(shared.path(), |name, c| {
+        let c = c
+            .replace(
+                "verify_every = \"300ms\"",
+                "verify_every = \"20s\"\nstandby = \"warm\"",
+            )
+            .replace("fall = 2", "fall = 600");
+        // On a, web waits to be started by hand: its check reads `paused`.
+        if name == "a" {
+            c.replace("stop_timeout = ", "autostart = false\nstop_timeout = ")
+        } else {
+            c
+        }
+    });
+    let [a, b] = &mut nodes[..] else {
+        unreachable!("two nodes")
+    };
+    a.start();
+    wait_for("a's web check paused before web ever ran", || {
+        let v = a.get("/api/v1/checks/web");
+        (v["status"] == "paused").then_some(())
+    });
+    let (s, v) = a.post("/api/v1/units/web/start");
+    assert!(s < 300, "start web on a -> {s}: {v}");
+    // Either a qualifies and becomes active, or it stepped aside: the
+    // failure shows at once, with its reason.
+    wait_for("a active, or a stepped aside", || {
+        let here = a.get("/api/v1/groups/g");
+        (here["active"] == "a" || events(a, "group.step_aside") > 0).then_some(())
+    });
+    let here = a.get("/api/v1/groups/g");
+    assert_eq!(here["active"], "a", "a stepped aside: {}", here["here"]);
+    b.start();
+    wait_for("b qualified", || {
+        let v = a.get("/api/v1/groups/g");
+        (v["members"]["b"]["qualified"] == true).then_some(())
+    });
+    for n in [&*a, &*b] {
+        assert_eq!(events(n, "group.step_aside"), 0, "{} stepped aside", n.name);
+        assert_eq!(
+            events(n, "group.qualified"),
+            0,
+            "{}: qualified at once, never unqualified",
+            n.name
+        );
+        let hooks = std::fs::read_to_string(n.dir.path().join("hooks")).unwrap_or_default();
+        assert!(!hooks.contains("fault"), "{} ran on_fault: {hooks}", n.name);
+    }
+    let hooks = std::fs::read_to_string(a.dir.path().join("hooks")).unwrap_or_default();
+    assert!(hooks.contains("promote"), "a promoted: {hooks}");
+    // Only the first verification waits: web stopped by hand on b, once it
+    // ran, is judged as it is at b's next verification.
+    let out = b.cli(&["stop", "web"]);
+    assert!(out.status.success(), "stop web on b: {out:?}");
+    wait_for("b steps aside", || {
+        (events(b, "group.step_aside") > 0).then_some(())
+    });
+    let v = b.get("/api/v1/groups/g");
+    assert_eq!(v["here"]["qualified"], false, "{v}");
+    assert_eq!(
+        v["here"]["reason"], "the group's units are not healthy here",
+        "{v}"
+    );
+    let hooks = std::fs::read_to_string(b.dir.path().join("hooks")).unwrap_or_default();
+    assert!(hooks.contains("fault"), "b ran on_fault: {hooks}");
 }
 
 #[test]

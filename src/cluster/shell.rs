@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::group::{Action, Group, Input, Observed, Params, Role};
 use super::node::Inner;
 use super::work::{
-    beat, campaign, keep_while_stopping, peers_agree, units_healthy, verify, write_state,
+    beat, campaign, keep_while_stopping, peers_agree, units_healthy, verify, verify_settled,
+    write_state,
 };
 use super::{Guard, Handoff, Op};
 use crate::config::cluster::{GroupConfig, OnStoreLoss, StandbyMode};
@@ -101,8 +102,10 @@ pub async fn run(i: Arc<Inner>, g: GroupConfig, cancel: CancellationToken) {
                     verifying = true;
                     next_verify = Instant::now() + g.verify_every;
                     let (i, g, tx) = (s.i.clone(), s.g.clone(), s.tx.clone());
+                    let first = s.qualified.is_none();
                     tokio::spawn(async move {
-                        let _ = tx.send(Msg::Qualified(verify(&i, &g).await));
+                        let r = if first { verify_settled(&i, &g).await } else { verify(&i, &g).await };
+                        let _ = tx.send(Msg::Qualified(r));
                     });
                 }
             }

@@ -82,6 +82,57 @@ pub async fn verify(i: &Inner, g: &GroupConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// The first verification after the agent starts: waits, at most
+/// `verify_every`, while what it reads has no verdict yet ([`pending`]),
+/// then verifies. Right after a start every check is `unknown` and the
+/// units are only starting; judged at once, each boot of a standby would
+/// step aside and run `on_fault` (a page, if that is what it does) and
+/// qualify one `verify_every` later. Later verifications, and the one
+/// before a campaign, judge at once: they must not delay a failover.
+pub async fn verify_settled(i: &Inner, g: &GroupConfig) -> Result<(), String> {
+    let until = Instant::now() + g.verify_every;
+    while pending(i, g) {
+        let Some(left) = until.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        if left.is_zero() {
+            break;
+        }
+        tokio::time::sleep(SETTLE_POLL.min(left)).await;
+    }
+    verify(i, g).await
+}
+
+/// How often [`verify_settled`] looks again.
+const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Something verification reads has no verdict yet: one of the group's
+/// `checks` is still `unknown`; in warm mode, a unit's health check is
+/// `unknown`, or `paused` while the unit has not run yet in this agent's
+/// life (a check's first tick can come before its unit starts), or a unit
+/// without a health check has not run yet. A unit that ran and stopped is
+/// judged as it is.
+fn pending(i: &Inner, g: &GroupConfig) -> bool {
+    let status = |c: &str| i.checks.status(c).map(|s| s.status);
+    if g.checks.iter().any(|c| status(c) == Some(Status::Unknown)) {
+        return true;
+    }
+    g.standby == StandbyMode::Warm
+        && g.units.iter().any(|u| {
+            let never_ran = i.sup.status(u).is_some_and(|s| {
+                s.run_id.is_none() && s.state == crate::supervise::UnitState::Stopped
+            });
+            match i.health.get(u) {
+                Some(c) => match status(c) {
+                    Some(Status::Unknown) => true,
+                    Some(Status::Paused) => never_ran,
+                    _ => false,
+                },
+                None => never_ran,
+            }
+        })
+}
+
 /// Every health check of the group's units is up on this node.
 pub fn units_healthy(i: &Inner, g: &GroupConfig) -> bool {
     g.units.iter().all(|u| match i.health.get(u) {
