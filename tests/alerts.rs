@@ -841,6 +841,54 @@ command = "exit 5"
 }
 
 #[test]
+fn a_failed_job_raises_a_critical_alert_by_default_and_its_successful_rerun_resolves_it() {
+    // No [[alert]]: a nightly flow that fails must tell someone anyway.
+    let a = Agent::start(
+        "",
+        r#"[[job]]
+name = "extract"
+command = "echo extracted"
+
+[[job]]
+name = "transform"
+after = ["extract"]
+command = "sh ./transform.sh"
+working_dir = "work"
+
+[[job]]
+name = "load"
+after = ["transform"]
+command = "echo loaded"
+"#,
+    );
+    let work = a.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("transform.sh"), "exit 3\n").unwrap();
+    let (status, body) = a.post("/api/v1/flows/extract/run");
+    assert_eq!(status, 202, "{body}");
+    let n = wait_alert(&a, "firing");
+    assert_eq!(n["key"], "job-failed/transform", "{n}");
+    assert_eq!(n["severity"], "critical");
+    assert_eq!(n["title"], "job transform of flow extract failed");
+    // Fixed and rerun from the failure: the job succeeds, the alert resolves.
+    std::fs::write(work.join("transform.sh"), "echo transformed\n").unwrap();
+    let out = a.cli(&["rerun", "extract", "--from-failed"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = wait_alert(&a, "resolved");
+    assert_eq!(r["id"], n["id"]);
+    assert!(
+        alerts(&a, "firing").is_empty(),
+        "{:?}",
+        alerts(&a, "firing")
+    );
+    assert_eq!(alerts(&a, "all").len(), 1, "{:?}", alerts(&a, "all"));
+}
+
+#[test]
 fn alertmanager_webhooks_become_alerts_with_acknowledgement() {
     let a = Agent::start("", "");
     let payload = |status: &str| {

@@ -165,6 +165,7 @@ fn alert_rules_may_name_every_event_kind_the_agent_emits() {
     let bad = [
         rule("typo", r#""job.faild""#),
         rule("loop", r#""alert.fired""#),
+        "[[alert]]\nname = \"orphan\"\non = \"job.failed\"\nresolve_when = { state = \"succeeded\" }\n".into(),
     ]
     .concat();
     let (code, _, err) = check(&bad);
@@ -172,6 +173,7 @@ fn alert_rules_may_name_every_event_kind_the_agent_emits() {
     for line in [
         "FILE:3:6: unknown event kind \"job.faild\" in `on` of [[alert]] \"typo\"; did you mean \"job.failed\"? (see docs/alerts.md for the list)",
         "FILE:9:6: event kind \"alert.fired\" in `on` of [[alert]] \"loop\": the agent's own alert events never raise alerts",
+        "FILE:16:1: `resolve_when` in [[alert]] \"orphan\" has no `resolve_on` to apply to",
     ] {
         assert!(err.contains(line), "missing:\n  {line}\nin:\n{err}");
     }

@@ -56,6 +56,10 @@ pub struct Rule {
     pub when: Vec<(String, String)>,
     /// Event kinds that resolve the alert with the same subject.
     pub resolve_on: Vec<String>,
+    /// Field equalities a `resolve_on` event must satisfy to resolve, e.g.
+    /// `state = "succeeded"` (a job that failed resolves when it next
+    /// succeeds, not when it next ends).
+    pub resolve_when: Vec<(String, String)>,
     pub severity: Severity,
     /// A field whose value, when it is a severity name, overrides `severity`
     /// (ingested alerts carry their own).
@@ -91,6 +95,7 @@ pub fn defaults() -> Vec<Rule> {
         subject: None,
         when: Vec::new(),
         resolve_on: resolve.iter().map(|s| s.to_string()).collect(),
+        resolve_when: Vec::new(),
         severity: sev,
         severity_from: None,
         title: title.into(),
@@ -138,6 +143,18 @@ pub fn defaults() -> Vec<Rule> {
             "incident {incident_id} needs an update: {title}",
             "Incident {incident_id} (\"{title}\", owner {owner}) has had no update since {last_update}; one was due at {due}. Post one with `mamori incident update {incident_id} --state STATE --message ...` or from the dashboard.",
         ),
+        // --- jobs ---
+        Rule {
+            resolve_when: vec![("state".into(), "succeeded".into())],
+            ..rule(
+                "job-failed",
+                "job.failed",
+                &["unit.exited"],
+                Severity::Critical,
+                "job {job} of flow {flow} failed",
+                "Job {job} failed for good in run {flow_run} of flow {flow} ({reason}); what depends on it is held and will not run. Rerun it once the cause is fixed (`mamori rerun {flow} --from-failed`): this alert resolves when the job next succeeds. To go on without it, `mamori release {job}`, then resolve this alert by hand.",
+            )
+        },
         // --- cluster ---
         rule(
             "drill-failed",
@@ -178,6 +195,13 @@ pub fn defaults() -> Vec<Rule> {
             )
         },
     ]
+}
+
+/// Every `field = value` equality holds in the event (a missing field
+/// does not).
+fn holds(eqs: &[(String, String)], fields: &Map<String, Value>) -> bool {
+    eqs.iter()
+        .all(|(k, v)| lookup(fields, k).map(value_str).as_deref() == Some(v.as_str()))
 }
 
 /// The subject of an event: its `check`, else `unit`, else `key`, else
@@ -307,7 +331,8 @@ impl Rule {
     /// What this rule makes of an event with `kind` and JSON `fields`.
     pub fn apply(&self, kind: &str, fields: &Map<String, Value>) -> Option<Matched> {
         let raises = self.on.iter().any(|k| glob(k, kind));
-        let clears = self.resolve_on.iter().any(|k| glob(k, kind));
+        let clears =
+            self.resolve_on.iter().any(|k| glob(k, kind)) && holds(&self.resolve_when, fields);
         if !raises && !clears {
             return None;
         }
@@ -326,11 +351,7 @@ impl Rule {
                 .and_then(Value::as_str)
                 .and_then(Severity::parse)
                 .unwrap_or(self.severity);
-            let when_ok = self
-                .when
-                .iter()
-                .all(|(k, v)| lookup(fields, k).map(value_str).as_deref() == Some(v.as_str()));
-            if when_ok {
+            if holds(&self.when, fields) {
                 let mut f = fields.clone();
                 f.insert("rule".into(), Value::String(self.name.clone()));
                 f.insert("severity".into(), severity.as_str().into());
@@ -524,6 +545,51 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_job_is_critical_by_default_and_resolves_when_it_next_succeeds() {
+        use crate::event::EventKind;
+        let rules = defaults();
+        let failed = match serde_json::to_value(EventKind::JobFailed {
+            job: "transform".into(),
+            flow: "extract".into(),
+            flow_run: 7,
+            reason: "exit:3".into(),
+        }) {
+            Ok(Value::Object(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        match &evaluate(&rules, "job.failed", &failed)[..] {
+            [Matched::Fire {
+                key,
+                severity,
+                title,
+                body,
+                ..
+            }] => {
+                assert_eq!(key, "job-failed/transform");
+                assert_eq!(*severity, Severity::Critical);
+                assert_eq!(title, "job transform of flow extract failed");
+                assert!(
+                    body.starts_with(
+                        "Job transform failed for good in run 7 of flow extract (exit:3)"
+                    ) && body.contains("`mamori rerun extract --from-failed`"),
+                    "{body}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let exited = |state: &str| obj(json!({"unit": "transform", "run_id": 9, "state": state}));
+        // A failed retry, or a rerun that fails again, does not resolve it.
+        assert!(evaluate(&rules, "unit.exited", &exited("failed")).is_empty());
+        assert!(evaluate(&rules, "unit.exited", &obj(json!({"unit": "transform"}))).is_empty());
+        assert_eq!(
+            evaluate(&rules, "unit.exited", &exited("succeeded")),
+            vec![Matched::Clear {
+                key: "job-failed/transform".into()
+            }]
+        );
+    }
+
+    #[test]
     fn subject_and_when_filter() {
         let r = Rule {
             name: "job-failed".into(),
@@ -531,6 +597,7 @@ mod tests {
             subject: Some("nightly*".into()),
             when: vec![("state".into(), "failed".into())],
             resolve_on: vec!["unit.exited".into()],
+            resolve_when: vec![],
             severity: Severity::Warning,
             severity_from: None,
             title: "{unit} failed: {reason}".into(),
@@ -565,6 +632,7 @@ mod tests {
             subject: Some("trans*".into()),
             when: vec![],
             resolve_on: vec![],
+            resolve_when: vec![],
             severity: Severity::Warning,
             severity_from: None,
             title: "{subject} ({kind}): {reason}".into(),

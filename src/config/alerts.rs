@@ -689,6 +689,16 @@ fn rule(t: &Tbl) -> Option<Rule> {
     check_kinds(t, "resolve_on", &resolve_on);
     let subject = t.string("subject");
     let when = t.string_map("when").unwrap_or_default();
+    let resolve_when = t.string_map("resolve_when").unwrap_or_default();
+    if !resolve_when.is_empty() && resolve_on.is_empty() {
+        r.error(
+            t.key_span("resolve_when"),
+            format!(
+                "`resolve_when` in {} has no `resolve_on` to apply to",
+                t.what
+            ),
+        );
+    }
     let severity = match t.choice("severity", &["info", "warning", "critical"]) {
         Some(s) => Severity::parse(&s),
         None if !t.has("severity") => Some(Severity::Warning),
@@ -717,6 +727,7 @@ fn rule(t: &Tbl) -> Option<Rule> {
         subject,
         when,
         resolve_on: resolve_on.into_iter().map(|(k, _)| k).collect(),
+        resolve_when,
         severity: severity?,
         severity_from,
         title: title?,
@@ -750,6 +761,7 @@ mod tests {
                 "limit-breached",
                 "leak-suspected",
                 "incident-update-due",
+                "job-failed",
                 "drill-failed",
                 "no-standby",
                 "group-fenced",
@@ -812,6 +824,7 @@ on = ["unit.exited", "check.*"]
 subject = "nightly-*"
 when = { state = "failed" }
 resolve_on = "unit.started"
+resolve_when = { by = "agent" }
 severity = "info"
 severity_from = "level"
 title = "{unit}"
@@ -870,6 +883,7 @@ match = { rule = "jobs" }
         assert_eq!(r.subject.as_deref(), Some("nightly-*"));
         assert_eq!(r.when, vec![("state".into(), "failed".into())]);
         assert_eq!(r.resolve_on, ["unit.started"]);
+        assert_eq!(r.resolve_when, vec![("by".into(), "agent".into())]);
         assert_eq!(r.severity, Severity::Info);
         assert_eq!(r.severity_from.as_deref(), Some("level"));
         assert_eq!(r.policy.as_deref(), Some("page"));
