@@ -92,9 +92,7 @@ pub async fn verify(i: &Inner, g: &GroupConfig) -> Result<(), String> {
 pub async fn verify_settled(i: &Inner, g: &GroupConfig) -> Result<(), String> {
     let until = Instant::now() + g.verify_every;
     while pending(i, g) {
-        let Some(left) = until.checked_duration_since(Instant::now()) else {
-            break;
-        };
+        let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;
         }
@@ -119,9 +117,8 @@ fn pending(i: &Inner, g: &GroupConfig) -> bool {
     }
     g.standby == StandbyMode::Warm
         && g.units.iter().any(|u| {
-            let never_ran = i.sup.status(u).is_some_and(|s| {
-                s.run_id.is_none() && s.state == crate::supervise::UnitState::Stopped
-            });
+            // `run_id`, not `started_at`: that is cleared when a run ends.
+            let never_ran = i.sup.status(u).is_some_and(|s| s.run_id.is_none());
             match i.health.get(u) {
                 Some(c) => match status(c) {
                     Some(Status::Unknown) => true,
