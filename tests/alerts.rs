@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{http, wait_for, Agent};
+use common::{http, setup_work, wait_for, Agent, THREE_LEVELS};
 use serde_json::Value;
 
 /// One request the listener received.
@@ -843,27 +843,8 @@ command = "exit 5"
 #[test]
 fn a_failed_job_raises_a_critical_alert_by_default_and_its_successful_rerun_resolves_it() {
     // No [[alert]]: a nightly flow that fails must tell someone anyway.
-    let a = Agent::start(
-        "",
-        r#"[[job]]
-name = "extract"
-command = "echo extracted"
-
-[[job]]
-name = "transform"
-after = ["extract"]
-command = "sh ./transform.sh"
-working_dir = "work"
-
-[[job]]
-name = "load"
-after = ["transform"]
-command = "echo loaded"
-"#,
-    );
-    let work = a.dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(work.join("transform.sh"), "exit 3\n").unwrap();
+    let a = Agent::start("", THREE_LEVELS);
+    setup_work(&a, "exit 3\n");
     let (status, body) = a.post("/api/v1/flows/extract/run");
     assert_eq!(status, 202, "{body}");
     let n = wait_alert(&a, "firing");
@@ -871,7 +852,7 @@ command = "echo loaded"
     assert_eq!(n["severity"], "critical");
     assert_eq!(n["title"], "job transform of flow extract failed");
     // Fixed and rerun from the failure: the job succeeds, the alert resolves.
-    std::fs::write(work.join("transform.sh"), "echo transformed\n").unwrap();
+    setup_work(&a, "echo transformed\n");
     let out = a.cli(&["rerun", "extract", "--from-failed"]);
     assert!(
         out.status.success(),

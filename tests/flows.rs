@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{wait_for, Agent};
+use common::{setup_work, wait_for, Agent, THREE_LEVELS};
 use serde_json::Value;
 
 fn flow(a: &Agent, name: &str) -> Value {
@@ -33,33 +33,6 @@ fn events(a: &Agent, kind: &str) -> Vec<Value> {
         .into_iter()
         .filter(|e| e["kind"] == kind)
         .collect()
-}
-
-const THREE_LEVELS: &str = r#"[[job]]
-name = "extract"
-command = "echo extracted"
-
-[[job]]
-name = "transform"
-after = ["extract"]
-command = "sh ./transform.sh"
-working_dir = "work"
-
-[[job]]
-name = "load"
-after = ["transform"]
-command = "echo loaded"
-
-[[job]]
-name = "report"
-after = ["transform"]
-command = "echo reported"
-"#;
-
-fn setup_work(a: &Agent, script: &str) {
-    let dir = a.dir.path().join("work");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("transform.sh"), script).unwrap();
 }
 
 fn agent_with_work(script: &str) -> Agent {

@@ -392,3 +392,34 @@ command = "false"
 interval = "1s"
 fall = 1
 "#;
+
+/// A flow of three levels: extract, then transform (the script
+/// `work/transform.sh`, see [`setup_work`]), then load and report.
+pub const THREE_LEVELS: &str = r#"[[job]]
+name = "extract"
+command = "echo extracted"
+
+[[job]]
+name = "transform"
+after = ["extract"]
+command = "sh ./transform.sh"
+working_dir = "work"
+
+[[job]]
+name = "load"
+after = ["transform"]
+command = "echo loaded"
+
+[[job]]
+name = "report"
+after = ["transform"]
+command = "echo reported"
+"#;
+
+/// Writes the transform job's script (`work/transform.sh`) of
+/// [`THREE_LEVELS`].
+pub fn setup_work(a: &Agent, script: &str) {
+    let dir = a.dir.path().join("work");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("transform.sh"), script).unwrap();
+}
