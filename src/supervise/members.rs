@@ -161,22 +161,28 @@ mod tests {
     use std::io::Write;
     use std::process::{Child, Command, Stdio};
 
-    /// Children killed and waited for on every path.
+    /// Children killed, with what they forked (each leads its own process
+    /// group), and waited for on every path.
     struct Kids(Vec<Child>);
 
     impl Drop for Kids {
         fn drop(&mut self) {
             for c in &mut self.0 {
-                let _ = c.kill();
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(c.id() as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
                 let _ = c.wait();
             }
         }
     }
 
     fn spawn(argv: &[&str]) -> Child {
+        use std::os::unix::process::CommandExt;
         Command::new(argv[0])
             .args(&argv[1..])
             .stdin(Stdio::piped())
+            .process_group(0)
             .spawn()
             .unwrap()
     }
