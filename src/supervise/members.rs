@@ -115,8 +115,9 @@ impl Members {
         let same = pids.len() == self.known.len()
             && pids.iter().zip(&self.known).all(|(p, m)| *p == m.pid);
         if same {
-            // A look that failed (the file could not be opened, or names a
-            // process whose pid this member now has): open it afresh.
+            // A member whose look failed (its schedstat could not be opened,
+            // or the file kept names an earlier process that had this pid):
+            // open it afresh.
             for m in &mut self.known {
                 if m.runs.is_none() {
                     *m = Member::new(m.pid);

@@ -1,7 +1,8 @@
 //! The agent's own open-files limit. Every supervised process costs the agent
 //! several descriptors (its two output pipes, its kept `/proc/PID/stat` and
 //! `/proc/PID/fd`, under a cgroup `/proc/PID/schedstat`, under cgroup v1 the
-//! cgroup directory, `memory.oom_control` and an eventfd), so the soft limit most service managers hand out (1024)
+//! cgroup directory, `memory.oom_control` and an eventfd), so the soft limit
+//! most service managers hand out (1024)
 //! would run out near a hundred units: opens fail, stats go missing and
 //! spawns fail with EMFILE. At start the agent raises its soft limit to the
 //! hard one (as Go's runtime and systemd's own daemons do), and every child
